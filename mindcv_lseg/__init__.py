@@ -1,0 +1,5 @@
+"""mindcv-lseg: LSeg for MindSpore, registered as mindcv models.
+
+``import mindcv_lseg`` registers the ``lseg_*`` entries with ``mindcv.create_model``.
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""mindcv_lseg.convert"""

@@ -3,3 +3,4 @@
 ``import mindcv_lseg`` registers the ``lseg_*`` entries with ``mindcv.create_model``.
 """
 __version__ = "0.1.0"
+from .text.tokenizer import tokenize

@@ -1,1 +1,2 @@
 """mindcv_lseg.text"""
+from .tokenizer import SimpleTokenizer, tokenize

@@ -1,0 +1,75 @@
+"""mindcv_lseg.checkpoint: atomic save, checked load, strict load into a net."""
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from mindcv_lseg.checkpoint import (CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError,
+                                    CheckpointTruncatedError, load_checkpoint_checked, load_into_net,
+                                    save_checkpoint_atomic)
+
+
+def _net(width=4):
+    from mindspore import nn
+    return nn.SequentialCell(nn.Dense(3, width), nn.BatchNorm1d(width))
+
+
+def test_save_roundtrip_mode_and_no_temp(tmp_path):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    dst = tmp_path / "w.ckpt"
+    save_checkpoint_atomic({"a": a, "h": np.ones(3, np.float16)}, str(dst), append_dict={"epoch": 7})
+    assert sorted(os.listdir(tmp_path)) == ["w.ckpt"]
+    assert stat.S_IMODE(os.stat(dst).st_mode) == 0o644
+    d = load_checkpoint_checked(str(dst))
+    np.testing.assert_array_equal(d["a"].asnumpy(), a)
+    assert d["h"].asnumpy().dtype == np.float16
+    assert int(d["epoch"].asnumpy()) == 7
+    # overwrite an existing (read-only) file
+    os.chmod(dst, 0o400)
+    save_checkpoint_atomic({"a": a * 2}, str(dst))
+    np.testing.assert_array_equal(load_checkpoint_checked(str(dst))["a"].asnumpy(), a * 2)
+
+
+def test_safetensors_roundtrip(tmp_path):
+    a = np.arange(4, dtype=np.float32)
+    dst = tmp_path / "w.safetensors"
+    save_checkpoint_atomic({"a": a}, str(dst))
+    np.testing.assert_array_equal(load_checkpoint_checked(str(dst))["a"].asnumpy(), a)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="not found"):
+        load_checkpoint_checked(str(tmp_path / "nope.ckpt"))
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"<html>not a checkpoint</html>")
+    with pytest.raises(CheckpointFormatError, match="not a MindSpore checkpoint"):
+        load_checkpoint_checked(str(junk))
+    good = tmp_path / "good.ckpt"
+    save_checkpoint_atomic({"a": np.zeros((64, 64), np.float32)}, str(good))
+    data = good.read_bytes()
+    trunc = tmp_path / "trunc.ckpt"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointTruncatedError, match="truncated"):
+        load_checkpoint_checked(str(trunc))
+
+
+def test_load_into_net_strict(tmp_path):
+    net = _net(4)
+    path = tmp_path / "n.ckpt"
+    save_checkpoint_atomic(net, str(path), append_dict={"epoch": 1})
+    w = net[0].weight.asnumpy().copy()
+    net2 = _net(4)
+    assert load_into_net(net2, str(path)) == ([], [])
+    np.testing.assert_array_equal(net2[0].weight.asnumpy(), w)
+    with pytest.raises(CheckpointMismatchError) as ei:
+        load_into_net(_net(5), str(path))
+    assert "0.weight: (4, 3) vs (5, 3)" in str(ei.value)
+    partial = tmp_path / "p.ckpt"
+    save_checkpoint_atomic({"0.weight": w, "extra.w": w}, str(partial))
+    with pytest.raises(CheckpointMismatchError) as ei:
+        load_into_net(_net(4), str(partial))
+    msg = str(ei.value)
+    assert "0.bias" in msg and "extra.w" in msg
+    missing, unexpected = load_into_net(_net(4), str(partial), strict=False)
+    assert "0.bias" in missing and unexpected == ["extra.w"]

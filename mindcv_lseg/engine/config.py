@@ -113,7 +113,7 @@ OPTIONS: List[Option] = [
     Option("data_dir", str, "./data", "dataset root directory", group=_DATA),
     Option("train_split", str, "train", "training split name", group=_DATA),
     Option("val_split", str, "val", "validation split name", group=_DATA),
-    Option("label_set", str, "ade20k", "label set name or path to a text file with one label per line", group=_DATA),
+    Option("label_set", str, "ade20k_150", "label set name or path to a text file with one label per line", group=_DATA),
     Option("num_parallel_workers", int, 1, "data-loading workers", min_value=1, group=_DATA),
     Option("shuffle", bool, True, "shuffle the training set every epoch (seeded)", group=_DATA),
     Option("num_samples", int, None, "use only the first N samples of each split (debug)", optional=True,
@@ -123,6 +123,9 @@ OPTIONS: List[Option] = [
     Option("crop_size", int, 480, "training crop size (pixels, multiple of 32)", min_value=32, group=_DATA),
     Option("base_size", int, 520, "base size of random-scale augmentation (long side in [0.5, 2] x base)",
            min_value=1, group=_DATA),
+    Option("scale_range", float, [0.5, 2.0], "random-scale range of the training augmentation (x base_size)",
+           nargs="+", group=_DATA),
+    Option("hflip", bool, True, "random horizontal flip in training", group=_DATA),
     Option("ignore_index", int, 255, "label value ignored by the loss and the metrics", group=_DATA),
     # Model
     Option("model", str, "lseg_vitl16_384", "model name registered with mindcv (after import mindcv_lseg)",

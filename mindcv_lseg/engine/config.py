@@ -113,7 +113,8 @@ OPTIONS: List[Option] = [
     Option("data_dir", str, "./data", "dataset root directory", group=_DATA),
     Option("train_split", str, "train", "training split name", group=_DATA),
     Option("val_split", str, "val", "validation split name", group=_DATA),
-    Option("label_set", str, "ade20k_150", "label set name or path to a text file with one label per line", group=_DATA),
+    Option("label_set", str, "", "label set: built-in name (ade20k_150, toy, ...), a text file with one label per line, "
+           "or 'a, b, c'; empty = the dataset's own labels", group=_DATA),
     Option("num_parallel_workers", int, 1, "data-loading workers", min_value=1, group=_DATA),
     Option("shuffle", bool, True, "shuffle the training set every epoch (seeded)", group=_DATA),
     Option("num_samples", int, None, "use only the first N samples of each split (debug)", optional=True,
@@ -177,10 +178,14 @@ OPTIONS: List[Option] = [
     # Evaluation
     Option("val_while_train", bool, True, "validate during training", group=_EVAL),
     Option("val_interval", int, 1, "validate every N epochs", min_value=1, group=_EVAL),
-    Option("eval_mode", str, "whole", "whole-image or sliding-window evaluation", choices=("whole", "slide"),
+    Option("eval_mode", str, "whole", "whole image, sliding window, or the reference multi-scale + flip evaluator",
+           choices=("whole", "slide", "ms_flip"), group=_EVAL),
+    Option("eval_scales", float, None, "scales around base_size (null: native size for slide, the reference "
+           "list for ms_flip)", nargs="+", optional=True, group=_EVAL),
+    Option("eval_flip", bool, None, "add horizontally flipped logits (null: on for ms_flip only)", optional=True,
            group=_EVAL),
-    Option("eval_scales", float, [1.0], "test scales (multi-scale evaluation)", nargs="+", group=_EVAL),
-    Option("eval_flip", bool, False, "add horizontally flipped predictions", group=_EVAL),
+    Option("eval_stride", int, None, "sliding-window stride (null: crop_size * 2/3)", optional=True, min_value=1,
+           group=_EVAL),
 ]
 # fmt: on
 
@@ -219,14 +224,28 @@ def _check_value(opt: Option, value: Any, where: str) -> Any:
         return v
 
     if opt.nargs in ("+", "*"):
-        if value is None and opt.optional:
-            return None
+        if opt.optional and (value is None or (isinstance(value, list) and value == [None])):
+            return None  # YAML null or CLI "--key none"
         if not isinstance(value, (list, tuple)):
             raise bad(f"expected a list of {_TYPE_NAMES[opt.type]}, got {type(value).__name__} {value!r}")
         if opt.nargs == "+" and len(value) == 0:
             raise bad("expected a non-empty list")
+        if any(v is None for v in value):
+            raise bad(f"list items must not be null, got {value!r}")
         return [one(v) for v in value]
     return one(value)
+
+
+def _nullable(conv):
+    """CLI converter that also accepts ``none``/``null`` (for optional keys)."""
+
+    def f(v):
+        if isinstance(v, str) and v.lower() in ("none", "null"):
+            return None
+        return conv(v)
+
+    f.__name__ = getattr(conv, "__name__", "value")
+    return f
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,10 +281,13 @@ def build_parser(description: str = "LSeg training", extra_options: Sequence[Opt
         g = groups.get(o.group) or parser.add_argument_group(f"{o.group} parameters")
         groups[o.group] = g
         kw = dict(default=o.default, help=f"{o.help} (default: {o.default!r})")
+        conv = str2bool if o.type is bool else o.type
+        if o.optional:
+            conv = _nullable(conv)
         if o.type is bool:
-            kw.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
+            kw.update(type=conv, nargs="?", const=True, metavar="BOOL")
         else:
-            kw.update(type=o.type)
+            kw.update(type=conv, metavar=_TYPE_NAMES[o.type].upper())
             if o.nargs:
                 kw["nargs"] = o.nargs
         g.add_argument(f"--{o.name}", **kw)

@@ -53,19 +53,28 @@ class EpochShardSampler(ds.Sampler):
         self.epoch = 0
         self.start_step = 0
         self.set_epoch(start_epoch, start_step)
-        super().__init__()  # reads len(self)
+        super().__init__(num_samples=self.num_samples)
 
     @property
     def steps_per_epoch(self) -> int:
         return -(-self.samples_per_epoch // self.batch_size)
 
     def set_epoch(self, epoch: int, start_step: int = 0):
-        """Serve ``epoch`` next, starting at batch ``start_step`` (later epochs start at 0)."""
+        """Serve ``epoch`` next, starting at batch ``start_step`` (later epochs start at 0).
+
+        Set it before creating an iterator. A mid-epoch ``start_step`` changes the number of samples of that one
+        epoch, which MindSpore fixes per iterator: iterate the :class:`SegLoader` (one iterator per epoch), or give
+        the resumed partial epoch its own ``num_epochs=1`` iterator.
+        """
         if epoch < 0 or not 0 <= start_step <= self.steps_per_epoch:
             raise ValueError(f"invalid resume point epoch={epoch}, start_step={start_step} "
                              f"({self.steps_per_epoch} steps per epoch)")
+        if start_step == self.steps_per_epoch:  # resuming right after an epoch's last step
+            epoch, start_step = epoch + 1, 0
         self.epoch = int(epoch)
         self.start_step = int(start_step)
+        # MindSpore checks that an epoch yields exactly num_samples indices (read when an iterator is created)
+        self.num_samples = self.samples_per_epoch - min(self.start_step * self.batch_size, self.samples_per_epoch)
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
         """Dataset indices this shard visits in ``epoch`` (whole epoch, ignoring ``start_step``)."""
@@ -115,18 +124,19 @@ class _Source:
             if not getattr(self.dataset, "skip_bad", False):
                 raise
             image = mask = None
-            first = str(e)
-            for k in range(1, min(n, 64)):  # deterministic replacement: the next good sample
+            err, bad = str(e), idx
+            for k in range(1, min(n, 64)):  # deterministic replacement: the next readable sample
                 self.dataset.num_skipped += 1
-                self.dataset.skipped_files.append(self.dataset.samples[(idx + k - 1) % n][0])
-                warnings.warn(f"skip_bad: {first}; using sample {(idx + k) % n} instead")
+                self.dataset.skipped_files.append(self.dataset.samples[bad][0])
+                warnings.warn(f"skip_bad: {err}; using sample {(idx + k) % n} instead")
                 try:
                     image, mask = self._one(epoch, (idx + k) % n)
+                    idx = (idx + k) % n
                     break
                 except SegDataError as e2:
-                    first = str(e2)
+                    err, bad = str(e2), (idx + k) % n
             if image is None:
-                raise SegDataError(f"skip_bad: no readable sample found near index {idx}; last error: {first}") \
+                raise SegDataError(f"skip_bad: no readable sample found near index {idx}; last error: {err}") \
                     from None
         if self.return_index:
             return image, mask, np.array(idx, dtype=np.int64)

@@ -1,0 +1,52 @@
+"""Create an LSeg network for evaluation / inference and load a checkpoint with specific errors."""
+import os
+from typing import Optional
+
+__all__ = ["ModelLoadError", "create_eval_model"]
+
+
+class ModelLoadError(ValueError):
+    """Unknown model name, missing checkpoint, or a checkpoint that does not fit the model (message says which)."""
+
+
+def _short(msg: str, max_lines: int = 8) -> str:
+    lines = str(msg).splitlines()
+    return "\n".join(lines[:max_lines] + ([f"  ... ({len(lines) - max_lines} more lines)"]
+                                          if len(lines) > max_lines else []))
+
+
+def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: bool = True):
+    """``mindcv.create_model(name)`` + strict checkpoint load, in eval mode.
+
+    Args:
+        name: registered model name (``lseg_vitl16_384``, ``lseg_vitb32``, ``lseg_tiny_test``).
+        ckpt_path: MindSpore checkpoint of this variant (e.g. from ``tools/convert.py`` or ``tools/train.py``).
+        require_ckpt: raise if no checkpoint is given (random weights are useless outside tests).
+
+    Raises:
+        ModelLoadError: with a message naming the model / file and what to do.
+    """
+    import mindcv
+
+    import mindcv_lseg  # noqa: F401  (registers the lseg_* models)
+    from ..checkpoint import CheckpointError, load_into_net
+
+    lseg_models = [m for m in mindcv.list_models("lseg_*")]
+    if not mindcv.is_model(name):
+        raise ModelLoadError(f"unknown model {name!r}; LSeg models: {', '.join(lseg_models)}")
+    if not ckpt_path:
+        if require_ckpt:
+            raise ModelLoadError(f"no checkpoint given for {name}: pass --ckpt_path FILE.ckpt (convert the official "
+                                 f"weights with tools/convert.py or train one with tools/train.py)")
+    elif not os.path.isfile(ckpt_path):
+        raise ModelLoadError(f"checkpoint not found: {ckpt_path} (check the path given to --ckpt_path)")
+    net = mindcv.create_model(name)
+    if ckpt_path:
+        try:
+            load_into_net(net, ckpt_path, strict=True)
+        except CheckpointError as e:
+            raise ModelLoadError(f"cannot load {ckpt_path} into {name}: {_short(e)}\n"
+                                 f"Is it a checkpoint of another variant? Pass the matching --model "
+                                 f"({', '.join(lseg_models)}).") from None
+    net.set_train(False)
+    return net

@@ -162,6 +162,14 @@ def test_image_without_mask_and_reverse(tmp_path):
         FolderSegDataset(root2, "train")
 
 
+def test_jpeg_mask_rejected(tmp_path):
+    root = _folder(tmp_path / "d", n=2)
+    os.remove(os.path.join(root, "masks", "s1.png"))
+    Image.fromarray(np.zeros((12, 16), np.uint8), "L").save(os.path.join(root, "masks", "s1.jpg"))
+    with pytest.raises(SegDataError, match=r"JPEG masks .*: .*s1\.jpg\. Save masks as PNG"):
+        FolderSegDataset(root)
+
+
 def test_duplicate_stems(tmp_path):
     root = _folder(tmp_path / "d", n=1)
     _img(os.path.join(root, "images", "s0.png"))

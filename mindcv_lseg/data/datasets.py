@@ -235,6 +235,11 @@ class FolderSegDataset(SegDataset):
             _warn_or_raise(f"masks without an image in {img_root}",
                            [masks[n] for n in orphans], skip_bad, dropped, "Add the images or remove the masks")
         no_mask = [n for n in names if n not in masks]
+        lossy = _list_files(msk_root, (".jpg", ".jpeg")) if no_mask else {}
+        lossy_masks = [lossy[n] for n in no_mask if n in lossy]
+        _warn_or_raise("JPEG masks (lossy compression changes class ids at edges)", lossy_masks, skip_bad, dropped,
+                       "Save masks as PNG")
+        no_mask = [n for n in no_mask if n not in lossy]
         _warn_or_raise(f"images without a mask in {msk_root} (expected NAME.png)",
                        [images[n] for n in no_mask], skip_bad, dropped, "Add the masks or remove the images")
         names = [n for n in names if n in masks]

@@ -22,6 +22,8 @@ __all__ = ["ConversionReport", "convert_checkpoint", "convert_state", "model_par
 
 PART_NAMES = ("image", "text", "decoder")
 _MS_PART_PREFIX = {"image": "encoder.", "text": "clip_text.", "decoder": "scratch."}
+# what a single-tower release provides (the reassemble / decoder / other tower stay as initialised)
+_LAYOUT_PROVIDES = {"clip": ("clip_text.",), "timm": ("encoder.vit.",), "big_vision": ("encoder.vit.",)}
 _LAYOUT_TITLES = {
     "lseg": "LSeg checkpoint (official naming)",
     "clip": "OpenAI CLIP weights",
@@ -80,8 +82,13 @@ class ConversionReport:
                 out.append("  %-7s %4d tensors, %s values  (%s)" % (part, len(names), _human(nval),
                                                                     key_pattern(names)))
         if self.not_converted:
-            out.append("not in this file, left for another source/training (%d tensors): %s"
-                       % (len(self.not_converted), key_pattern(self.not_converted)))
+            groups = []
+            for part in PART_NAMES:
+                names = [n for n in self.not_converted if n.startswith(_MS_PART_PREFIX[part])]
+                if names:
+                    groups.append("%s %d (%s)" % (part, len(names), key_pattern(names)))
+            out.append("not converted (not in this file; load the output with strict=False): %s"
+                       % ", ".join(groups))
         dt = []
         if self.upcast:
             dt.append("%d float16 tensors upcast exactly to float32" % len(self.upcast))
@@ -197,8 +204,11 @@ def convert_state(source, shapes, part=None, layout=None, src_name="<state>"):
     if official.layout == "mindspore":
         params, upcast, dropped = _convert_mindspore(official.tensors, shapes, parts, src_name)
     else:
+        target = shapes
+        if official.layout in _LAYOUT_PROVIDES:  # single-tower releases: only that tower is required
+            target = OrderedDict((n, s) for n, s in shapes.items() if n.startswith(_LAYOUT_PROVIDES[official.layout]))
         try:
-            res = official_to_mindspore(official.tensors, shapes, parts=parts)
+            res = official_to_mindspore(official.tensors, target, parts=parts)
         except KeymapMismatch as e:
             guess = guess_model(official.tensors)
             hint = ("\nthe file looks like a %s checkpoint: use --model %s" % (guess, guess)) if guess else ""
@@ -206,8 +216,7 @@ def convert_state(source, shapes, part=None, layout=None, src_name="<state>"):
         params, upcast, dropped = res.params, list(res.upcast), list(res.dropped)
     dropped = list(official.dropped) + [d if isinstance(d, tuple) else (d, "unused") for d in dropped]
     wanted = PART_NAMES if parts is None else parts
-    not_converted = [n for n in shapes if n not in params and not n.startswith(
-        tuple(_MS_PART_PREFIX[p] for p in wanted))]
+    not_converted = [n for n in shapes if n not in params]
     fields = dict(layout=official.layout, parts=tuple(wanted), dropped=dropped, upcast=upcast,
                   not_converted=not_converted)
     return params, fields

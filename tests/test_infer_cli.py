@@ -133,3 +133,24 @@ def test_cli_subprocess_exit_code(tmp_path):
                        timeout=120)
     assert r.returncode == 2
     assert "label 1 is empty" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_training_checkpoint_extras_load_but_foreign_params_fail(tmp_path):
+    import mindspore as ms
+    import mindcv
+
+    from mindcv_lseg.eval.model_io import ModelLoadError, create_eval_model
+
+    net = mindcv.create_model("lseg_tiny_test")
+    ms.save_checkpoint(net, str(tmp_path / "train.ckpt"), append_dict={"epoch_num": 3, "best_miou": 0.5,
+                                                                         "train_config": "lr: 0.01"})
+    loaded = create_eval_model("lseg_tiny_test", str(tmp_path / "train.ckpt"))
+    name, p = next(iter(net.parameters_and_names()))
+    np.testing.assert_array_equal(dict(loaded.parameters_and_names())[name].asnumpy(), p.asnumpy())
+    extra = [{"name": n, "data": q} for n, q in net.parameters_and_names()]
+    extra.append({"name": "scratch.extra_block.weight", "data": ms.Tensor(np.zeros((2, 2), np.float32))})
+    ms.save_checkpoint(extra, str(tmp_path / "foreign.ckpt"))
+    with pytest.raises(ModelLoadError, match="scratch.extra_block.weight"):
+        create_eval_model("lseg_tiny_test", str(tmp_path / "foreign.ckpt"))
+    with pytest.raises(ModelLoadError, match="no checkpoint given"):
+        create_eval_model("lseg_tiny_test", "")

@@ -270,6 +270,14 @@ def _numpy_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
 
 
+def _identity(value):
+    return value
+
+
+def _restore_type_tag(value, type_str=None):
+    return value
+
+
 _ALLOWED_FUNCS = {_rebuild_tensor_v2, _rebuild_tensor, _rebuild_tensor_v3, _rebuild_parameter,
                   _rebuild_parameter_with_state}
 
@@ -291,6 +299,9 @@ _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
+for _n in ("build_intlist", "build_doublelist", "build_boollist", "build_tensorlist", "build_genericlist"):
+    _ALLOWED_GLOBALS[("torch.jit._pickle", _n)] = _identity  # TorchScript typed-list markers
+_ALLOWED_GLOBALS[("torch.jit._pickle", "restore_type_tag")] = _restore_type_tag
 for _n in _STORAGE_DTYPES:
     _ALLOWED_GLOBALS[("torch", _n)] = StorageType(_n)
 for _n, _s in _TORCH_DTYPES.items():

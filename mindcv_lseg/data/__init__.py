@@ -10,5 +10,14 @@ from .dataset_factory import DATASET_NAMES, DEFAULT_SIZES, create_seg_dataset
 from .datasets import ADE20KSegDataset, FolderSegDataset, SegDataset
 from .io import SegDataError, map_mask, read_image, read_mask
 from .loader import EpochShardSampler, SegLoader, create_seg_loader
-from .toy import TOY_CLASSES, make_toy_dataset, make_toy_scene
 from .transforms import TrainTransform, ValTransform, create_seg_transform, normalize
+
+_TOY_NAMES = ("TOY_CLASSES", "make_toy_dataset", "make_toy_scene")
+
+
+def __getattr__(name):
+    # lazy: importing .toy here would make ``python -m mindcv_lseg.data.toy`` warn (module imported twice)
+    if name in _TOY_NAMES:
+        from . import toy
+        return getattr(toy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

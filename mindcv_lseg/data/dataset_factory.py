@@ -3,7 +3,6 @@ import os
 from typing import Optional, Sequence, Union
 
 from .datasets import ADE20KSegDataset, FolderSegDataset, SegDataset
-from .toy import make_toy_dataset
 from .transforms import create_seg_transform
 
 __all__ = ["create_seg_dataset", "DATASET_NAMES", "DEFAULT_SIZES"]
@@ -64,6 +63,7 @@ def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, 
                                 ignore_index=ignore_index, transform=transform, skip_bad=skip_bad)
     if name == "toy":
         if not os.path.isfile(os.path.join(root, "classes.txt")):
+            from .toy import make_toy_dataset  # lazy: see mindcv_lseg/data/__init__.py
             make_toy_dataset(root)
         return FolderSegDataset(root, split, label_set, reduce_zero_label=False, mask_ignore_index=None,
                                 ignore_index=ignore_index, transform=transform, skip_bad=skip_bad, name="toy")

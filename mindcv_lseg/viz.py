@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["get_palette", "colorize", "overlay", "add_legend", "visualize"]
+__all__ = ["get_palette", "colorize", "overlay", "add_legend", "visualize", "compare_panel"]
 
 _GOLDEN = 0.618033988749895
 
@@ -133,3 +133,43 @@ def visualize(image: Image.Image, label_map: np.ndarray, labels: Sequence[str], 
     """Overlay + legend in one call (legend rows greyed out for labels absent from ``label_map``)."""
     ov = overlay(image, label_map, alpha, palette)
     return add_legend(ov, labels, palette, present=np.unique(label_map).tolist())
+
+
+def _caption(image: Image.Image, text: str) -> Image.Image:
+    fs = int(min(20, max(11, image.size[0] / 12)))
+    font = _font(fs)
+    bar = fs + 8
+    canvas = Image.new("RGB", (image.size[0], image.size[1] + bar), (255, 255, 255))
+    canvas.paste(image, (0, bar))
+    ImageDraw.Draw(canvas).text((4, bar / 2), text, fill=(0, 0, 0), font=font, anchor="lm")
+    return canvas
+
+
+def compare_panel(image: Image.Image, gt_map: Optional[np.ndarray], pred_map: np.ndarray, labels: Sequence[str],
+                  alpha: float = 1.0, ignore_index: int = 255, gap: int = 4) -> Image.Image:
+    """``[image | ground truth | prediction] + legend`` in one RGB image (captions on top).
+
+    ``alpha=1`` (default) draws solid class colours, easiest to compare; lower values blend in the image.
+
+    Ground-truth pixels equal to ``ignore_index`` are shown untinted. ``gt_map=None`` omits the middle panel.
+    """
+    image = image.convert("RGB")
+    panels = [_caption(image, "image")]
+    if gt_map is not None:
+        gt = np.asarray(gt_map)
+        valid = gt != ignore_index
+        ov = np.asarray(overlay(image, np.where(valid, gt, 0), alpha)).copy()
+        ov[~valid] = np.asarray(image)[~valid]
+        panels.append(_caption(Image.fromarray(ov), "ground truth"))
+    panels.append(_caption(overlay(image, pred_map, alpha), "prediction"))
+    w = sum(p.size[0] for p in panels) + gap * (len(panels) - 1)
+    h = max(p.size[1] for p in panels)
+    strip = Image.new("RGB", (w, h), (255, 255, 255))
+    x = 0
+    for p in panels:
+        strip.paste(p, (x, 0))
+        x += p.size[0] + gap
+    present = set(np.unique(pred_map).tolist())
+    if gt_map is not None:
+        present |= set(np.unique(np.asarray(gt_map)[np.asarray(gt_map) != ignore_index]).tolist())
+    return add_legend(strip, labels, present=sorted(present))

@@ -113,3 +113,34 @@ def test_load_image_and_labels_errors(tmp_path):
     with pytest.raises(ValueError, match="label 2 is empty"):
         api.parse_labels(["a", "b", ""])
     assert api.parse_labels(" dog , grass,other ") == ["dog", "grass", "other"]
+
+
+def test_compare_panel_layout_and_ignore():
+    img = Image.fromarray(np.full((30, 40, 3), 200, np.uint8))
+    gt = np.zeros((30, 40), int)
+    gt[:, 20:] = 1
+    gt[0, 0] = 255  # ignored pixel stays untinted
+    pred = np.ones((30, 40), int)
+    panel = np.array(viz.compare_panel(img, gt, pred, ["a", "b", "c"]))
+    pal = viz.get_palette(3)
+    assert panel.shape[1] > 3 * 40  # three panels + legend
+    top = int(np.argmax((panel[:, 2] == 200).all(axis=1)))  # first image row below the caption bar
+    assert 10 <= top <= 30
+    gt_panel = panel[top:top + 30, 44:84]
+    np.testing.assert_array_equal(gt_panel[0, 0], [200, 200, 200])
+    np.testing.assert_array_equal(gt_panel[5, 5], pal[0])
+    np.testing.assert_array_equal(gt_panel[5, 30], pal[1])
+    np.testing.assert_array_equal(panel[top + 5, 88 + 5], pal[1])  # prediction panel
+
+
+def test_quickstart_pick_checkpoint(tmp_path):
+    import sys
+    import os
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import quickstart
+
+    (tmp_path / "m-0001.ckpt").write_bytes(b"1")
+    (tmp_path / "m-0002.ckpt").write_bytes(b"2")
+    assert quickstart.pick_checkpoint(str(tmp_path), "m").endswith("m-0002.ckpt")
+    (tmp_path / "best.ckpt").write_bytes(b"b")
+    assert quickstart.pick_checkpoint(str(tmp_path), "m").endswith("best.ckpt")

@@ -66,6 +66,10 @@ def test_folder_reduce_zero_label_and_custom_ignore(tmp_path):
     np.testing.assert_array_equal(ds.load(0)[1], [[-1, 0, 1, -1]] * 2)
     with pytest.raises(ValueError, match="ignore_index=1 collides with a class id"):
         FolderSegDataset(root, ignore_index=1)
+    from mindcv_lseg.data import TrainTransform
+    with pytest.raises(ValueError, match="transform pads masks with ignore_index=255 but the dataset uses "
+                                         "ignore_index=-1"):
+        FolderSegDataset(root, ignore_index=-1, transform=TrainTransform(ignore_index=255))
 
 
 def test_folder_split_file_and_split_dirs(tmp_path):

@@ -57,6 +57,10 @@ class SegDataset:
         if 0 <= self.ignore_index < self.num_classes:
             raise ValueError(f"ignore_index={self.ignore_index} collides with a class id of the "
                              f"{self.num_classes}-class label set {self.label_set.name!r}; use e.g. 255 or -1")
+        t_ignore = getattr(transform, "ignore_index", None)
+        if t_ignore is not None and int(t_ignore) != self.ignore_index:
+            raise ValueError(f"transform pads masks with ignore_index={t_ignore} but the dataset uses "
+                             f"ignore_index={self.ignore_index}; build both with the same value")
         self.transform = transform
         self.skip_bad = bool(skip_bad)
         self.name = name

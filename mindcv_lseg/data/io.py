@@ -38,6 +38,7 @@ def read_image(path: str) -> np.ndarray:
 
     Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha is dropped). 16-bit grayscale is scaled
     to 8 bits (``round(v / 257)``). Float (mode ``F``) images are rejected: their value range is unknown.
+    EXIF orientation is not applied (masks carry none, so rotating only the image would misalign the pair).
 
     Raises:
         SegDataError: missing, unreadable/truncated, or unconvertible image (the message names the file).

@@ -255,43 +255,146 @@ def format_mismatch(missing=(), unexpected=(), mismatched=(), header="checkpoint
     return "\n".join(p for p in parts if p)
 
 
-def load_into_net(net, path, strict=True, ignore=("epoch", "step", "global_step", "epoch_num", "step_num",
-                                                  "cur_epoch_num", "cur_step_num", "learning_rate")):
-    """Load a MindSpore ``.ckpt``/``.safetensors`` of this project into ``net``.
+_CKPT_NP_TYPES = {"Int8": np.int8, "UInt8": np.uint8, "Int16": np.int16, "UInt16": np.uint16, "Int32": np.int32,
+                  "UInt32": np.uint32, "Int64": np.int64, "UInt64": np.uint64, "Float16": np.float16,
+                  "Float32": np.float32, "Float64": np.float64, "Bool": np.bool_, "BFloat16": "bfloat16"}
+
+
+def iter_ckpt_records(path, with_data=True):
+    """Stream a MindSpore ``.ckpt`` tensor by tensor: yields ``(name, shape, array_or_None)``.
+
+    Unlike ``mindspore.load_checkpoint`` (which reads and parses the whole file at once, ~3x its size in RAM), this
+    walks the protobuf records one at a time, so loading needs about one tensor of extra memory. Tensors that
+    MindSpore split over several records (> 512 MB) are joined; string entries (``append_dict``) are skipped.
+    """
+    from mindspore.train.checkpoint_pb2 import Checkpoint
+
+    sniff_mindspore_format(path)
+    size = os.path.getsize(path)
+    pending = None  # (tag, dims, dtype, [chunks])
+
+    def finish(p):
+        tag, dims, ttype, chunks = p
+        shape = tuple(int(d) for d in dims)
+        if shape == (0,):
+            shape = ()
+        if not with_data:
+            return tag, shape, None
+        raw = b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        npt = _CKPT_NP_TYPES[ttype]
+        if npt == "bfloat16":
+            arr = (np.frombuffer(raw, "<u2").astype(np.uint32) << np.uint32(16)).view(np.float32)
+        else:
+            arr = np.frombuffer(raw, npt)
+        return tag, shape, arr.reshape(shape)
+
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            start = f.tell()
+            if f.read(1) != b"\x0a":  # crc trailer (validated by sniff)
+                break
+            n = _read_varint(f)
+            body = f.read(n)
+            if n is None or len(body) != n:
+                raise CheckpointTruncatedError("checkpoint file %s is truncated at byte %d" % (path, start))
+            msg = Checkpoint.FromString(b"\x0a" + _encode_varint(n) + body)
+            del body
+            for value in msg.value:
+                if not value.HasField("tensor"):
+                    raise CheckpointFormatError("%s: map parameters are not supported (%s)" % (path, value.tag))
+                t = value.tensor
+                if t.tensor_type == "str":
+                    continue
+                if t.tensor_type not in _CKPT_NP_TYPES:
+                    raise CheckpointFormatError("%s: unsupported tensor type %s for %s" % (path, t.tensor_type,
+                                                                                          value.tag))
+                if pending is not None and pending[0] == value.tag:
+                    pending[3].append(t.tensor_content if with_data else b"")
+                    continue
+                if pending is not None:
+                    yield finish(pending)
+                pending = (value.tag, list(t.dims), t.tensor_type, [t.tensor_content if with_data else b""])
+            del msg
+    if pending is not None:
+        yield finish(pending)
+
+
+def _encode_varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _iter_checkpoint(path, kind, with_data=True):
+    if kind == "ckpt":
+        yield from iter_ckpt_records(path, with_data)
+        return
+    from safetensors import safe_open
+
+    with safe_open(path, framework="np") as f:
+        for name in f.keys():
+            if with_data:
+                arr = f.get_tensor(name)
+                yield name, tuple(arr.shape), arr
+            else:
+                yield name, tuple(f.get_slice(name).get_shape()), None
+
+
+_NOT_PARAMS = ("epoch", "step", "global_step", "epoch_num", "step_num", "cur_epoch_num", "cur_step_num",
+               "learning_rate", "loss_scale")
+_OPTIMIZER_PREFIXES = ("moments.", "adam_", "accum.", "global_step", "scale_sense", "learning_rate", "beta1_power",
+                       "beta2_power")
+
+
+def load_into_net(net, path, strict=True, ignore=_NOT_PARAMS):
+    """Load a MindSpore ``.ckpt``/``.safetensors`` of this project into ``net``, tensor by tensor.
+
+    The file is checked first (names and shapes, no data kept), then streamed into the parameters one tensor at a
+    time, so peak memory is the network plus one tensor (``mindspore.load_checkpoint`` would hold ~3x the file).
 
     Args:
         net: ``nn.Cell``.
-        path: checkpoint path.
-        strict: if True, any missing / unexpected / mis-shaped parameter raises :class:`CheckpointMismatchError`;
-            if False, only mis-shaped ones raise and the others are returned.
-        ignore: checkpoint entries that are not parameters (``append_dict`` scalars) and never count as unexpected;
-            optimizer state (``moments.*``, ``learning_rate``, ``global_step`` ...) is ignored too.
+        path: checkpoint path (kind detected from the content).
+        strict: if True, any missing / unexpected / mis-shaped parameter raises :class:`CheckpointMismatchError`
+            before anything is loaded; if False, only mis-shaped ones raise and the others are returned.
+        ignore: checkpoint entries that are not parameters (``append_dict`` scalars); optimizer state
+            (``moments.*``, ``learning_rate``, ...) is ignored too.
 
     Returns:
         (missing, unexpected): lists of parameter names (both empty when strict).
     """
     import mindspore as ms
 
-    params = load_checkpoint_checked(path)
+    kind = sniff_mindspore_format(path)
     net_params = OrderedDict((p.name, p) for _, p in net.parameters_and_names())
-    missing = [n for n in net_params if n not in params]
-    unexpected = [n for n in params if n not in net_params and n not in ignore
-                  and not n.startswith(("moments.", "adam_", "accum.", "global_step", "scale_sense"))]
-    mismatched = [(n, params[n].shape, p.shape) for n, p in net_params.items()
-                  if n in params and tuple(params[n].shape) != tuple(p.shape)]
+    try:
+        shapes = OrderedDict((n, s) for n, s, _ in _iter_checkpoint(path, kind, with_data=False))
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointTruncatedError("failed to read checkpoint %s (corrupt %s file): %s" % (path, kind, e)) from e
+    missing = [n for n in net_params if n not in shapes]
+    unexpected = [n for n in shapes if n not in net_params and n not in ignore and not n.startswith(_OPTIMIZER_PREFIXES)]
+    mismatched = [(n, shapes[n], tuple(p.shape)) for n, p in net_params.items()
+                  if n in shapes and tuple(shapes[n]) != tuple(p.shape)]
     if mismatched or (strict and (missing or unexpected)):
         raise CheckpointMismatchError(format_mismatch(
             missing, unexpected, mismatched,
             header="checkpoint %s does not match the network %s (wrong model variant or not converted?)"
                    % (path, type(net).__name__)))
-    to_load = {}
-    for n, p in net_params.items():
-        if n in params:
-            v = params[n]
-            if v.dtype != p.dtype:
-                v = ms.Parameter(ms.Tensor(v.asnumpy().astype(ms.dtype_to_nptype(p.dtype))), name=n)
-            to_load[n] = v
-    not_loaded, _ = ms.load_param_into_net(net, to_load, strict_load=False)
-    if not_loaded and strict:
-        raise CheckpointMismatchError("parameters not loaded into the network from %s: %s" % (path, not_loaded[:20]))
+    for name, _, arr in _iter_checkpoint(path, kind):
+        p = net_params.get(name)
+        if p is None:
+            continue
+        want = ms.dtype_to_nptype(p.dtype)
+        if arr.dtype != want:
+            arr = arr.astype(want)
+        p.set_data(ms.Tensor(arr))
+        del arr
     return missing, unexpected

@@ -73,3 +73,28 @@ def test_load_into_net_strict(tmp_path):
     assert "0.bias" in msg and "extra.w" in msg
     missing, unexpected = load_into_net(_net(4), str(partial), strict=False)
     assert "0.bias" in missing and unexpected == ["extra.w"]
+
+
+def test_load_into_net_streams_ckpt_and_safetensors(tmp_path):
+    src = _net(4)
+    want = {n: p.asnumpy().copy() for n, p in src.parameters_and_names()}
+    for ext in ("ckpt", "safetensors"):
+        path = tmp_path / ("s." + ext)
+        save_checkpoint_atomic(src, str(path))
+        dst = _net(4)
+        assert load_into_net(dst, str(path)) == ([], [])
+        for n, p in dst.parameters_and_names():
+            np.testing.assert_array_equal(p.asnumpy(), want[n], err_msg=n)
+
+
+def test_load_into_net_refuses_before_touching_the_net(tmp_path):
+    path = tmp_path / "m.ckpt"
+    good = _net(4)
+    bad = {n: p.asnumpy() + 1 for n, p in good.parameters_and_names()}
+    bad["0.bias"] = np.zeros(7, np.float32)  # one mis-shaped entry
+    save_checkpoint_atomic(bad, str(path))
+    target = _net(4)
+    before = target[0].weight.asnumpy().copy()
+    with pytest.raises(CheckpointMismatchError, match=r"0\.bias: \(7,\) vs \(4,\)"):
+        load_into_net(target, str(path))
+    np.testing.assert_array_equal(target[0].weight.asnumpy(), before)

@@ -348,8 +348,8 @@ def _iter_checkpoint(path, kind, with_data=True):
 
 _NOT_PARAMS = ("epoch", "step", "global_step", "epoch_num", "step_num", "cur_epoch_num", "cur_step_num",
                "learning_rate", "loss_scale")
-_OPTIMIZER_PREFIXES = ("moments.", "adam_", "accum.", "global_step", "scale_sense", "learning_rate", "beta1_power",
-                       "beta2_power")
+_OPTIMIZER_PREFIXES = ("moments.", "adam_", "accum.", "stat.", "global_step", "scale_sense", "learning_rate",
+                       "beta1_power", "beta2_power")
 
 
 def load_into_net(net, path, strict=True, ignore=_NOT_PARAMS):
@@ -364,7 +364,8 @@ def load_into_net(net, path, strict=True, ignore=_NOT_PARAMS):
         strict: if True, any missing / unexpected / mis-shaped parameter raises :class:`CheckpointMismatchError`
             before anything is loaded; if False, only mis-shaped ones raise and the others are returned.
         ignore: checkpoint entries that are not parameters (``append_dict`` scalars); optimizer state
-            (``moments.*``, ``learning_rate``, ...) is ignored too.
+            (``moments.*``, ``adam_m.*``, ``learning_rate``, ...) and any name outside the network's top-level
+            cells (``encoder.``, ``scratch.``, ``clip_text.``, ...) are not counted as unexpected either.
 
     Returns:
         (missing, unexpected): lists of parameter names (both empty when strict).
@@ -380,7 +381,10 @@ def load_into_net(net, path, strict=True, ignore=_NOT_PARAMS):
     except Exception as e:
         raise CheckpointTruncatedError("failed to read checkpoint %s (corrupt %s file): %s" % (path, kind, e)) from e
     missing = [n for n in net_params if n not in shapes]
-    unexpected = [n for n in shapes if n not in net_params and n not in ignore and not n.startswith(_OPTIMIZER_PREFIXES)]
+    # network-like names this net lacks are unexpected; training state (epoch, moments.*, adam_m.*, ...) is not
+    cell_prefixes = tuple("%s." % n for n, _ in net.name_cells().items()) or ("",)
+    unexpected = [n for n in shapes if n not in net_params and n not in ignore
+                  and not n.startswith(_OPTIMIZER_PREFIXES) and n.startswith(cell_prefixes)]
     mismatched = [(n, shapes[n], tuple(p.shape)) for n, p in net_params.items()
                   if n in shapes and tuple(shapes[n]) != tuple(p.shape)]
     if mismatched or (strict and (missing or unexpected)):

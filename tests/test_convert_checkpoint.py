@@ -66,13 +66,15 @@ def test_load_into_net_strict(tmp_path):
         load_into_net(_net(5), str(path))
     assert "0.weight: (4, 3) vs (5, 3)" in str(ei.value)
     partial = tmp_path / "p.ckpt"
-    save_checkpoint_atomic({"0.weight": w, "extra.w": w}, str(partial))
+    # "0.extra" looks like a network parameter -> unexpected; optimizer / training state is not
+    save_checkpoint_atomic({"0.weight": w, "0.extra": w, "moments.0.weight": w, "adam_m.0.weight": w},
+                           str(partial), append_dict={"epoch": 3, "train_config": "model: x"})
     with pytest.raises(CheckpointMismatchError) as ei:
         load_into_net(_net(4), str(partial))
     msg = str(ei.value)
-    assert "0.bias" in msg and "extra.w" in msg
+    assert "0.bias" in msg and "0.extra" in msg and "moments" not in msg and "epoch" not in msg
     missing, unexpected = load_into_net(_net(4), str(partial), strict=False)
-    assert "0.bias" in missing and unexpected == ["extra.w"]
+    assert "0.bias" in missing and unexpected == ["0.extra"]
 
 
 def test_load_into_net_streams_ckpt_and_safetensors(tmp_path):

@@ -218,11 +218,12 @@ def test_truncated_image_and_converted_modes(tmp_path):
     assert ds.load(2)[0].shape == (12, 16, 3)
 
 
-def test_errors_surface_from_loader_as_seg_data_error(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_errors_surface_from_loader_as_seg_data_error(tmp_path, workers):
     root = _folder(tmp_path / "d", n=4)
     _mask(os.path.join(root, "masks", "s2.png"), np.full((12, 16), 9))
     ds = FolderSegDataset(root)
-    loader = create_seg_loader(ds, batch_size=1, num_workers=1)
+    loader = create_seg_loader(ds, batch_size=1, num_workers=workers)
     with pytest.raises(SegDataError, match=r"s2\.png contains ids outside the label set: 9") as ei:
         for _ in loader:
             pass

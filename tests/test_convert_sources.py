@@ -300,3 +300,21 @@ def test_cli_failures_exit_2_no_traceback(tmp_path, tiny_npz):
         assert r.returncode == 2, (src, r.stdout, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not dst.exists()
+
+
+def test_training_checkpoint_as_source(tiny_npz, tiny_shapes, tmp_path):
+    """A training checkpoint (params + optimizer state + scalars + strings) converts to the bare network weights."""
+    from mindcv_lseg.checkpoint import save_checkpoint_atomic
+
+    path, _ = tiny_npz
+    full = str(tmp_path / "full.ckpt")
+    convert_checkpoint("lseg_tiny_test", path, full, shapes=tiny_shapes)
+    params = _ckpt(full)
+    train = dict(params)
+    train.update({"moments." + k: np.zeros_like(v) for k, v in list(params.items())[:5]})
+    save_checkpoint_atomic(train, str(tmp_path / "train.ckpt"), append_dict={"epoch": 4, "train_config": "lr: 1"})
+    out = str(tmp_path / "clean.ckpt")
+    rep = convert_checkpoint("lseg_tiny_test", str(tmp_path / "train.ckpt"), out, shapes=tiny_shapes)
+    assert rep.layout == "mindspore"
+    got = _ckpt(out)
+    assert set(got) == set(params) and all(np.array_equal(got[k], params[k]) for k in got)

@@ -166,9 +166,9 @@ def _convert_mindspore(tensors, shapes, parts, src):
     wanted = PART_NAMES if parts is None else parts
     prefixes = tuple(_MS_PART_PREFIX[p] for p in wanted)
     need = [n for n in shapes if n.startswith(prefixes)]
-    ignore_extra = ("epoch", "step", "global_step", "learning_rate", "moments.", "accum.", "scale_sense")
     missing = [n for n in need if n not in tensors]
-    unexpected = [k for k in tensors if k not in shapes and not k.startswith(ignore_extra)]
+    # network-like names the net lacks; training state (epoch, moments.*, adam_m.*, ...) is ignored
+    unexpected = [k for k in tensors if k not in shapes and k.startswith(tuple(_MS_PART_PREFIX.values()))]
     mism = [(n, tensors.shape(n), shapes[n]) for n in need if n in tensors and tensors.shape(n) != shapes[n]]
     if missing or unexpected or mism:
         raise CheckpointMismatchError(format_mismatch(missing, unexpected, mism,

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..checkpoint import (CheckpointError, CheckpointFormatError, CheckpointNotFoundError, CheckpointTruncatedError,
-                          load_checkpoint_checked, sniff_mindspore_format)
+                          iter_ckpt_records, sniff_mindspore_format)
 from .torch_pickle import (LazyTensor, Placeholder, UnsafePickleError, is_torch_legacy, load_torch_legacy,
                            load_torch_zip, zip_prefix)
 
@@ -255,11 +255,17 @@ def read_safetensors(path):
 
 
 def read_mindspore(path):
-    """MindSpore ``.ckpt`` / ``.safetensors`` (round trip): loaded with mindspore, values as numpy."""
-    params = load_checkpoint_checked(path)
-    loaders = OrderedDict((n, (lambda p=p: p.asnumpy())) for n, p in params.items())
-    shapes = {n: tuple(p.shape) for n, p in params.items()}
-    return SourceState(path, "mindspore", LazyStateDict(loaders, shapes))
+    """MindSpore ``.ckpt`` (round trip), streamed record by record; string entries (training metadata) skipped."""
+    arrays = OrderedDict()
+    try:
+        for name, _, arr in iter_ckpt_records(path):
+            arrays[name] = arr
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointTruncatedError("%s: corrupt MindSpore checkpoint (%s)" % (path, e))
+    loaders = OrderedDict((n, (lambda a=a: a)) for n, a in arrays.items())
+    return SourceState(path, "mindspore", LazyStateDict(loaders, {n: a.shape for n, a in arrays.items()}))
 
 
 def _lazy_entry(t):

@@ -345,3 +345,22 @@ def test_parity_wrong_variant_cli(parity_files):
     assert "net.clip_pretrained.positional_embedding -> clip_text.positional_embedding: (77, 512) vs (77, 64)" \
         in r.stderr
     assert "use --model lseg_vitb32" in r.stderr and not dst.exists()
+
+
+def test_cuda_storage_types_from_gpu_saved_files(tmp_path):
+    """Older torch pickled GPU tensors with torch.cuda.*Storage: read them as CPU data."""
+    src = str(tmp_path / "cpu.ckpt")
+    sd = {"state_dict": {"w": torch.arange(6, dtype=torch.float16).reshape(2, 3), "b": torch.ones(3)}}
+    torch.save(sd, src)
+    dst = str(tmp_path / "gpu.ckpt")
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith("data.pkl"):
+                assert b"ctorch\nHalfStorage\n" in data
+                data = data.replace(b"ctorch\nHalfStorage\n", b"ctorch.cuda\nHalfStorage\n")
+                data = data.replace(b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n")
+            zout.writestr(info.filename, data)
+    st = read_checkpoint(dst)
+    np.testing.assert_array_equal(st.tensors["w"], np.arange(6, dtype=np.float16).reshape(2, 3))
+    np.testing.assert_array_equal(st.tensors["b"], np.ones(3, np.float32))

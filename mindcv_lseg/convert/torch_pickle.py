@@ -304,6 +304,7 @@ for _n in ("build_intlist", "build_doublelist", "build_boollist", "build_tensorl
 _ALLOWED_GLOBALS[("torch.jit._pickle", "restore_type_tag")] = _restore_type_tag
 for _n in _STORAGE_DTYPES:
     _ALLOWED_GLOBALS[("torch", _n)] = StorageType(_n)
+    _ALLOWED_GLOBALS[("torch.cuda", _n)] = StorageType(_n)  # files saved from GPU by older torch (e.g. demo_e200)
 for _n, _s in _TORCH_DTYPES.items():
     _ALLOWED_GLOBALS[("torch", _n)] = StorageType(_s)
 for _n, _v in _SAFE_BUILTINS.items():

@@ -93,6 +93,7 @@ def test_raw_pipeline_serves_consecutive_epochs(tree):
     loader.set_epoch(0)
     it = loader.pipeline.create_tuple_iterator(num_epochs=3, output_numpy=True)
     got = [[b[2].tolist() for b in it] for _ in range(3)]
+    it.stop()
     assert got == ref
 
 

@@ -5,6 +5,7 @@ index order without shuffle) and sample ``i`` of epoch ``e`` is augmented with `
 Both are independent of ``num_workers``, so a run is reproducible, and resuming at ``(epoch, step)`` gives exactly
 the batches an uninterrupted run would have produced.
 """
+import gc
 import re
 import warnings
 from typing import Optional
@@ -216,6 +217,10 @@ class SegLoader:
 
     def __iter__(self):
         epoch, skip = self.sampler.epoch, self.sampler.start_step
+        if self.num_workers > 1:
+            # collect garbage first so forked workers inherit no dead MindSpore iterators (collecting one in a
+            # child process aborts it)
+            gc.collect()
         it = self.pipeline.create_tuple_iterator(num_epochs=1, output_numpy=self.output_numpy, do_copy=False)
         failed = False
         try:
@@ -228,6 +233,10 @@ class SegLoader:
                 raise
             raise err from None
         finally:
+            # stop now (not at garbage collection): a MindSpore iterator left alive can be inherited by worker
+            # processes forked later and abort them when collected there
+            it.stop()
+            del it
             # MindSpore may have prefetched the sampler; whatever it did, after a completed (or abandoned)
             # epoch the next iteration serves the next epoch; after an error, the same point again.
             if failed:

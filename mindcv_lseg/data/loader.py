@@ -221,7 +221,7 @@ class SegLoader:
             # collect garbage first so forked workers inherit no dead MindSpore iterators (collecting one in a
             # child process aborts it)
             gc.collect()
-        it = self.pipeline.create_tuple_iterator(num_epochs=1, output_numpy=self.output_numpy, do_copy=False)
+        it = self.pipeline.create_tuple_iterator(num_epochs=1, output_numpy=self.output_numpy)
         failed = False
         try:
             for batch in it:

@@ -1,6 +1,6 @@
 """``create_seg_dataset``: one entry point for the toy set, ADE20K and user folders."""
 import os
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 from .datasets import ADE20KSegDataset, FolderSegDataset, SegDataset
 from .transforms import create_seg_transform
@@ -13,7 +13,7 @@ DEFAULT_SIZES = {"toy": (128, 128), "ade20k": (520, 480), "folder": (520, 480)}
 
 
 def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, label_set=None,
-                       transform: Union[str, callable, None] = "auto", base_size: Optional[int] = None,
+                       transform: Union[str, Callable, None] = "auto", base_size: Optional[int] = None,
                        crop_size: Union[int, Sequence[int], None] = None, scale_range=(0.5, 2.0),
                        hflip: bool = True, val_mode: str = "original", ignore_index: int = 255,
                        reduce_zero_label: bool = False, mask_ignore_index: Optional[int] = 255,

@@ -312,12 +312,15 @@ def parity_files(tmp_path_factory):
     if not os.path.exists(script):
         pytest.skip("shared parity data not available")
     d = tmp_path_factory.mktemp("parity")
-    out = {}
-    for fmt, name in (("ckpt", "b32_s0.ckpt"), ("npz", "b32_s0.npz")):
+    out, procs = {}, []
+    for fmt, name in (("ckpt", "b32_s0.ckpt"), ("npz", "b32_s0.npz")):  # both formats generated concurrently
         path = str(d / name)
-        subprocess.run([sys.executable, script, "--variant", "clip_vitb32_384", "--seed", "0", "--out", path,
-                        "--format", fmt], check=True, capture_output=True)
+        procs.append(subprocess.Popen([sys.executable, script, "--variant", "clip_vitb32_384", "--seed", "0",
+                                       "--out", path, "--format", fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         out[fmt] = path
+    for p in procs:
+        _, err = p.communicate()
+        assert p.returncode == 0, err.decode()[-2000:]
     out["dir"] = d
     return out
 

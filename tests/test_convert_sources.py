@@ -318,3 +318,15 @@ def test_training_checkpoint_as_source(tiny_npz, tiny_shapes, tmp_path):
     assert rep.layout == "mindspore"
     got = _ckpt(out)
     assert set(got) == set(params) and all(np.array_equal(got[k], params[k]) for k in got)
+
+
+def test_timm_224_weights_for_384_model_hint(tmp_path, tiny_shapes):
+    """A ViT pre-trained at another resolution: the message says so (pos_embed tokens and pixel sizes)."""
+    from safetensors.numpy import save_file
+
+    sd = _tiny_timm()
+    sd["pos_embed"] = np.zeros((1, 10, 64), np.float32)  # 3x3 grid (48 px) instead of 4x4 (64 px)
+    src = str(tmp_path / "vit48.safetensors")
+    save_file(dict(sd), src)
+    with pytest.raises(CheckpointMismatchError, match=r"has 10 tokens \(48 px images\) but this model needs 17 \(64 px\)"):
+        convert_checkpoint("lseg_tiny_test", src, str(tmp_path / "o.ckpt"), shapes=tiny_shapes)

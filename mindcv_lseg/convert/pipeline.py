@@ -147,6 +147,21 @@ def guess_model(official) -> Optional[str]:
     return {(1024, 16): "lseg_vitl16_384", (768, 32): "lseg_vitb32"}.get((shape[0], shape[-1]))
 
 
+def _pos_embed_hint(official, shapes):
+    """Explain a ViT position-embedding size mismatch (e.g. 224-px pre-training weights for a 384-px model)."""
+    key, name = "net.pretrained.model.pos_embed", "encoder.vit.pos_embed"
+    if key not in official or name not in shapes or "net.pretrained.model.patch_embed.proj.weight" not in official:
+        return ""
+    have, need = official.shape(key), shapes[name]
+    patch = official.shape("net.pretrained.model.patch_embed.proj.weight")[-1]
+    if have == need or len(have) != 3 or len(need) != 3 or have[2] != need[2]:
+        return ""
+    side = lambda n: int(round((n - 1) ** 0.5)) * patch  # noqa: E731
+    return ("\nthe ViT position embedding has %d tokens (%d px images) but this model needs %d (%d px): use the "
+            "%d-px release of the weights (e.g. timm vit_*_384 / AugReg '...res_384.npz')"
+            % (have[1], side(have[1]), need[1], side(need[1]), side(need[1])))
+
+
 def _resolve_parts(layout, part, src):
     provided = LAYOUT_PARTS[layout]
     if part is not None and part not in PART_NAMES:
@@ -212,6 +227,7 @@ def convert_state(source, shapes, part=None, layout=None, src_name="<state>"):
         except KeymapMismatch as e:
             guess = guess_model(official.tensors)
             hint = ("\nthe file looks like a %s checkpoint: use --model %s" % (guess, guess)) if guess else ""
+            hint += _pos_embed_hint(official.tensors, shapes)
             raise CheckpointMismatchError("%s does not fit the network: %s%s" % (src_name, e, hint)) from None
         params, upcast, dropped = res.params, list(res.upcast), list(res.dropped)
     dropped = list(official.dropped) + [d if isinstance(d, tuple) else (d, "unused") for d in dropped]

@@ -3,7 +3,6 @@ Lightning checkpoints, bare / legacy state_dicts, TorchScript CLIP archives, mal
 and the public parity checkpoint (Lightning .ckpt vs .npz -> bit-identical conversions).
 """
 import argparse
-import io
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from _convert_synth import REPO, shared_dir, tiny_official  # noqa: E402
-from mindcv_lseg.checkpoint import CheckpointFormatError, CheckpointTruncatedError, load_checkpoint_checked  # noqa
+from mindcv_lseg.checkpoint import CheckpointTruncatedError, load_checkpoint_checked  # noqa: E402
 from mindcv_lseg.convert import (UnsafePickleError, convert_checkpoint, convert_state, model_param_shapes,  # noqa
                                  read_checkpoint)
 from mindcv_lseg.convert.keymap import official_to_mindspore_name  # noqa: E402

@@ -366,17 +366,6 @@ class RestrictedUnpickler(pickle.Unpickler):
         return ref
 
 
-def _unpickle(data_or_file, storage_loader, source):
-    f = io.BytesIO(data_or_file) if isinstance(data_or_file, (bytes, bytearray)) else data_or_file
-    try:
-        return RestrictedUnpickler(f, storage_loader, source).load()
-    except CheckpointError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            struct.error) as e:
-        raise CheckpointTruncatedError("%s: corrupt or truncated pickle (%s: %s)" % (source, type(e).__name__, e))
-
-
 # ---- zip archives (torch.save >= 1.6, TorchScript) ----------------------------------------------------------------
 class ZipStorageReader:
     """Reads ``<prefix>/data/<key>`` members of a zip one at a time into fresh numpy buffers (CRC checked)."""
@@ -479,22 +468,7 @@ def is_torch_legacy(head):
 def load_torch_legacy(path):
     """Read a legacy torch.save file: 3 header pickles, the object pickle, the storage key list, then storages
     (each: int64 element count + raw bytes), in key-list order. Storages are located first, then read lazily."""
-    f = open(path, "rb")
     size = os.path.getsize(path)
-
-    def _plain(what):
-        try:
-            return RestrictedUnpickler(f, None, path).load()
-        except CheckpointError:
-            raise
-        except Exception as e:
-            raise CheckpointTruncatedError("%s: corrupt legacy torch file (%s: %s)" % (path, what, e))
-
-    magic = _plain("magic")
-    if magic != _LEGACY_MAGIC:
-        raise CheckpointFormatError("%s: not a legacy torch file" % path)
-    _plain("protocol")
-    _plain("sys_info")
     offsets = {}
 
     def loader(ref):
@@ -508,17 +482,21 @@ def load_torch_legacy(path):
                 raise CheckpointTruncatedError("%s: storage %s is truncated" % (path, ref.key))
         return out.view(np.uint16 if ref.dtype is BFLOAT16 else ref.dtype)
 
-    up = RestrictedUnpickler(f, loader, path)
-    try:
-        obj = up.load()
-        keys = RestrictedUnpickler(f, None, path).load()
-    except CheckpointError:
-        raise
-    except Exception as e:
-        raise CheckpointTruncatedError("%s: corrupt or truncated legacy torch file (%s: %s)"
-                                       % (path, type(e).__name__, e))
-    pos = f.tell()
-    f.close()
+    with open(path, "rb") as f:
+        try:
+            if RestrictedUnpickler(f, None, path).load() != _LEGACY_MAGIC:
+                raise CheckpointFormatError("%s: not a legacy torch file" % path)
+            RestrictedUnpickler(f, None, path).load()  # protocol version
+            RestrictedUnpickler(f, None, path).load()  # sys_info
+            up = RestrictedUnpickler(f, loader, path)
+            obj = up.load()
+            keys = RestrictedUnpickler(f, None, path).load()
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointTruncatedError("%s: corrupt or truncated legacy torch file (%s: %s)"
+                                           % (path, type(e).__name__, e))
+        pos = f.tell()
     for key in keys:
         ref = up.storages.get(str(key))
         if ref is None:

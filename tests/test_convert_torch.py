@@ -366,3 +366,13 @@ def test_cuda_storage_types_from_gpu_saved_files(tmp_path):
     st = read_checkpoint(dst)
     np.testing.assert_array_equal(st.tensors["w"], np.arange(6, dtype=np.float16).reshape(2, 3))
     np.testing.assert_array_equal(st.tensors["b"], np.ones(3, np.float32))
+
+
+def test_truncated_legacy_file(tmp_path):
+    path = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(1000), "b": torch.zeros(10)}, str(path), _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    for cut in (len(data) - 100, 40):  # inside the storages / inside the pickles
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointTruncatedError):
+            read_checkpoint(str(path))

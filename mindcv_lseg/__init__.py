@@ -3,4 +3,6 @@
 ``import mindcv_lseg`` registers the ``lseg_*`` entries with ``mindcv.create_model``.
 """
 __version__ = "0.1.0"
+
 from .text.tokenizer import tokenize
+from .models import LSeg, lseg_tiny_test, lseg_vitb32, lseg_vitl16_384

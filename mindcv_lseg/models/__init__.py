@@ -1,1 +1,4 @@
-"""mindcv_lseg.models"""
+"""LSeg networks; importing this module registers the ``lseg_*`` entries with mindcv."""
+from .lseg import LOGIT_SCALE, LSeg, lseg_tiny_test, lseg_vitb32, lseg_vitl16_384
+
+__all__ = ["LSeg", "LOGIT_SCALE", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"]

@@ -1,0 +1,204 @@
+"""The one mapping from the official LSeg ``state_dict`` naming to this project's MindSpore parameter names.
+
+Official naming (lang-seg's Lightning checkpoints, LSEG_REFERENCE.md §4): ``net.clip_pretrained.*`` (CLIP),
+``net.pretrained.model.*`` (timm ViT), ``net.pretrained.act_postprocess{1..4}.*`` (reassemble), ``net.scratch.*``
+(decoder). Every other source format (CLIP TorchScript, timm, big_vision) is first brought into this naming by
+``mindcv_lseg.convert`` and then mapped here, so the correspondence lives in one place.
+
+MindSpore naming: ``clip_text.*``, ``encoder.vit.*``, ``encoder.reassemble.branches.{0..3}.*``, ``scratch.*``.
+"""
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+__all__ = [
+    "PARTS",
+    "CheckpointMismatchError",
+    "ConversionResult",
+    "official_to_mindspore_name",
+    "official_to_mindspore",
+    "part_of",
+]
+
+#: which MindSpore parameter prefixes make up each part of the network
+PARTS = {"image": "encoder.", "text": "clip_text.", "decoder": "scratch."}
+
+# official keys that LSeg never uses; dropped with the reason shown to the user
+_DROPPED = [
+    (re.compile(r"^clip_pretrained\.visual\."), "CLIP image tower, unused by LSeg"),
+    (re.compile(r"^clip_pretrained\.logit_scale$"), "CLIP's own logit scale, unused (LSeg's is fixed 1/0.07)"),
+    (re.compile(r"^pretrained\.model\.head\."), "ViT ImageNet classifier, unused"),
+    (re.compile(r"\.num_batches_tracked$"), "BatchNorm step counter, not a MindSpore parameter"),
+    (re.compile(r"^scratch\.refinenet4\.resConfUnit1\."), "refinenet4.resConfUnit1, never called by the reference"),
+]
+
+# (pattern, replacement) applied in order to the key without its ``net.`` prefix; first match wins
+_RULES = [
+    # CLIP text tower
+    (r"^clip_pretrained\.token_embedding\.weight$", r"clip_text.token_embedding.embedding_table"),
+    (r"^clip_pretrained\.ln_final\.weight$", r"clip_text.ln_final.gamma"),
+    (r"^clip_pretrained\.ln_final\.bias$", r"clip_text.ln_final.beta"),
+    (r"^clip_pretrained\.transformer\.(resblocks\.\d+\.ln_[12])\.weight$", r"clip_text.\1.gamma"),
+    (r"^clip_pretrained\.transformer\.(resblocks\.\d+\.ln_[12])\.bias$", r"clip_text.\1.beta"),
+    (r"^clip_pretrained\.transformer\.resblocks\.", r"clip_text.resblocks."),
+    (r"^clip_pretrained\.(positional_embedding|text_projection)$", r"clip_text.\1"),
+    # timm ViT
+    (r"^pretrained\.model\.(blocks\.\d+\.norm[12]|norm)\.weight$", r"encoder.vit.\1.gamma"),
+    (r"^pretrained\.model\.(blocks\.\d+\.norm[12]|norm)\.bias$", r"encoder.vit.\1.beta"),
+    (r"^pretrained\.model\.", r"encoder.vit."),
+    # reassemble: Sequential index 0 = readout, 3 = 1x1 conv, 4 = resampling conv
+    (r"^pretrained\.act_postprocess([1-4])\.0\.project\.0\.", lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.readout.project."),
+    (r"^pretrained\.act_postprocess([1-4])\.3\.", lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.proj."),
+    (r"^pretrained\.act_postprocess([1-4])\.4\.", lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.resample."),
+    # decoder
+    (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.weight$", r"scratch.\1.res_conf_unit\2.\3.gamma"),
+    (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.bias$", r"scratch.\1.res_conf_unit\2.\3.beta"),
+    (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.running_mean$", r"scratch.\1.res_conf_unit\2.\3.moving_mean"),
+    (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.running_var$", r"scratch.\1.res_conf_unit\2.\3.moving_variance"),
+    (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.", r"scratch.\1.res_conf_unit\2."),
+    (r"^scratch\.", r"scratch."),
+]
+_RULES = [(re.compile(p), r) for p, r in _RULES]
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint does not fit the network: missing, unexpected or mis-shaped keys."""
+
+
+@dataclass
+class ConversionResult:
+    """Outcome of :func:`official_to_mindspore`.
+
+    params: MindSpore name -> float32 array, ready to load. dropped: (official key, reason) intentionally unused.
+    upcast: official keys converted float16 -> float32. missing / unexpected / mismatched: problems found
+    (empty when the conversion succeeded).
+    """
+
+    params: "OrderedDict[str, np.ndarray]" = field(default_factory=OrderedDict)
+    dropped: List[Tuple[str, str]] = field(default_factory=list)
+    upcast: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, str, tuple, tuple]] = field(default_factory=list)
+
+
+def _strip_prefix(key: str) -> str:
+    return key[4:] if key.startswith("net.") else key
+
+
+def official_to_mindspore_name(key: str) -> Optional[str]:
+    """MindSpore parameter name for an official key (with or without ``net.``), or None if it is dropped/unknown."""
+    key = _strip_prefix(key)
+    if any(p.search(key) for p, _ in _DROPPED):
+        return None
+    for pattern, repl in _RULES:
+        if pattern.search(key):
+            return pattern.sub(repl, key, count=1)
+    return None
+
+
+def drop_reason(key: str) -> Optional[str]:
+    """Why an official key is intentionally not loaded, or None if it is a weight LSeg uses."""
+    key = _strip_prefix(key)
+    for pattern, reason in _DROPPED:
+        if pattern.search(key):
+            return reason
+    return None
+
+
+def part_of(ms_name: str) -> Optional[str]:
+    """'image', 'text' or 'decoder' for a MindSpore parameter name."""
+    for part, prefix in PARTS.items():
+        if ms_name.startswith(prefix):
+            return part
+    return None
+
+
+def _net_shapes(net) -> "OrderedDict[str, tuple]":
+    if isinstance(net, Mapping):
+        return OrderedDict((k, tuple(v)) for k, v in net.items())
+    return OrderedDict((name, tuple(p.shape)) for name, p in net.parameters_and_names())
+
+
+def _as_float32(key: str, value: np.ndarray, upcast: List[str]) -> np.ndarray:
+    value = np.asarray(value)
+    if value.dtype == np.float16:
+        upcast.append(key)
+    elif value.dtype != np.float32:
+        if not np.issubdtype(value.dtype, np.floating):
+            raise CheckpointMismatchError(f"{key}: expected floating-point weights, found dtype {value.dtype}")
+    return value.astype(np.float32, copy=False)  # float16 -> float32 is exact
+
+
+def _format_problems(res: ConversionResult, limit: int = 12) -> str:
+    lines = []
+
+    def block(title, items):
+        if items:
+            lines.append(f"{title} ({len(items)}):")
+            lines.extend(f"  {item}" for item in items[:limit])
+            if len(items) > limit:
+                lines.append(f"  ... and {len(items) - limit} more")
+
+    block("missing from the checkpoint", res.missing)
+    block("unexpected in the checkpoint", res.unexpected)
+    block(
+        "shape mismatch (checkpoint key -> network parameter: checkpoint shape vs network shape)",
+        [f"{k} -> {n}: {tuple(s)} vs {tuple(t)}" for k, n, s, t in res.mismatched],
+    )
+    return "\n".join(lines)
+
+
+def official_to_mindspore(
+    state: Mapping[str, np.ndarray], net, parts: Optional[Iterable[str]] = None
+) -> ConversionResult:
+    """Map an official-naming state dict onto ``net``'s parameters.
+
+    Args:
+        state: official key -> array (``net.`` prefix optional; float16 allowed and upcast exactly).
+        net: the LSeg Cell, or a mapping MindSpore name -> shape.
+        parts: None to require every parameter of ``net``; otherwise a subset of {"image", "text", "decoder"}:
+            only those parameters are required (the others keep their current values) and keys of other parts
+            in ``state`` are ignored.
+
+    Returns:
+        a :class:`ConversionResult` whose ``params`` cover the required parameters.
+
+    Raises:
+        CheckpointMismatchError: listing missing, unexpected and mis-shaped keys (e.g. a checkpoint of another variant).
+    """
+    wanted = set(PARTS) if parts is None else set(parts)
+    if not wanted <= set(PARTS):
+        raise ValueError(f"parts must be a subset of {sorted(PARTS)}, got {sorted(wanted)}")
+    shapes = _net_shapes(net)
+    res = ConversionResult()
+    loaded = {}
+    for key, value in state.items():
+        reason = drop_reason(key)
+        if reason is not None:
+            res.dropped.append((key, reason))
+            continue
+        name = official_to_mindspore_name(key)
+        if name is None or name not in shapes:
+            res.unexpected.append(key)
+            continue
+        if part_of(name) not in wanted:
+            res.dropped.append((key, f"not converted (only {', '.join(sorted(wanted))} requested)"))
+            continue
+        value_shape = tuple(np.shape(value))
+        if value_shape != shapes[name]:
+            res.mismatched.append((key, name, value_shape, shapes[name]))
+            continue
+        loaded[name] = _as_float32(key, value, res.upcast)
+    mismatched_names = {name for _, name, _, _ in res.mismatched}
+    res.missing = [n for n in shapes if part_of(n) in wanted and n not in loaded and n not in mismatched_names]
+    if res.missing or res.unexpected or res.mismatched:
+        raise CheckpointMismatchError(
+            "the checkpoint does not match this network (is it a checkpoint of another model variant?)\n"
+            + _format_problems(res)
+        )
+    res.params = OrderedDict((n, loaded[n]) for n in shapes if n in loaded)
+    return res

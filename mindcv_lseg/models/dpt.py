@@ -1,0 +1,170 @@
+"""DPT pieces used by LSeg: readout handling, reassembly of ViT tokens into a feature pyramid, and the
+RefineNet-style fusion decoder ("scratch").
+
+Shapes in the docstrings are for an input of H x W pixels and a patch size p (token grid H/p x W/p).
+Every layer mirrors the reference (``lseg_vit.py`` / ``lseg_blocks.py``): see LSEG_REFERENCE.md §2.3-2.5.
+"""
+from typing import Sequence, Tuple
+
+from mindspore import Tensor, nn, ops
+
+from .layers import FastConv2d, PatchConvTranspose2d
+
+__all__ = [
+    "ProjectReadout",
+    "AddReadout",
+    "IgnoreReadout",
+    "ReassembleBranch",
+    "Reassemble",
+    "ResidualConvUnit",
+    "FeatureFusionBlock",
+    "upsample2x",
+]
+
+
+def upsample2x(x: Tensor) -> Tensor:
+    """Bilinear x2 upsampling with ``align_corners=True`` (the decoder's and the head's resize)."""
+    h, w = x.shape[-2:]
+    return ops.interpolate(x, size=(2 * h, 2 * w), mode="bilinear", align_corners=True)
+
+
+class IgnoreReadout(nn.Cell):
+    """readout='ignore': drop the class token. [B, 1+N, C] -> [B, N, C]."""
+
+    def construct(self, x: Tensor) -> Tensor:
+        return x[:, 1:]
+
+
+class AddReadout(nn.Cell):
+    """readout='add': add the class token to every patch token. [B, 1+N, C] -> [B, N, C]."""
+
+    def construct(self, x: Tensor) -> Tensor:
+        return x[:, 1:] + x[:, :1]
+
+
+class ProjectReadout(nn.Cell):
+    """readout='project': ``GELU(Linear([patch, cls]))``, patch token first. [B, 1+N, C] -> [B, N, C]."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.project = nn.Dense(2 * dim, dim, has_bias=True)
+        self.act = nn.GELU(approximate=False)
+
+    def construct(self, x: Tensor) -> Tensor:
+        patches = x[:, 1:]
+        readout = ops.broadcast_to(x[:, :1], patches.shape)
+        return self.act(self.project(ops.concat((patches, readout), axis=-1)))
+
+
+def _make_readout(readout: str, dim: int) -> nn.Cell:
+    if readout == "project":
+        return ProjectReadout(dim)
+    if readout == "add":
+        return AddReadout()
+    if readout == "ignore":
+        return IgnoreReadout()
+    raise ValueError(f"readout must be 'project', 'add' or 'ignore', got {readout!r}")
+
+
+class ReassembleBranch(nn.Cell):
+    """Tokens of one ViT block -> one pyramid level.
+
+    readout -> tokens to a [B, C, H/p, W/p] map -> 1x1 conv to ``out_channels`` -> resample by ``scale``:
+    ``scale`` > 1: transposed conv (kernel = stride = scale); 1: none; 0.5: 3x3 conv with stride 2.
+
+    Inputs: tokens [B, 1 + (H/p)(W/p), vit_dim], grid_h = H/p, grid_w = W/p.
+    Output: [B, out_channels, scale*H/p, scale*W/p].
+    """
+
+    def __init__(self, vit_dim: int, out_channels: int, scale: float, readout: str = "project"):
+        super().__init__()
+        self.readout = _make_readout(readout, vit_dim)
+        self.proj = nn.Conv2d(vit_dim, out_channels, 1, pad_mode="valid", has_bias=True)
+        if scale > 1:
+            factor = int(scale)
+            self.resample = PatchConvTranspose2d(out_channels, out_channels, factor, has_bias=True)
+        elif scale == 1:
+            self.resample = nn.Identity()
+        elif scale == 0.5:
+            self.resample = FastConv2d(out_channels, out_channels, 3, stride=2, padding=1, has_bias=True)
+        else:
+            raise ValueError(f"reassemble scale must be an integer >= 1 or 0.5, got {scale}")
+
+    def construct(self, tokens: Tensor, grid_h: int, grid_w: int) -> Tensor:
+        x = self.readout(tokens)
+        b, _, c = x.shape
+        x = x.transpose(0, 2, 1).reshape(b, c, grid_h, grid_w)
+        return self.resample(self.proj(x))
+
+
+class Reassemble(nn.Cell):
+    """Four reassemble branches producing the pyramid at strides 4, 8, 16 and 32 of the input.
+
+    Args:
+        vit_dim: ViT width.
+        patch_size: ViT patch size (16 or 32); branch k resamples by ``patch_size / 2**(k+2)``.
+        out_channels: the four output widths (reference: [256, 512, 1024, 1024] for ViT-L/16, [96, 192, 384, 768] for ViT-B/32).
+        readout: 'project' (reference), 'add' or 'ignore'.
+
+    Inputs: tuple of 4 token tensors [B, 1 + (H/p)(W/p), vit_dim], the grid size (H/p, W/p).
+    Outputs: tuple of 4 maps [B, out_channels[k], H/2**(k+2), W/2**(k+2)].
+    """
+
+    def __init__(self, vit_dim: int, patch_size: int, out_channels: Sequence[int], readout: str = "project"):
+        super().__init__()
+        scales = [patch_size / 2 ** (k + 2) for k in range(4)]
+        self.branches = nn.CellList(
+            [ReassembleBranch(vit_dim, c, s, readout) for c, s in zip(out_channels, scales)]
+        )
+
+    def construct(self, tokens: Tuple[Tensor, ...], grid_h: int, grid_w: int) -> Tuple[Tensor, ...]:
+        return (
+            self.branches[0](tokens[0], grid_h, grid_w),
+            self.branches[1](tokens[1], grid_h, grid_w),
+            self.branches[2](tokens[2], grid_h, grid_w),
+            self.branches[3](tokens[3], grid_h, grid_w),
+        )
+
+
+def conv3x3(in_channels: int, out_channels: int, has_bias: bool = False) -> FastConv2d:
+    """3x3 convolution, stride 1, zero padding 1 (PyTorch's ``padding=1``)."""
+    return FastConv2d(in_channels, out_channels, 3, stride=1, padding=1, has_bias=has_bias)
+
+
+class ResidualConvUnit(nn.Cell):
+    """``x + BN(conv(ReLU(BN(conv(ReLU(x))))))`` with 3x3 convs (no bias), BatchNorm eps 1e-5. [B,C,h,w] -> same."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = conv3x3(channels, channels)
+        self.conv2 = conv3x3(channels, channels)
+        self.bn1 = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+        self.bn2 = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+        self.relu = nn.ReLU()
+
+    def construct(self, x: Tensor) -> Tensor:
+        out = self.bn1(self.conv1(self.relu(x)))
+        out = self.bn2(self.conv2(self.relu(out)))
+        return out + x
+
+
+class FeatureFusionBlock(nn.Cell):
+    """RefineNet fusion: ``out_conv(up2x(RCU2(x + RCU1(skip))))``; ``skip`` optional (the coarsest block has none).
+
+    The 1x1 ``out_conv`` (with bias) comes after the x2 bilinear (align_corners=True) upsampling.
+    [B,C,h,w] (+ [B,C,h,w]) -> [B,C,2h,2w].
+    """
+
+    def __init__(self, channels: int, use_skip: bool = True):
+        super().__init__()
+        self.use_skip = use_skip
+        if use_skip:
+            self.res_conf_unit1 = ResidualConvUnit(channels)
+        self.res_conf_unit2 = ResidualConvUnit(channels)
+        self.out_conv = nn.Conv2d(channels, channels, 1, pad_mode="valid", has_bias=True)
+
+    def construct(self, x: Tensor, skip: Tensor = None) -> Tensor:
+        if self.use_skip:
+            x = x + self.res_conf_unit1(skip)
+        x = self.res_conf_unit2(x)
+        return self.out_conv(upsample2x(x))

@@ -1,0 +1,112 @@
+"""Convolutions computed as matrix products (GEMMs).
+
+On CPU, MindSpore 2.10's Conv2d / Conv2dTranspose kernels run at ~0.2 GFLOP/s for any kernel larger than 1x1
+(measured here: a 3x3 256->256 conv on 96x96 takes ~60 s), while MatMul runs at tens of GFLOP/s. These cells
+keep PyTorch's parameter layout (``weight`` [out, in, kh, kw] for convs, [in, out, k, k] for the transposed conv)
+so checkpoints map one to one, and compute the same sums through 1x1 convolutions (GEMMs) and ``matmul``.
+See ``benchmarks/forward.py`` for the effect.
+"""
+import math
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import HeUniform, Uniform, initializer
+
+__all__ = ["FastConv2d", "PatchConvTranspose2d", "patchify_linear"]
+
+
+def _init_bias(fan_in: int, channels: int) -> Parameter:
+    bound = 1 / math.sqrt(fan_in)
+    return Parameter(initializer(Uniform(bound), (channels,), ms.float32), name="bias")
+
+
+class FastConv2d(nn.Cell):
+    """2-D convolution (zero padding, no dilation, groups 1) as a sum of k*k shifted 1x1 convolutions.
+
+    MindSpore's CPU 1x1 convolution is a fast GEMM, its kxk one is not; summing the taps avoids both the slow
+    kernel and an im2col buffer k*k times the input.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding: as PyTorch ``nn.Conv2d``.
+        has_bias: add a bias.
+
+    Parameters: ``weight`` [out, in, k, k] (He-uniform init), ``bias`` [out].
+    Input [B, in, H, W] -> output [B, out, (H + 2p - k)//s + 1, (W + 2p - k)//s + 1].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 has_bias: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.has_bias = has_bias
+        self.weight = Parameter(
+            initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels, kernel_size, kernel_size), ms.float32),
+            name="weight",
+        )
+        fan_in = in_channels * kernel_size * kernel_size
+        self.bias = _init_bias(fan_in, out_channels) if has_bias else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        _, _, h, w = x.shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        out_h = (h + 2 * p - k) // s + 1
+        out_w = (w + 2 * p - k) // s + 1
+        if p > 0:
+            x = ops.pad(x, (p, p, p, p))
+        taps = self.weight.transpose(2, 3, 0, 1)  # [k, k, out, in]
+        out = None
+        for dy in range(k):
+            for dx in range(k):
+                shifted = x[:, :, dy : dy + s * (out_h - 1) + 1 : s, dx : dx + s * (out_w - 1) + 1 : s]
+                tap = ops.conv2d(shifted, taps[dy, dx].reshape(self.out_channels, self.in_channels, 1, 1))
+                out = tap if out is None else out + tap
+        if self.has_bias:
+            out = out + self.bias.reshape(1, -1, 1, 1)
+        return out
+
+
+class PatchConvTranspose2d(nn.Cell):
+    """Transposed convolution with kernel = stride and no padding (non-overlapping patches), as a matmul.
+
+    Parameters: ``weight`` [in, out, k, k] (PyTorch and MindSpore layout), ``bias`` [out].
+    Input [B, in, h, w] -> output [B, out, k*h, k*w].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, has_bias: bool = True):
+        super().__init__()
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.has_bias = has_bias
+        self.weight = Parameter(
+            initializer(HeUniform(math.sqrt(5)), (in_channels, out_channels, kernel_size, kernel_size), ms.float32),
+            name="weight",
+        )
+        self.bias = _init_bias(out_channels * kernel_size * kernel_size, out_channels) if has_bias else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        k = self.kernel_size
+        rows = x.reshape(b, c, h * w).transpose(0, 2, 1)  # [B, h*w, in]
+        out = ops.matmul(rows, self.weight.reshape(c, -1))  # [B, h*w, out*k*k]
+        out = out.reshape(b, h, w, self.out_channels, k, k).transpose(0, 3, 1, 4, 2, 5)
+        out = out.reshape(b, self.out_channels, h * k, w * k)
+        if self.has_bias:
+            out = out + self.bias.reshape(1, -1, 1, 1)
+        return out
+
+
+def patchify_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """A conv with kernel = stride = p and no padding (ViT patch embedding) as space-to-depth + matmul.
+
+    x [B, C, H, W], weight [D, C, p, p], bias [D] -> tokens [B, (H/p)*(W/p), D] in row-major grid order.
+    """
+    b, c, h, w = x.shape
+    d, _, p, _ = weight.shape
+    gh, gw = h // p, w // p
+    x = x[:, :, : gh * p, : gw * p].reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5)
+    x = x.reshape(b, gh * gw, c * p * p)
+    return ops.matmul(x, weight.reshape(d, -1).T) + bias

@@ -1,0 +1,50 @@
+"""Shared test fixtures: where the read-only reference material lives, and the converted public parity checkpoint."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The reference folder: $LSEG_SHARED_DIR, else ``<repo>/../shared`` (CI clones the repo beside a copy of it)."""
+    return Path(os.environ.get("LSEG_SHARED_DIR") or REPO.parent / "shared")
+
+
+def shared_file(*parts: str) -> Path:
+    path = shared_dir().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference file not found: {path} (set LSEG_SHARED_DIR to the shared/ folder)")
+    return path
+
+
+def run_tool(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``python <args>`` from the repository root, capturing output."""
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def parity_expected():
+    """The reference outputs of the public case (clip_vitb32_384, seed 0)."""
+    import numpy as np
+
+    with np.load(shared_file("parity", "expected_clip_vitb32_384_seed0.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="session")
+def parity_ckpt(tmp_path_factory):
+    """The public synthetic checkpoint (npz form) converted to MindSpore with ``tools/convert.py``."""
+    make = shared_file("parity", "make_checkpoint.py")
+    work = tmp_path_factory.mktemp("parity")
+    npz, ckpt = work / "lseg_b32_s0.npz", work / "lseg_b32_s0.ckpt"
+    run_tool(str(make), "--variant", "clip_vitb32_384", "--seed", "0", "--format", "npz", "--out", str(npz))
+    run_tool("tools/convert.py", "--model", "lseg_vitb32", "--src", str(npz), "--dst", str(ckpt))
+    npz.unlink()  # 0.75 GB; the converted file is all the tests need
+    return ckpt

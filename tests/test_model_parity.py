@@ -1,0 +1,60 @@
+"""The port reproduces the reference implementation on the public synthetic checkpoint (shared/parity/README.md).
+
+Acceptance (float32 CPU port vs ``logits_fp32``): max abs <= 1e-4, mean abs <= 5e-6; tokens bit-exact; raw text
+features max abs <= 1e-4; every argmax disagreement where the reference top-2 margin is below twice the max error.
+"""
+import numpy as np
+import pytest
+
+import mindcv
+import mindspore as ms
+
+import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
+
+
+@pytest.fixture(scope="module")
+def parity_outputs(parity_ckpt, parity_expected):
+    """(text features, logits, pixel embeddings) of the converted network in GRAPH and in PYNATIVE mode."""
+    labels = [str(s) for s in parity_expected["labels"]]
+    x = ms.Tensor(parity_expected["input"])
+    outputs = {}
+    try:
+        for mode_name, mode in (("graph", ms.GRAPH_MODE), ("pynative", ms.PYNATIVE_MODE)):
+            ms.set_context(mode=mode)
+            net = mindcv.create_model("lseg_vitb32", checkpoint_path=str(parity_ckpt), weight_init=False)
+            net.set_train(False)
+            text = net.encode_text(labels)
+            outputs[mode_name] = (net.tokenize(labels), text.asnumpy(), net(x, text).asnumpy())
+            del net
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    return outputs
+
+
+@pytest.mark.parametrize("mode", ["graph", "pynative"])
+def test_tokens_and_text_features(parity_outputs, parity_expected, mode):
+    tokens, text, _ = parity_outputs[mode]
+    np.testing.assert_array_equal(tokens, parity_expected["tokens"])
+    assert text.shape == (5, 512) and text.dtype == np.float32
+    assert np.abs(text - parity_expected["text_features_fp32"]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["graph", "pynative"])
+def test_logits_match_reference(parity_outputs, parity_expected, mode):
+    _, _, logits = parity_outputs[mode]
+    ref = parity_expected["logits_fp32"]
+    assert logits.shape == ref.shape == (1, 5, 384, 384)
+    err = np.abs(logits - ref)
+    assert err.max() <= 1e-4, f"max abs error {err.max():.3g}"
+    assert err.mean() <= 5e-6, f"mean abs error {err.mean():.3g}"
+    # argmax may differ only where the reference itself is nearly tied
+    pred, ref_pred = logits.argmax(1)[0], ref.argmax(1)[0]
+    top2 = np.sort(ref[0], axis=0)[-2:]
+    margin = top2[1] - top2[0]
+    disagree = pred != ref_pred
+    assert np.all(margin[disagree] < 2 * err.max()), f"{disagree.sum()} argmax flips at confident pixels"
+    np.testing.assert_array_equal(ref_pred, parity_expected["argmax_fp32"])
+
+
+def test_graph_and_pynative_agree(parity_outputs):
+    np.testing.assert_allclose(parity_outputs["graph"][2], parity_outputs["pynative"][2], atol=2e-5, rtol=0)

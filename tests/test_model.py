@@ -1,0 +1,204 @@
+"""LSeg network: registry entries, shapes of the full variants, the input-size error, frozen CLIP, layers."""
+import math
+
+import numpy as np
+import pytest
+
+import mindcv
+import mindspore as ms
+from mindspore import nn, ops
+
+import mindcv_lseg
+from mindcv_lseg.models.decoder import SpatialRegBlock
+from mindcv_lseg.models.layers import FastConv2d, PatchConvTranspose2d, patchify_linear
+from mindcv_lseg.models.lseg import LOGIT_SCALE
+
+
+def _param_count(net, prefix=""):
+    return sum(int(np.prod(p.shape)) for n, p in net.parameters_and_names() if n.startswith(prefix))
+
+
+def test_entries_registered_with_mindcv():
+    names = mindcv.list_models("lseg_*")
+    assert {"lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"} <= set(names)
+    cfg = mindcv.models.registry.get_pretrained_cfg("lseg_vitl16_384")
+    assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["input_size"] == (3, 480, 480)
+
+
+def test_pretrained_true_explains_conversion():
+    with pytest.raises(ValueError, match="tools/convert.py"):
+        mindcv.create_model("lseg_tiny_test", pretrained=True)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        mindcv.create_model("lseg_tiny_test", checkpoint_path=str(tmp_path / "nope.ckpt"))
+
+
+@pytest.fixture(scope="module", params=["lseg_vitl16_384", "lseg_vitb32"])
+def full_net(request):
+    net = mindcv.create_model(request.param, weight_init=False)
+    net.set_train(False)
+    return request.param, net
+
+
+# reference element counts per part (LSEG_REFERENCE.md §4.0): timm ViT, act_postprocess, scratch
+REFERENCE_COUNTS = {
+    "lseg_vitl16_384": (304_715_752, 1_025_000, 22_815_232, 16_336_400),
+    "lseg_vitb32": (88_297_192, 769_000, 7_599_168, 13_166_096),
+}
+
+
+def test_full_variants_parameter_counts(full_net):
+    name, net = full_net
+    vit, head, reassemble, scratch = REFERENCE_COUNTS[name]
+    # not built here: the ViT's ImageNet head, refinenet4.resConfUnit1 (never called by the reference: two 3x3
+    # convs and two BatchNorms) and the 16 BatchNorm num_batches_tracked counters
+    unused_rcu = 2 * 256 * 256 * 9 + 2 * 4 * 256
+    assert _param_count(net, "encoder.vit.") == vit - head
+    assert _param_count(net, "encoder.reassemble.") == reassemble
+    assert _param_count(net, "scratch.") == scratch - unused_rcu - 16
+    # text tower: CLIP ViT-B/32 text transformer (63.43M)
+    assert _param_count(net, "clip_text.") == 49408 * 512 + 77 * 512 + 12 * (
+        4 * 512 + 3 * 512 * 512 + 3 * 512 + 512 * 512 + 512 + 2048 * 512 + 2048 + 512 * 2048 + 512
+    ) + 2 * 512 + 512 * 512
+
+
+def test_full_variants_intermediate_shapes(full_net):
+    """Hooked tokens and pyramid at 480x480 (reference §2.9), without running the decoder."""
+    name, net = full_net
+    tokens = 901 if name == "lseg_vitl16_384" else 226
+    x = ms.Tensor(np.zeros((1, 3, 480, 480), np.float32))
+    hooked = net.encoder.vit(x)
+    assert [t.shape for t in hooked] == [(1, tokens, net.encoder.vit.embed_dim)] * 4
+    pyramid = net.encoder.reassemble(hooked, 30 if tokens == 901 else 15, 30 if tokens == 901 else 15)
+    widths = (256, 512, 1024, 1024) if name == "lseg_vitl16_384" else (96, 192, 384, 768)
+    assert [p.shape for p in pyramid] == [(1, c, 480 // s, 480 // s) for c, s in zip(widths, (4, 8, 16, 32))]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    net = mindcv.create_model("lseg_tiny_test")
+    net.set_train(False)
+    return net
+
+
+def test_forward_shapes_and_contract(tiny):
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(2, 3, 64, 96)).astype(np.float32))
+    text = tiny.encode_text(["sky", "tree", "a photo of a cat"])
+    assert text.shape == (3, 64) and text.dtype == ms.float32
+    logits = tiny(x, text)
+    assert logits.shape == (2, 3, 64, 96) and logits.dtype == ms.float32
+    feats = tiny.forward_features(x).asnumpy()
+    assert feats.shape == (2, 64, 32, 48)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
+    # logits = scale * cosine, then bilinear x2 (align_corners=True keeps the corner pixels)
+    t = text.asnumpy() / np.linalg.norm(text.asnumpy(), axis=1, keepdims=True)
+    low = LOGIT_SCALE * np.einsum("bchw,nc->bnhw", feats, t)
+    out = logits.asnumpy()
+    np.testing.assert_allclose(out[:, :, 0, 0], low[:, :, 0, 0], atol=1e-5)
+    np.testing.assert_allclose(out[:, :, -1, -1], low[:, :, -1, -1], atol=1e-5)
+    assert np.abs(out).max() <= LOGIT_SCALE * (1 + 1e-5)
+
+
+def test_logit_scale_is_fixed_and_not_saved(tiny):
+    assert math.isclose(LOGIT_SCALE, 1 / 0.07, rel_tol=1e-7)
+    assert not any("logit_scale" in n for n, _ in tiny.parameters_and_names())
+
+
+@pytest.mark.parametrize("size", [(48, 64), (64, 80), (100, 64)])
+def test_input_size_not_multiple_of_32(tiny, size):
+    text = tiny.encode_text(["a", "b"])
+    x = ms.Tensor(np.zeros((1, 3, *size), np.float32))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        tiny(x, text)
+    with pytest.raises(ValueError, match=f"{size[0]}x{size[1]}"):
+        tiny.forward_features(x)
+
+
+def test_clip_text_is_frozen(tiny):
+    clip = [n for n, _ in tiny.parameters_and_names() if n.startswith("clip_text.")]
+    assert clip, "the text tower has parameters"
+    trainable = {p.name for p in tiny.trainable_params()}
+    assert not trainable & set(clip)
+    assert all(n.startswith(("encoder.", "scratch.")) for n in trainable)
+
+
+def test_encode_text_errors(tiny):
+    with pytest.raises(ValueError, match="at least one label"):
+        tiny.encode_text([])
+    with pytest.raises(ValueError, match="too long"):
+        tiny.encode_text(["word " * 80])
+
+
+def _torch_like_conv(x, w, b, stride, pad):
+    """Direct-sum reference convolution in float64."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))).astype(np.float64)
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    oh, ow = (h - k) // stride + 1, (wd - k) // stride + 1
+    out = np.zeros((n, o, oh, ow))
+    for dy in range(k):
+        for dx in range(k):
+            patch = x[:, :, dy : dy + stride * (oh - 1) + 1 : stride, dx : dx + stride * (ow - 1) + 1 : stride]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, dy, dx])
+    return out + (0 if b is None else b.reshape(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize("k, stride, pad, bias", [(3, 1, 1, False), (3, 2, 1, True), (1, 1, 0, True)])
+def test_fast_conv_matches_direct_convolution(k, stride, pad, bias):
+    rng = np.random.default_rng(1)
+    conv = FastConv2d(5, 7, k, stride=stride, padding=pad, has_bias=bias)
+    x = rng.normal(size=(2, 5, 12, 10)).astype(np.float32)
+    out = conv(ms.Tensor(x)).asnumpy()
+    ref = _torch_like_conv(x, conv.weight.asnumpy(), conv.bias.asnumpy() if bias else None, stride, pad)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # same as MindSpore's own kernel
+    ms_conv = ops.conv2d(ms.Tensor(x), conv.weight, stride=stride, pad_mode="pad", padding=pad)
+    np.testing.assert_allclose(out - (conv.bias.asnumpy().reshape(1, -1, 1, 1) if bias else 0), ms_conv.asnumpy(), atol=1e-5)
+
+
+def test_patch_conv_transpose_matches_mindspore():
+    rng = np.random.default_rng(2)
+    layer = PatchConvTranspose2d(6, 4, 2)
+    ref = nn.Conv2dTranspose(6, 4, 2, stride=2, pad_mode="valid", has_bias=True)
+    ref.weight.set_data(layer.weight.value())
+    ref.bias.set_data(layer.bias.value())
+    x = ms.Tensor(rng.normal(size=(2, 6, 3, 5)).astype(np.float32))
+    np.testing.assert_allclose(layer(x).asnumpy(), ref(x).asnumpy(), atol=1e-5)
+
+
+def test_patchify_linear_matches_strided_conv():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 3, 32, 64)).astype(np.float32)
+    w = rng.normal(size=(8, 3, 16, 16)).astype(np.float32)
+    b = rng.normal(size=(8,)).astype(np.float32)
+    tokens = patchify_linear(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b)).asnumpy()
+    ref = _torch_like_conv(x, w, b, 16, 0)  # [1, 8, 2, 4]
+    np.testing.assert_allclose(tokens, ref.reshape(1, 8, 8).transpose(0, 2, 1), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch_option, depth", [(1, 1), (2, 2), (1, 3)])
+def test_spatial_regularisation_block(arch_option, depth):
+    block = SpatialRegBlock(arch_option, depth, "relu")
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 3, 6, 5)).astype(np.float32)
+    w, b = block.depthwise.depthwise.weight.asnumpy(), block.depthwise.depthwise.bias.asnumpy()
+
+    def once(v):
+        dw = _torch_like_conv(v.reshape(3, 1, 6, 5), w, b, 1, 1).reshape(1, 3, 6, 5)
+        return dw + v.max(axis=1, keepdims=True) if arch_option == 1 else dw
+
+    ref = x.astype(np.float64)
+    for _ in range(depth - 1):
+        ref = np.maximum(once(ref), 0)
+    ref = once(ref)
+    np.testing.assert_allclose(block(ms.Tensor(x)).asnumpy(), ref, atol=1e-5)
+
+
+def test_tiny_with_spatial_block_builds_and_runs():
+    net = mindcv_lseg.LSeg(**{**mindcv_lseg.models.lseg.ARCH_CFGS["lseg_tiny_test"], "arch_option": 2, "block_depth": 2})
+    names = [n for n, _ in net.parameters_and_names()]
+    assert "scratch.head_block.depthwise.depthwise.weight" in names
+    out = net(ms.Tensor(np.zeros((1, 3, 64, 64), np.float32)), net.encode_text(["x", "y"]))
+    assert out.shape == (1, 2, 64, 64)

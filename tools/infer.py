@@ -79,13 +79,11 @@ def main(argv=None) -> int:
         return _fail(str(e))
     templates = [t.strip() for t in args.prompt_templates.split("|")] if args.prompt_templates else None
 
-    import mindspore as ms
 
-    from mindcv_lseg.eval.model_io import ModelLoadError, create_eval_model
+    from mindcv_lseg.eval.model_io import ModelLoadError, create_eval_model, setup_context
     from mindcv_lseg.eval.text_cache import TextEmbeddingCache, checkpoint_identity
 
-    ms.set_context(mode=args.mode)
-    ms.set_device(args.device_target)
+    setup_context(args.mode, args.device_target)
     try:
         net = create_eval_model(args.model, args.ckpt_path)
     except ModelLoadError as e:

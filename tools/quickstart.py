@@ -44,16 +44,15 @@ def pick_checkpoint(out_dir: str, model: str) -> str:
 
 def write_panels(model: str, ckpt: str, data_dir: str, out_dir: str, num_images: int, ignore_index: int):
     """Segment the first ``num_images`` validation images and save comparison panels; returns the paths."""
-    import mindspore as ms
     import numpy as np
     from PIL import Image
 
     from mindcv_lseg.data import create_seg_dataset
     from mindcv_lseg.eval import InferenceConfig, TextEmbeddingCache, segment
-    from mindcv_lseg.eval.model_io import create_eval_model
+    from mindcv_lseg.eval.model_io import create_eval_model, setup_context
     from mindcv_lseg.viz import compare_panel
 
-    ms.set_device("CPU")
+    setup_context(0, "CPU")
     ds = create_seg_dataset("toy", data_dir, "val", transform=None, ignore_index=ignore_index)
     labels = list(ds.label_set.labels)
     net = create_eval_model(model, ckpt)

@@ -35,17 +35,15 @@ def main(argv=None) -> int:
     except ConfigError as e:
         return _fail(str(e))
 
-    import mindspore as ms
 
     from mindcv_lseg.data import create_seg_dataset
     from mindcv_lseg.eval.evaluator import evaluate_dataset
     from mindcv_lseg.eval.inference import InferenceConfig
     from mindcv_lseg.eval.metrics import format_table, save_metrics_csv, save_metrics_json
-    from mindcv_lseg.eval.model_io import ModelLoadError, create_eval_model
+    from mindcv_lseg.eval.model_io import ModelLoadError, create_eval_model, setup_context
     from mindcv_lseg.eval.text_cache import TextEmbeddingCache, checkpoint_identity
 
-    ms.set_context(mode=args.mode)
-    ms.set_device(args.device_target)
+    setup_context(args.mode, args.device_target)
     rank, group_size = 0, 1
     if args.distribute:
         from mindspore.communication import get_group_size, get_rank, init

@@ -2,7 +2,7 @@
 import os
 from typing import Optional
 
-__all__ = ["ModelLoadError", "create_eval_model"]
+__all__ = ["ModelLoadError", "create_eval_model", "setup_context"]
 
 
 class ModelLoadError(ValueError):
@@ -57,3 +57,15 @@ def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: 
             raise ModelLoadError(f"cannot load {ckpt_path} into {name}: {_short(msg)}\n{hint}")
     net.set_train(False)
     return net
+
+
+def setup_context(mode: int = 0, device_target: str = "CPU") -> None:
+    """``mindspore.set_context(mode=...)`` + ``set_device``; tolerates a runtime that is already initialised
+    (tools called in-process after other MindSpore work keep the existing device)."""
+    import mindspore as ms
+
+    ms.set_context(mode=mode)
+    try:
+        ms.set_device(device_target)
+    except RuntimeError:
+        pass

@@ -178,6 +178,9 @@ OPTIONS: List[Option] = [
     # Evaluation
     Option("val_while_train", bool, True, "validate during training", group=_EVAL),
     Option("val_interval", int, 1, "validate every N epochs", min_value=1, group=_EVAL),
+    Option("val_mode", str, "original", "validation-set transform: original size (whole image) or the reference's "
+           "short side -> crop_size + centre crop (fixed shape: one graph compile)",
+           choices=("original", "resize_crop"), group=_EVAL),
     Option("eval_mode", str, "whole", "whole image, sliding window, or the reference multi-scale + flip evaluator",
            choices=("whole", "slide", "ms_flip"), group=_EVAL),
     Option("eval_scales", float, None, "scales around base_size (null: native size for slide, the reference "

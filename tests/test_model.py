@@ -145,7 +145,7 @@ def _torch_like_conv(x, w, b, stride, pad):
     return out + (0 if b is None else b.reshape(1, -1, 1, 1))
 
 
-@pytest.mark.parametrize("k, stride, pad, bias", [(3, 1, 1, False), (3, 2, 1, True), (1, 1, 0, True)])
+@pytest.mark.parametrize("k, stride, pad, bias", [(3, 1, 1, False), (3, 2, 1, True), (1, 1, 0, True), (5, 1, 2, True)])
 def test_fast_conv_matches_direct_convolution(k, stride, pad, bias):
     rng = np.random.default_rng(1)
     conv = FastConv2d(5, 7, k, stride=stride, padding=pad, has_bias=bias)

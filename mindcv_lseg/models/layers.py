@@ -21,16 +21,20 @@ def _init_bias(fan_in: int, channels: int) -> Parameter:
 
 
 class FastConv2d(nn.Cell):
-    """2-D convolution (zero padding, no dilation, groups 1) as a sum of k*k shifted 1x1 convolutions.
+    """2-D convolution (zero padding, no dilation, groups 1) computed with one 1x1 convolution (a GEMM).
 
-    MindSpore's CPU 1x1 convolution is a fast GEMM, its kxk one is not; summing the taps avoids both the slow
-    kernel and an im2col buffer k*k times the input.
+    MindSpore's CPU kxk convolution is ~100x slower than its 1x1 one, and so are its padding and 2-D window
+    slicing kernels, while contiguous 1-D slices and concatenation are fast. For the "same" case
+    (stride 1, padding (k-1)/2) the input is laid out as rows of width W + 2p whose zero tail doubles as the next
+    row's left padding; every tap is then a contiguous shift of that flat array, the k*k shifts are concatenated
+    along channels and contracted with one 1x1 convolution, and the 2p junk columns are cut off. Other strides
+    sum k*k shifted 1x1 convolutions.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding: as PyTorch ``nn.Conv2d``.
         has_bias: add a bias.
 
-    Parameters: ``weight`` [out, in, k, k] (He-uniform init), ``bias`` [out].
+    Parameters: ``weight`` [out, in, k, k] (PyTorch layout, He-uniform init), ``bias`` [out].
     Input [B, in, H, W] -> output [B, out, (H + 2p - k)//s + 1, (W + 2p - k)//s + 1].
     """
 
@@ -43,6 +47,7 @@ class FastConv2d(nn.Cell):
         self.stride = stride
         self.padding = padding
         self.has_bias = has_bias
+        self.same = stride == 1 and 2 * padding + 1 == kernel_size
         self.weight = Parameter(
             initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels, kernel_size, kernel_size), ms.float32),
             name="weight",
@@ -50,7 +55,24 @@ class FastConv2d(nn.Cell):
         fan_in = in_channels * kernel_size * kernel_size
         self.bias = _init_bias(fan_in, out_channels) if has_bias else None
 
-    def construct(self, x: Tensor) -> Tensor:
+    def _same(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        k, p = self.kernel_size, self.padding
+        row = w + 2 * p
+        flat = ops.concat((x, ops.zeros((b, c, h, 2 * p), x.dtype)), axis=3).reshape(b, c, h * row)
+        margin = ops.zeros((b, c, p * row + p), x.dtype)
+        flat = ops.concat((margin, flat, margin), axis=2)  # padded image, row-major, plus p spare zeros
+        length = h * row
+        taps = []
+        for dy in range(k):
+            for dx in range(k):
+                start = dy * row + dx
+                taps.append(flat[:, :, start : start + length])
+        cols = ops.concat(taps, axis=1).reshape(b, k * k * c, h, row)  # tap-major channels
+        weight = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, k * k * c, 1, 1)
+        return ops.conv2d(cols, weight)[:, :, :, :w]
+
+    def _strided(self, x: Tensor) -> Tensor:
         _, _, h, w = x.shape
         k, s, p = self.kernel_size, self.stride, self.padding
         out_h = (h + 2 * p - k) // s + 1
@@ -64,6 +86,10 @@ class FastConv2d(nn.Cell):
                 shifted = x[:, :, dy : dy + s * (out_h - 1) + 1 : s, dx : dx + s * (out_w - 1) + 1 : s]
                 tap = ops.conv2d(shifted, taps[dy, dx].reshape(self.out_channels, self.in_channels, 1, 1))
                 out = tap if out is None else out + tap
+        return out
+
+    def construct(self, x: Tensor) -> Tensor:
+        out = self._same(x) if self.same else self._strided(x)
         if self.has_bias:
             out = out + self.bias.reshape(1, -1, 1, 1)
         return out

@@ -202,3 +202,13 @@ def test_tiny_with_spatial_block_builds_and_runs():
     assert "scratch.head_block.depthwise.depthwise.weight" in names
     out = net(ms.Tensor(np.zeros((1, 3, 64, 64), np.float32)), net.encode_text(["x", "y"]))
     assert out.shape == (1, 2, 64, 64)
+
+
+def test_text_encoder_runs_only_up_to_the_end_token(tiny):
+    """Causal attention: the features from the shortened sequence equal those over all 77 positions."""
+    labels = ["sky", "a photo of a small red car parked next to the tree"]
+    tokens = tiny.tokenize(labels)
+    full = tiny.clip_text(ms.Tensor(tokens, ms.int32)).asnumpy()
+    short = tiny.encode_text(labels).asnumpy()
+    np.testing.assert_allclose(short, full, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(tiny.encode_text(["sky"]).asnumpy(), full[:1], atol=1e-5, rtol=1e-5)

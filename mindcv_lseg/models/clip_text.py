@@ -83,7 +83,9 @@ class CLIPTextEncoder(nn.Cell):
         width, layers, heads: transformer shape (512 / 12 / 8 for CLIP ViT-B/32).
         embed_dim: output width of ``text_projection`` (512 for ViT-B/32).
 
-    Inputs: tokens int32 [N, context_length] (start token, ids, end token = the largest id, zero padding).
+    Inputs: tokens int32 [N, L], L <= context_length (start token, ids, end token = the largest id, zero padding).
+        The attention is causal, so the features at the end token do not depend on the padding after it:
+        callers may pass only the first L columns that contain every end token (see ``LSeg.encode_text``).
     Output: float32 [N, embed_dim].
     """
 
@@ -109,9 +111,11 @@ class CLIPTextEncoder(nn.Cell):
         self.attn_mask = Tensor(mask)
 
     def construct(self, tokens: Tensor) -> Tensor:
-        x = self.token_embedding(tokens) + self.positional_embedding
+        length = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:length]
+        mask = self.attn_mask[:length, :length]
         for block in self.resblocks:
-            x = block(x, self.attn_mask)
+            x = block(x, mask)
         x = self.ln_final(x)
         eot = tokens.argmax(axis=-1).astype(ms.int32)
         rows = ops.arange(tokens.shape[0], dtype=ms.int32)

@@ -8,12 +8,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from _paths import shared_dir  # noqa: F401  (re-exported for the converter tests)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def shared_dir():
-    """/work/shared: $LSEG_SHARED_DIR, else <repo>/../shared."""
-    return os.environ.get("LSEG_SHARED_DIR") or os.path.join(os.path.dirname(REPO), "shared")
 
 
 # hyper-parameters of the real variants and of lseg_tiny_test

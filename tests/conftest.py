@@ -1,24 +1,10 @@
 """Shared test fixtures: where the read-only reference material lives, and the converted public parity checkpoint."""
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """The reference folder: $LSEG_SHARED_DIR, else ``<repo>/../shared`` (CI clones the repo beside a copy of it)."""
-    return Path(os.environ.get("LSEG_SHARED_DIR") or REPO.parent / "shared")
-
-
-def shared_file(*parts: str) -> Path:
-    path = shared_dir().joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"reference file not found: {path} (set LSEG_SHARED_DIR to the shared/ folder)")
-    return path
+from _paths import REPO, shared_file
 
 
 def run_tool(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:

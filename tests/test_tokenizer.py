@@ -1,6 +1,4 @@
 """Tests for the CLIP BPE tokenizer (mindcv_lseg.text.tokenizer)."""
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +6,8 @@ import pytest
 import mindcv_lseg
 from mindcv_lseg.text import tokenize as text_tokenize
 from mindcv_lseg.text.tokenizer import SimpleTokenizer, bytes_to_unicode, get_tokenizer, tokenize
+
+from _paths import shared_file
 
 SOT, EOT = 49406, 49407
 CAT = 2368  # "cat</w>"
@@ -26,13 +26,6 @@ REFERENCE_VECTORS = [
 ]
 
 
-def _shared_dir() -> Path:
-    env = os.environ.get("LSEG_SHARED_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared"
-
-
 def _row(ids, length=77):
     row = np.zeros(length, dtype=np.int32)
     row[: len(ids)] = ids
@@ -47,9 +40,7 @@ def test_reference_vectors(text, expected):
 
 
 def test_parity_tokens_match_reference_run():
-    path = _shared_dir() / "parity" / "expected_clip_vitb32_384_seed0.npz"
-    if not path.is_file():
-        pytest.skip(f"parity file not found at {path} (set LSEG_SHARED_DIR to the shared/ folder)")
+    path = shared_file("parity", "expected_clip_vitb32_384_seed0.npz")
     expected = np.load(path)["tokens"]
     got = tokenize(["other", "sky", "tree", "car", "person"])
     assert got.shape == expected.shape == (5, 77)

@@ -22,7 +22,8 @@ from .. import viz
 from .inference import InferenceConfig, normalize_image, run_inference
 from .text_cache import TextEmbeddingCache
 
-__all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddings", "save_result", "IMAGE_EXTENSIONS"]
+__all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddings", "save_result", "write_text_atomic",
+           "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -202,6 +203,16 @@ def _atomic_save(save_fn, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a UTF-8 text file atomically (temp file in the same folder + ``os.replace``)."""
+
+    def _write(p):
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    _atomic_save(_write, path)
 
 
 def save_result(result: SegResult, out_dir: str, name: str, save_embeddings: bool = False) -> List[str]:

@@ -237,6 +237,7 @@ class SegTrainer:
 
     def __init__(self, args):
         self.args = args
+        self.t_start = time.time()
         self.rank, self.group_size = init_context(args.mode, args.device_target, args.distribute)
         self.is_main = self.rank == 0
         self.save_dir = args.ckpt_save_dir
@@ -266,7 +267,8 @@ class SegTrainer:
 
         self.loader = create_seg_loader(self.train_ds, args.batch_size, shuffle=args.shuffle,
                                         num_workers=args.num_parallel_workers, num_shards=self.group_size,
-                                        shard_id=self.rank, seed=args.seed, drop_remainder=args.drop_remainder)
+                                        shard_id=self.rank, seed=args.seed, drop_remainder=args.drop_remainder,
+                                        output_numpy=True)
         self.val_loader = None
         if self.val_ds is not None:
             self.val_loader = create_seg_loader(self.val_ds, 1, shuffle=False, num_workers=1,
@@ -355,7 +357,10 @@ class SegTrainer:
         imgs_per_step = args.batch_size * self.group_size
         for step, (image, mask) in enumerate(self.loader):
             close = (step + 1) % k == 0 or step + 1 == steps
-            loss, _ = self.driver.step(image, mask, close)
+            # own the batch memory: graph execution on pipeline-owned (do_copy=False) tensors can stall at the
+            # end of an epoch
+            loss, _ = self.driver.step(ms.Tensor(np.ascontiguousarray(image)), ms.Tensor(np.ascontiguousarray(mask)),
+                                       close)
             loss = float(loss.asnumpy())
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at epoch {epoch + 1}, step {step + 1}: lower lr "
@@ -415,6 +420,7 @@ class SegTrainer:
                 row.update(self.validate())
                 if row["val_miou"] > self.best_miou:
                     self.best_miou, self.best_epoch, is_best = row["val_miou"], epoch + 1, True
+            row["elapsed"] = time.time() - self.t_start  # wall time since this process started the trainer
             self.history.add(row)
             msg = f"epoch {epoch + 1}/{args.epoch_size}: loss {row['train_loss']:.4f}, lr {row['lr']:.4g}, " \
                   f"{row['epoch_time']:.1f} s ({row['images_per_s']:.1f} img/s)"

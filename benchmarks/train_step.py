@@ -1,0 +1,84 @@
+"""Training-step cost of the full models: step time and peak memory at batch 1, crop 480 (fp32, GRAPH mode).
+
+One subprocess per model (so the peak RSS is that model's): build with ``weight_init=False``, embed 150 labels,
+run the engine's train cell (loss + SGD-momentum update, decoder 10x lr) for a few steps on random data.
+The first step includes graph compilation and is reported separately; the step time is the median of the rest.
+
+    python benchmarks/train_step.py [--models lseg_vitb32 lseg_vitl16_384] [--steps 3] [--crop 480]
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def one(model: str, steps: int, crop: int, batch: int, num_labels: int, mode: int) -> dict:
+    import numpy as np
+
+    import mindspore as ms
+    import mindcv
+
+    sys.path.insert(0, ROOT)
+    import mindcv_lseg.models  # noqa: F401
+    from mindcv_lseg.engine.loss import NetWithLoss, SegCrossEntropy
+    from mindcv_lseg.engine.optim import create_seg_optimizer
+    from mindcv_lseg.engine.train_step import build_train_cells
+
+    ms.set_context(mode=ms.GRAPH_MODE if mode == 0 else ms.PYNATIVE_MODE)
+    t0 = time.time()
+    net = mindcv.create_model(model, weight_init=False)
+    build = time.time() - t0
+    text = ms.Tensor(net.encode_text([f"label {i}" for i in range(num_labels)]).asnumpy())
+    opt = create_seg_optimizer(net, [2.5e-4] * (steps + 2), momentum=0.9, weight_decay=1e-4)
+    driver = build_train_cells(NetWithLoss(net, SegCrossEntropy(255), text), opt)
+    rng = np.random.RandomState(0)
+    x = ms.Tensor(rng.uniform(-1, 1, (batch, 3, crop, crop)).astype(np.float32))
+    y = ms.Tensor(rng.randint(0, num_labels, (batch, crop, crop)).astype(np.int32))
+    times = []
+    for _ in range(steps):
+        t = time.time()
+        driver.step(x, y, True)[0].asnumpy()
+        times.append(time.time() - t)
+    rest = sorted(times[1:]) or times
+    return {"model": model, "batch": batch, "crop": crop, "labels": num_labels, "build_s": build,
+            "first_step_s": times[0], "step_s_median": rest[len(rest) // 2], "steps": steps,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["lseg_vitb32", "lseg_vitl16_384"])
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--crop", type=int, default=480)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--labels", type=int, default=150)
+    ap.add_argument("--mode", type=int, default=0)
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one:
+        print("RESULT " + json.dumps(one(a.one, a.steps, a.crop, a.batch, a.labels, a.mode)), flush=True)
+        return
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, fp32, "
+          f"{'GRAPH' if a.mode == 0 else 'PYNATIVE'}")
+    print(f"{'model':<18} {'batch':>5} {'crop':>5} {'first step s':>12} {'step s':>8} {'peak RSS GB':>11}")
+    for m in a.models:
+        r = subprocess.run([sys.executable, __file__, "--one", m, "--steps", str(a.steps), "--crop", str(a.crop),
+                            "--batch", str(a.batch), "--labels", str(a.labels), "--mode", str(a.mode)],
+                           capture_output=True, text=True)
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+        if r.returncode != 0 or not line:
+            print(f"{m:<18} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:] }")
+            continue
+        res = json.loads(line[0][7:])
+        print(f"{m:<18} {res['batch']:>5} {res['crop']:>5} {res['first_step_s']:>12.1f} {res['step_s_median']:>8.2f} "
+              f"{res['peak_rss_gb']:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -151,7 +151,10 @@ def load_train_checkpoint(path: str, net, optimizer=None, require_optimizer: boo
     if "epoch" not in params:
         raise CheckpointError(f"cannot resume from {path}: no 'epoch' entry, it is not a training checkpoint "
                               "(to initialise from weights only, use ckpt_path instead of resume)")
-    ms.load_param_into_net(net, {n: params[n] for n in net_params}, strict_load=True)
+    # values are assigned parameter by parameter: ``load_param_into_net(optimizer, ...)`` would strip the
+    # ``moments.`` prefix and write the momentum buffers INTO the network weights (the optimizer holds both).
+    for n, p in net_params.items():
+        p.set_data(ms.Tensor(params[n].asnumpy(), dtype=p.dtype))
     if optimizer is not None:
         opt_state = {n: p for n, p in optimizer.parameters_and_names() if n.startswith(OPTIMIZER_STATE_PREFIXES)}
         absent = [n for n in opt_state if n not in params]
@@ -161,7 +164,9 @@ def load_train_checkpoint(path: str, net, optimizer=None, require_optimizer: boo
         bad = [n for n in opt_state if n in params and tuple(params[n].shape) != tuple(opt_state[n].shape)]
         if bad:
             raise CheckpointError(f"cannot resume from {path}: optimizer state shape mismatch for {bad[:5]}")
-        ms.load_param_into_net(optimizer, {n: params[n] for n in opt_state if n in params}, strict_load=False)
+        for n, p in opt_state.items():
+            if n in params:
+                p.set_data(ms.Tensor(params[n].asnumpy(), dtype=p.dtype))
     state = {}
     for k in _SCALARS:
         if k in params:

@@ -27,15 +27,15 @@ class FastConv2d(nn.Cell):
     slicing kernels, while contiguous 1-D slices and concatenation are fast. For the "same" case
     (stride 1, padding (k-1)/2) the input is laid out as rows of width W + 2p whose zero tail doubles as the next
     row's left padding; every tap is then a contiguous shift of that flat array, the k*k shifts are concatenated
-    along channels and contracted with one 1x1 convolution, and the 2p junk columns are cut off. Other strides
-    sum k*k shifted 1x1 convolutions.
+    along channels and contracted with one 1x1 convolution, and the 2p junk columns are cut off. Stride s keeps every
+    s-th pixel of the stride-1 result (H and W must be multiples of s). Only "same" padding is supported.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding: as PyTorch ``nn.Conv2d``.
         has_bias: add a bias.
 
     Parameters: ``weight`` [out, in, k, k] (PyTorch layout, He-uniform init), ``bias`` [out].
-    Input [B, in, H, W] -> output [B, out, (H + 2p - k)//s + 1, (W + 2p - k)//s + 1].
+    Input [B, in, H, W] -> output [B, out, H/s, W/s].
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -47,7 +47,9 @@ class FastConv2d(nn.Cell):
         self.stride = stride
         self.padding = padding
         self.has_bias = has_bias
-        self.same = stride == 1 and 2 * padding + 1 == kernel_size
+        if 2 * padding + 1 != kernel_size:
+            raise ValueError(f"FastConv2d supports 'same' padding only (padding = (kernel_size - 1) / 2), got "
+                             f"kernel_size={kernel_size}, padding={padding}")
         self.weight = Parameter(
             initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels, kernel_size, kernel_size), ms.float32),
             name="weight",
@@ -70,26 +72,21 @@ class FastConv2d(nn.Cell):
                 taps.append(flat[:, :, start : start + length])
         cols = ops.concat(taps, axis=1).reshape(b, k * k * c, h, row)  # tap-major channels
         weight = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, k * k * c, 1, 1)
-        return ops.conv2d(cols, weight)[:, :, :, :w]
+        return ops.split(ops.conv2d(cols, weight), (w, 2 * p), axis=3)[0]
 
     def _strided(self, x: Tensor) -> Tensor:
-        _, _, h, w = x.shape
-        k, s, p = self.kernel_size, self.stride, self.padding
-        out_h = (h + 2 * p - k) // s + 1
-        out_w = (w + 2 * p - k) // s + 1
-        if p > 0:
-            x = ops.pad(x, (p, p, p, p))
-        taps = self.weight.transpose(2, 3, 0, 1)  # [k, k, out, in]
-        out = None
-        for dy in range(k):
-            for dx in range(k):
-                shifted = x[:, :, dy : dy + s * (out_h - 1) + 1 : s, dx : dx + s * (out_w - 1) + 1 : s]
-                tap = ops.conv2d(shifted, taps[dy, dx].reshape(self.out_channels, self.in_channels, 1, 1))
-                out = tap if out is None else out + tap
-        return out
+        # the stride-s output is every s-th pixel of the stride-1 output; picked with reshape + split, because
+        # MindSpore 2.10's StridedSliceGrad fails on strided 4-D slices (out-of-bounds error / hang in GRAPH mode)
+        full = self._same(x)
+        b, o, h, w = full.shape
+        s = self.stride
+        full = full.reshape(b, o, h // s, s, w // s, s)
+        full = ops.split(full, (1, s - 1), axis=3)[0]
+        full = ops.split(full, (1, s - 1), axis=5)[0]
+        return full.reshape(b, o, h // s, w // s)
 
     def construct(self, x: Tensor) -> Tensor:
-        out = self._same(x) if self.same else self._strided(x)
+        out = self._same(x) if self.stride == 1 else self._strided(x)
         if self.has_bias:
             out = out + self.bias.reshape(1, -1, 1, 1)
         return out

@@ -4,6 +4,8 @@
 """
 __version__ = "0.1.0"
 
-from .text.tokenizer import tokenize
-from .models import LSeg, lseg_tiny_test, lseg_vitb32, lseg_vitl16_384
 from .eval.api import SegResult, segment
+from .models import LSeg, lseg_tiny_test, lseg_vitb32, lseg_vitl16_384
+from .text.tokenizer import tokenize
+
+__all__ = ["LSeg", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test", "tokenize", "segment", "SegResult"]

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     except ConfigError as e:
         return _fail(str(e))
 
-    from mindcv_lseg.eval.api import load_image, parse_labels, save_result, segment, write_text_atomic
+    from mindcv_lseg.eval.api import load_image, parse_labels, save_result, segment
+    from mindcv_lseg.fileio import atomic_write_text
     from mindcv_lseg.eval.inference import InferenceConfig
 
     # cheap checks first: labels, inputs, then the model
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
         return _fail(f"--prompt_templates / --labels: {e}")
 
     os.makedirs(args.output, exist_ok=True)
-    write_text_atomic(os.path.join(args.output, "labels.txt"), "".join(f"{lab}\n" for lab in labels))
+    atomic_write_text(os.path.join(args.output, "labels.txt"), "".join(f"{lab}\n" for lab in labels))
     failures, used = [], set()
     for i, path in enumerate(inputs):
         name = os.path.splitext(os.path.basename(path))[0]

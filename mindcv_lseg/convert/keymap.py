@@ -10,7 +10,7 @@ MindSpore naming: ``clip_text.*``, ``encoder.vit.*``, ``encoder.reassemble.branc
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 

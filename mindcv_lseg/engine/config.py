@@ -34,11 +34,12 @@ Every error (unknown key, wrong type, value not in the allowed choices, malforme
 import argparse
 import difflib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
+
+from ..fileio import atomic_write_text
 
 __all__ = [
     "ConfigError",
@@ -389,15 +390,4 @@ def save_config(args, path: str, rank: int = 0) -> Optional[str]:
         return None
     d = config_to_dict(args)
     d.pop("config", None)
-    out_dir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".yaml", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(d, f, sort_keys=False, default_flow_style=None)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write_text(path, yaml.safe_dump(d, sort_keys=False, default_flow_style=None))

@@ -11,27 +11,13 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from typing import Dict, List, Optional, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["create_logger", "MetricsHistory", "plot_curves", "atomic_write_bytes"]
+from ..fileio import atomic_write_bytes
 
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix="_" + os.path.basename(path), dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+__all__ = ["create_logger", "MetricsHistory", "plot_curves"]
 
 
 def create_logger(log_dir: Optional[str], rank: int = 0, name: str = "mindcv_lseg.train",

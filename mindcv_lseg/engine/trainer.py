@@ -24,7 +24,7 @@ import hashlib
 import math
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import yaml

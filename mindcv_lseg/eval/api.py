@@ -10,7 +10,6 @@ Example::
     res.palette_image.save("mask.png"); res.visualize().save("overlay.png")
 """
 import os
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
@@ -19,10 +18,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import viz
+from ..fileio import atomic_save
 from .inference import InferenceConfig, normalize_image, run_inference
 from .text_cache import TextEmbeddingCache
 
-__all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddings", "save_result", "write_text_atomic",
+__all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddings", "save_result",
            "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -190,43 +190,18 @@ def segment(net, image, labels: Union[str, Sequence[str]], mode: str = "whole", 
                      logits=logits, embeddings=emb)
 
 
-def _atomic_save(save_fn, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp_{base}_", suffix=ext, dir=directory)
-    os.close(fd)
-    try:
-        save_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write a UTF-8 text file atomically (temp file in the same folder + ``os.replace``)."""
-
-    def _write(p):
-        with open(p, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _atomic_save(_write, path)
-
-
 def save_result(result: SegResult, out_dir: str, name: str, save_embeddings: bool = False) -> List[str]:
     """Write ``NAME_mask.png`` (P-mode, pixel = label id), ``NAME_overlay.png`` (overlay + legend) and, if asked and
     present, ``NAME_emb.npy`` (float32 ``[C, h, w]``) into ``out_dir``, atomically. Returns the paths written."""
     paths = []
     mask_path = os.path.join(out_dir, f"{name}_mask.png")
     if result.palette_image is not None:
-        _atomic_save(lambda p: result.palette_image.save(p, format="PNG"), mask_path)
+        atomic_save(lambda p: result.palette_image.save(p, format="PNG"), mask_path)
     else:  # > 256 labels: 16-bit grayscale ids
-        _atomic_save(lambda p: Image.fromarray(result.label_map.astype(np.uint16)).save(p, format="PNG"), mask_path)
+        atomic_save(lambda p: Image.fromarray(result.label_map.astype(np.uint16)).save(p, format="PNG"), mask_path)
     paths.append(mask_path)
     ov_path = os.path.join(out_dir, f"{name}_overlay.png")
-    _atomic_save(lambda p: result.visualize().save(p, format="PNG"), ov_path)
+    atomic_save(lambda p: result.visualize().save(p, format="PNG"), ov_path)
     paths.append(ov_path)
     if save_embeddings and result.embeddings is not None:
         emb_path = os.path.join(out_dir, f"{name}_emb.npy")
@@ -235,6 +210,6 @@ def save_result(result: SegResult, out_dir: str, name: str, save_embeddings: boo
             with open(p, "wb") as f:
                 np.save(f, result.embeddings)
 
-        _atomic_save(_save_npy, emb_path)
+        atomic_save(_save_npy, emb_path)
         paths.append(emb_path)
     return paths

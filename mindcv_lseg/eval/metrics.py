@@ -19,11 +19,11 @@ see :func:`allreduce_confusion_matrix`.
 import csv
 import io
 import json
-import os
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from ..fileio import atomic_write_text
 
 __all__ = [
     "EPS",
@@ -319,20 +319,6 @@ def allreduce_confusion_matrix(cm, group_size: Optional[int] = None,
 # ----------------------------------------------------------------------------------------------------------------
 # Saving
 # ----------------------------------------------------------------------------------------------------------------
-def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _json_safe(v):
     if isinstance(v, float) and not np.isfinite(v):
         return None
@@ -348,7 +334,7 @@ def save_metrics_json(metrics: Dict, path: str, extra: Optional[Dict] = None) ->
     data = dict(metrics)
     if extra:
         data.update(extra)
-    _atomic_write_text(path, json.dumps(_json_safe(data), indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(_json_safe(data), indent=1, ensure_ascii=False) + "\n")
 
 
 def save_metrics_csv(metrics: Dict, path: str) -> None:
@@ -363,4 +349,4 @@ def save_metrics_csv(metrics: Dict, path: str) -> None:
     for key in ("pixAcc", "mIoU", "mIoU_nanmean", "mAcc"):
         v = metrics[key]
         w.writerow(["", key, "" if not np.isfinite(v) else f"{v:.6f}", "", "", ""])
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())

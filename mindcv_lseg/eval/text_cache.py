@@ -14,10 +14,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..fileio import atomic_save
 
 __all__ = ["TextEmbeddingCache", "checkpoint_identity", "encode_labels"]
 
@@ -123,14 +124,4 @@ class TextEmbeddingCache:
 
     @staticmethod
     def _save(path: str, feats: np.ndarray) -> None:
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npy", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, feats)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_save(lambda tmp: np.save(tmp, feats), path)

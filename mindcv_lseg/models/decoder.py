@@ -3,7 +3,7 @@ optional spatial-regularisation block applied to the logits. All of it is the 10
 """
 from typing import Sequence, Tuple
 
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, nn
 
 from .dpt import FeatureFusionBlock, conv3x3
 

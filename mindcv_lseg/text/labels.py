@@ -15,6 +15,8 @@ import os
 import warnings
 from typing import Dict, Iterable, Iterator, Tuple, Union
 
+from ..fileio import atomic_write_text
+
 __all__ = [
     "LabelSet",
     "get_label_set",
@@ -147,12 +149,7 @@ class LabelSet:
 
     def to_file(self, path: str) -> None:
         """Write one label per line, atomically (temp file + ``os.replace``)."""
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(self._labels) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, "\n".join(self._labels) + "\n")
 
 
 def _warn_duplicates(labels, where):

@@ -157,6 +157,22 @@ def _read_varint(f):
     return None
 
 
+def check_file(path, what="checkpoint"):
+    """The size of ``path`` after checking it is an existing, non-empty regular file.
+
+    Raises:
+        CheckpointNotFoundError (missing), CheckpointFormatError (a directory), CheckpointTruncatedError (empty).
+    """
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError("%s file not found: %s" % (what, path))
+    if os.path.isdir(path):
+        raise CheckpointFormatError("%s is a directory, not a checkpoint file" % path)
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointTruncatedError("%s file %s is empty (0 bytes): an interrupted download or save?" % (what, path))
+    return size
+
+
 def sniff_mindspore_format(path):
     """Classify a file as ``"ckpt"``, ``"safetensors"`` or raise a specific error.
 
@@ -168,13 +184,7 @@ def sniff_mindspore_format(path):
         CheckpointNotFoundError, CheckpointFormatError, CheckpointTruncatedError
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointNotFoundError("checkpoint file not found: %s" % path)
-    if os.path.isdir(path):
-        raise CheckpointFormatError("%s is a directory, not a checkpoint file" % path)
-    size = os.path.getsize(path)
-    if size == 0:
-        raise CheckpointTruncatedError("checkpoint file %s is empty (0 bytes): interrupted download or save?" % path)
+    size = check_file(path)
     with open(path, "rb") as f:
         head = f.read(16)
         if len(head) >= 9 and head[8:9] == b"{":

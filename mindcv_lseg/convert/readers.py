@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..checkpoint import (CheckpointError, CheckpointFormatError, CheckpointNotFoundError, CheckpointTruncatedError,
+from ..checkpoint import (CheckpointError, CheckpointFormatError, CheckpointTruncatedError, check_file,
                           iter_ckpt_records, sniff_mindspore_format)
 from .torch_pickle import (LazyTensor, Placeholder, UnsafePickleError, is_torch_legacy, load_torch_legacy,
                            load_torch_zip, zip_prefix)
@@ -125,13 +125,7 @@ def detect_kind(path):
         CheckpointNotFoundError, CheckpointFormatError (not a checkpoint), CheckpointTruncatedError.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointNotFoundError("source checkpoint not found: %s" % path)
-    if os.path.isdir(path):
-        raise CheckpointFormatError("%s is a directory, not a checkpoint file" % path)
-    size = os.path.getsize(path)
-    if size == 0:
-        raise CheckpointTruncatedError("%s is empty (0 bytes): an interrupted download?" % path)
+    size = check_file(path, "source checkpoint")
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":

@@ -125,7 +125,7 @@ def detect_kind(path):
         CheckpointNotFoundError, CheckpointFormatError (not a checkpoint), CheckpointTruncatedError.
     """
     path = os.fspath(path)
-    size = check_file(path, "source checkpoint")
+    check_file(path, "source checkpoint")
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
@@ -147,21 +147,16 @@ def detect_kind(path):
                                     "(members: %s)" % (path, ", ".join(names[:5]) or "none"))
     if is_torch_legacy(head):
         return "torch-legacy"
-    if len(head) >= 9 and head[8:9] == b"{":
-        n = int.from_bytes(head[:8], "little")
-        if 8 + n > size:
-            raise CheckpointTruncatedError("%s: safetensors header claims %d bytes but the file has %d (truncated)"
-                                           % (path, 8 + n, size))
-        return "safetensors"
-    if head[:1] == b"\x0a":
+    if head[:1] == b"\x0a" or (len(head) >= 9 and head[8:9] == b"{"):
+        # safetensors header / MindSpore protobuf records: one sniffer (checkpoint.py) checks both, incl. truncation
         try:
-            sniff_mindspore_format(path)
+            kind = sniff_mindspore_format(path)
         except CheckpointTruncatedError:
             raise
         except CheckpointFormatError:
             pass
         else:
-            return "mindspore"
+            return "safetensors" if kind == "safetensors" else "mindspore"
     raise CheckpointFormatError("%s is not a checkpoint: it looks like %s. Supported: PyTorch/Lightning .ckpt/.pth, "
                                 "TorchScript CLIP .pt, .safetensors, .npz, MindSpore .ckpt"
                                 % (path, _describe_unknown(head)))

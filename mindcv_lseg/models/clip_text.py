@@ -10,6 +10,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from .layers import linear
+
 __all__ = ["QuickGELU", "MultiheadSelfAttention", "ResidualAttentionBlock", "CLIPTextEncoder"]
 
 
@@ -40,7 +42,7 @@ class MultiheadSelfAttention(nn.Cell):
 
     def construct(self, x: Tensor, mask: Tensor) -> Tensor:
         n, length, width = x.shape
-        qkv = ops.matmul(x, self.in_proj_weight.T) + self.in_proj_bias
+        qkv = linear(x, self.in_proj_weight.T, self.in_proj_bias)
         qkv = qkv.reshape(n, length, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]  # [N, heads, L, hd]
         attn = ops.softmax(ops.matmul(q, k.swapaxes(-1, -2)) + mask, axis=-1)

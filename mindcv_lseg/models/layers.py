@@ -12,7 +12,21 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
-__all__ = ["FastConv2d", "PatchConvTranspose2d", "patchify_linear"]
+__all__ = ["linear", "SameConvGEMM", "FastConv2d", "PatchConvTranspose2d", "patchify_linear"]
+
+
+def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
+    """``x @ weight_t (+ bias)`` over the last axis: x [..., in], weight_t [in, out] -> [..., out].
+
+    The leading axes are flattened into one GEMM. In GRAPH mode ``ops.matmul`` of an N-D tensor with a 2-D weight
+    broadcasts the weight to every batch entry first (150 labels x CLIP's [512, 1536] qkv weight = 470 MB per
+    layer, kept by the memory pool), so batched inputs must never reach it.
+    """
+    lead = x.shape[:-1]
+    out = ops.matmul(x.reshape(-1, x.shape[-1]), weight_t)
+    if bias is not None:
+        out = out + bias
+    return out.reshape(lead + (weight_t.shape[1],))
 
 
 def _init_bias(fan_in: int, channels: int) -> Parameter:
@@ -20,15 +34,88 @@ def _init_bias(fan_in: int, channels: int) -> Parameter:
     return Parameter(initializer(Uniform(bound), (channels,), ms.float32), name="bias")
 
 
+def _im2row(x: Tensor, kernel_size: int) -> Tensor:
+    """The k*k taps of a zero-padded "same" window, concatenated tap-major along channels.
+
+    x [B, C, H, W] -> [B, k*k*C, H, W + 2p] with p = (k-1)/2: the image is laid out as rows of width W + 2p whose
+    zero tail doubles as the next row's left padding, so every tap is a contiguous shift of the flat array; the
+    last 2p columns of each output row are junk (they straddle two image rows) and are cut off by the caller.
+    """
+    b, c, h, w = x.shape
+    k = kernel_size
+    p = (k - 1) // 2
+    row = w + 2 * p
+    flat = ops.concat((x, ops.zeros((b, c, h, 2 * p), x.dtype)), axis=3).reshape(b, c, h * row)
+    margin = ops.zeros((b, c, p * row + p), x.dtype)
+    flat = ops.concat((margin, flat, margin), axis=2)  # padded image, row-major, plus p spare zeros
+    length = h * row
+    taps = []
+    for dy in range(k):
+        for dx in range(k):
+            start = dy * row + dx
+            taps.append(flat[:, :, start : start + length])
+    return ops.concat(taps, axis=1).reshape(b, k * k * c, h, row)
+
+
+def _conv_same(x: Tensor, weight: Tensor, gemm: ops.Conv2D) -> Tensor:
+    """Stride-1 "same" convolution as one GEMM: x [B, C, H, W], weight [O, C, k, k] -> [B, O, H, W].
+
+    ``gemm`` is a 1x1 ``ops.Conv2D`` primitive with ``out_channel`` O (functional ``ops.conv2d`` cannot be
+    used in a custom ``bprop``).
+    """
+    o, c, k, _ = weight.shape
+    w = x.shape[3]
+    gemm_weight = weight.transpose(0, 2, 3, 1).reshape(o, k * k * c, 1, 1)  # tap-major, as _im2row
+    out = gemm(_im2row(x, k), gemm_weight)  # [B, O, H, W + k - 1]
+    b, _, h, _ = out.shape
+    return ops.StridedSlice()(out, (0, 0, 0, 0), (b, o, h, w), (1, 1, 1, 1))  # cut the junk columns
+
+
+class SameConvGEMM(nn.Cell):
+    """``_conv_same`` with a hand-written backward pass that keeps only the input for it.
+
+    Differentiating the GEMM form automatically keeps the k*k-times larger tap matrix of every convolution until
+    the backward pass (in GRAPH mode also its slices); for the decoder at 480x480 that is gigabytes. Here the
+    backward rebuilds the taps from the input when it runs (after the output gradient exists) and computes
+    ``dW = dY_rows . taps^T`` and ``dX = conv_same(dY, W rotated 180 degrees, in/out swapped)``.
+
+    Args:
+        in_channels (C), out_channels (O): the convolution's channels.
+
+    Inputs: x [B, C, H, W], weight [O, C, k, k] (k odd). Output [B, O, H, W].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.gemm = ops.Conv2D(out_channels, 1)
+        self.gemm_input_grad = ops.Conv2D(in_channels, 1)
+        self.rows_by_taps = ops.BatchMatMul(transpose_b=True)
+        self.flip_taps = ops.ReverseV2(axis=(2, 3))
+
+    def construct(self, x: Tensor, weight: Tensor) -> Tensor:
+        return _conv_same(x, weight, self.gemm)
+
+    def bprop(self, x: Tensor, weight: Tensor, out: Tensor, dout: Tensor):
+        b, c, h, w = x.shape
+        o, _, k, _ = weight.shape
+        row = w + k - 1
+        x = ops.depend(x, dout)  # rebuild the taps only in the backward pass
+        taps = _im2row(x, k).reshape(b, k * k * c, h * row)
+        dout_rows = ops.concat((dout, ops.zeros((b, o, h, k - 1), dout.dtype)), axis=3).reshape(b, o, h * row)
+        dweight = self.rows_by_taps(dout_rows, taps).sum(axis=0).reshape(o, k, k, c).transpose(0, 3, 1, 2)
+        dx = _conv_same(dout, self.flip_taps(weight).transpose(1, 0, 2, 3), self.gemm_input_grad)
+        return dx, dweight
+
+
 class FastConv2d(nn.Cell):
     """2-D convolution (zero padding, no dilation, groups 1) computed with one 1x1 convolution (a GEMM).
 
     MindSpore's CPU kxk convolution is ~100x slower than its 1x1 one, and so are its padding and 2-D window
     slicing kernels, while contiguous 1-D slices and concatenation are fast. For the "same" case
-    (stride 1, padding (k-1)/2) the input is laid out as rows of width W + 2p whose zero tail doubles as the next
-    row's left padding; every tap is then a contiguous shift of that flat array, the k*k shifts are concatenated
-    along channels and contracted with one 1x1 convolution, and the 2p junk columns are cut off. Stride s keeps every
-    s-th pixel of the stride-1 result (H and W must be multiples of s). Only "same" padding is supported.
+    (stride 1, padding (k-1)/2) the k*k taps are gathered as contiguous shifts of a row-padded flat layout
+    (``_im2row``) and contracted with one 1x1 convolution; the backward pass is hand-written
+    (:class:`SameConvGEMM`) so training does not keep the taps. Stride s keeps every s-th pixel of the stride-1
+    result (H and W must be multiples of s). Only "same" padding is supported.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding: as PyTorch ``nn.Conv2d``.
@@ -56,23 +143,12 @@ class FastConv2d(nn.Cell):
         )
         fan_in = in_channels * kernel_size * kernel_size
         self.bias = _init_bias(fan_in, out_channels) if has_bias else None
+        self.conv = SameConvGEMM(in_channels, out_channels) if kernel_size > 1 else None
 
     def _same(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        k, p = self.kernel_size, self.padding
-        row = w + 2 * p
-        flat = ops.concat((x, ops.zeros((b, c, h, 2 * p), x.dtype)), axis=3).reshape(b, c, h * row)
-        margin = ops.zeros((b, c, p * row + p), x.dtype)
-        flat = ops.concat((margin, flat, margin), axis=2)  # padded image, row-major, plus p spare zeros
-        length = h * row
-        taps = []
-        for dy in range(k):
-            for dx in range(k):
-                start = dy * row + dx
-                taps.append(flat[:, :, start : start + length])
-        cols = ops.concat(taps, axis=1).reshape(b, k * k * c, h, row)  # tap-major channels
-        weight = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, k * k * c, 1, 1)
-        return ops.split(ops.conv2d(cols, weight), (w, 2 * p), axis=3)[0]
+        if self.kernel_size == 1:  # a plain 1x1 convolution: nothing to gather
+            return ops.conv2d(x, self.weight)
+        return self.conv(x, self.weight)
 
     def _strided(self, x: Tensor) -> Tensor:
         # the stride-s output is every s-th pixel of the stride-1 output; picked with reshape + split, because
@@ -114,7 +190,7 @@ class PatchConvTranspose2d(nn.Cell):
         b, c, h, w = x.shape
         k = self.kernel_size
         rows = x.reshape(b, c, h * w).transpose(0, 2, 1)  # [B, h*w, in]
-        out = ops.matmul(rows, self.weight.reshape(c, -1))  # [B, h*w, out*k*k]
+        out = linear(rows, self.weight.reshape(c, -1))  # [B, h*w, out*k*k]
         out = out.reshape(b, h, w, self.out_channels, k, k).transpose(0, 3, 1, 4, 2, 5)
         out = out.reshape(b, self.out_channels, h * k, w * k)
         if self.has_bias:
@@ -132,4 +208,4 @@ def patchify_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     gh, gw = h // p, w // p
     x = x[:, :, : gh * p, : gw * p].reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5)
     x = x.reshape(b, gh * gw, c * p * p)
-    return ops.matmul(x, weight.reshape(d, -1).T) + bias
+    return linear(x, weight.reshape(d, -1).T, bias)

@@ -11,6 +11,7 @@ from typing import Sequence, Tuple
 from mindcv.models.vit import VisionTransformer
 from mindspore import Tensor, nn, ops
 
+from .activations import ErfGELU
 from .layers import patchify_linear
 
 __all__ = ["ViTEncoder", "resize_pos_embed"]
@@ -39,7 +40,7 @@ def resize_pos_embed(pos_embed: Tensor, grid_size: int, grid_h: int, grid_w: int
 class ViTEncoder(VisionTransformer):
     """mindcv ViT that returns the token sequences after the hooked blocks.
 
-    Constructed as the reference's timm ViT: exact-erf GELU, LayerNorm epsilon 1e-6, qkv bias, class token.
+    Constructed as the reference's timm ViT: exact-erf GELU (:class:`ErfGELU`, memory-lean backward), LayerNorm epsilon 1e-6, qkv bias, class token.
     No classifier is built; the final LayerNorm (``norm``) is not applied (LSeg uses raw block outputs) but is
     kept so that checkpoints round-trip. Only ``construct`` differs from mindcv's ``VisionTransformer``.
 
@@ -80,7 +81,7 @@ class ViTEncoder(VisionTransformer):
             mlp_ratio=mlp_ratio,
             qkv_bias=True,
             weight_init=weight_init,
-            act_layer=partial(nn.GELU, approximate=False),
+            act_layer=ErfGELU,
             norm_layer=partial(nn.LayerNorm, epsilon=1e-6),
             num_classes=0,
         )

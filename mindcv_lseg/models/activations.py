@@ -1,0 +1,33 @@
+"""Activations with hand-written backward passes that keep training memory low in GRAPH mode.
+
+MindSpore 2.10 builds the exact (erf) GELU, ``ops.gelu(x, approximate='none')``, from five elementwise primitives
+(div, erf, add, mul, mul) and differentiates each one; on CPU in GRAPH mode the intermediates of that chain are
+kept for the backward pass, about ten tensors of the activation's size per call (for ViT-L/16 at 480x480 roughly
+150 MB per block, 3.6 GB in all). :class:`ErfGELU` computes the same forward values and defines its gradient
+directly, so only its input is kept. ``benchmarks/train_step.py`` shows the effect.
+"""
+import math
+
+from mindspore import Tensor, nn, ops
+
+__all__ = ["ErfGELU"]
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class ErfGELU(nn.Cell):
+    """Exact GELU, ``x * Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt(2))) / 2`` (PyTorch ``nn.GELU()``).
+
+    Forward values are those of ``ops.gelu(x, approximate='none')`` (same operations in the same order).
+    Backward: ``d/dx = Phi(x) + x * phi(x)`` with ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``, recomputed from ``x``.
+    Input and output: any shape, float32.
+    """
+
+    def construct(self, x: Tensor) -> Tensor:
+        return x * (ops.erf(x / _SQRT2) + 1.0) * 0.5
+
+    def bprop(self, x: Tensor, out: Tensor, dout: Tensor):
+        cdf = (ops.erf(x / _SQRT2) + 1.0) * 0.5
+        pdf = ops.exp(x * x * -0.5) * _INV_SQRT_2PI
+        return (dout * (cdf + x * pdf),)

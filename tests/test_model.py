@@ -9,8 +9,9 @@ import mindspore as ms
 from mindspore import nn, ops
 
 import mindcv_lseg
+from mindcv_lseg.models.activations import ErfGELU
 from mindcv_lseg.models.decoder import SpatialRegBlock
-from mindcv_lseg.models.layers import FastConv2d, PatchConvTranspose2d, patchify_linear
+from mindcv_lseg.models.layers import FastConv2d, PatchConvTranspose2d, linear, patchify_linear
 from mindcv_lseg.models.lseg import LOGIT_SCALE
 
 
@@ -214,26 +215,59 @@ def test_text_encoder_runs_only_up_to_the_end_token(tiny):
     np.testing.assert_allclose(tiny.encode_text(["sky"]).asnumpy(), full[:1], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("k, stride, pad", [(3, 1, 1), (3, 2, 1)])
+@pytest.mark.parametrize("k, stride, pad", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (1, 1, 0)])
 def test_fast_conv_gradients_match_mindspore_conv(k, stride, pad):
-    """Backward through the GEMM convolution equals the native kernel's (regression: strided-slice grads failed)."""
+    """Input and parameter gradients of the GEMM convolution (hand-written backward for k > 1) equal the native
+    kernel's autodiff (regression: strided-slice grads failed)."""
     rng = np.random.default_rng(5)
     conv = FastConv2d(4, 6, k, stride=stride, padding=pad, has_bias=True)
     x = ms.Tensor(rng.normal(size=(2, 4, 8, 12)).astype(np.float32))
     params = conv.trainable_params()
+    target = ms.Tensor(rng.normal(size=(2, 6, 8 // stride, 12 // stride)).astype(np.float32))
 
     def ours(x):
-        return (conv(x) ** 2).sum()
+        return ((conv(x) - target) ** 2).sum()
 
     def native(x):
         out = ops.conv2d(x, conv.weight, stride=stride, pad_mode="pad", padding=pad) + conv.bias.reshape(1, -1, 1, 1)
-        return (out ** 2).sum()
+        return ((out - target) ** 2).sum()
 
     for _ in range(3):  # the broken version failed / hung from the fourth GRAPH step on; PYNATIVE failed at once
-        got = ms.grad(ours, grad_position=None, weights=params)(x)
-    want = ms.grad(native, grad_position=None, weights=params)(x)
-    for g, w in zip(got, want):
+        got_x, got_params = ms.grad(ours, grad_position=0, weights=params)(x)
+    want_x, want_params = ms.grad(native, grad_position=0, weights=params)(x)
+    np.testing.assert_allclose(got_x.asnumpy(), want_x.asnumpy(), rtol=1e-4, atol=1e-4)
+    assert len(got_params) == len(want_params) == 2
+    for g, w in zip(got_params, want_params):
         np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_same_conv_gemm_backward_in_graph_mode():
+    """The hand-written backward compiles inside a GRAPH-mode cell and matches PYNATIVE autodiff of the native conv."""
+    rng = np.random.default_rng(7)
+    conv = FastConv2d(3, 5, 3, padding=1)
+    x = ms.Tensor(rng.normal(size=(1, 3, 6, 7)).astype(np.float32))
+
+    class Loss(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, x):
+            return (self.net(x) * self.net(x)).sum()
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        got_x, (got_w,) = ms.jit(ms.grad(Loss(conv), grad_position=0, weights=conv.trainable_params()))(x)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+    def native(x):
+        out = ops.conv2d(x, conv.weight, pad_mode="pad", padding=1)
+        return (out * out).sum()
+
+    want_x, (want_w,) = ms.grad(native, grad_position=0, weights=conv.trainable_params())(x)
+    np.testing.assert_allclose(got_x.asnumpy(), want_x.asnumpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_w.asnumpy(), want_w.asnumpy(), rtol=1e-4, atol=1e-3)
 
 
 def test_tiny_train_steps_run_in_graph_mode():
@@ -260,3 +294,40 @@ def test_tiny_train_steps_run_in_graph_mode():
         assert losses[-1] < losses[0]
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_erf_gelu_matches_mindspore_gelu_values_and_gradient(mode):
+    """Same forward values as ops.gelu(approximate='none'); gradient = autodiff of ops.gelu = Phi(x) + x phi(x)."""
+    x_np = np.linspace(-6, 6, 241, dtype=np.float32).reshape(1, 241)
+    x = ms.Tensor(x_np)
+    act = ErfGELU()
+
+    def ours(v):
+        return act(v).sum()
+
+    def autodiff(v):
+        return ops.gelu(v, approximate="none").sum()
+
+    ms.set_context(mode=mode)
+    try:
+        out = act(x).asnumpy()
+        grad = ms.grad(ours)(x).asnumpy()
+        want_auto = ms.grad(autodiff)(x).asnumpy()
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    np.testing.assert_array_equal(out, ops.gelu(x, approximate="none").asnumpy())
+    np.testing.assert_allclose(grad, want_auto, rtol=1e-5, atol=1e-6)
+    xd = x_np.astype(np.float64)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(xd / math.sqrt(2)))
+    np.testing.assert_allclose(grad, cdf + xd * np.exp(-xd * xd / 2) / math.sqrt(2 * math.pi), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_flattens_leading_axes():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 4, 5)).astype(np.float32)
+    w = rng.normal(size=(5, 2)).astype(np.float32)
+    b = rng.normal(size=(2,)).astype(np.float32)
+    out = linear(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b)).asnumpy()
+    assert out.shape == (3, 4, 2)
+    np.testing.assert_allclose(out, x @ w + b, rtol=1e-5, atol=1e-5)

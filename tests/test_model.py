@@ -215,6 +215,15 @@ def test_text_encoder_runs_only_up_to_the_end_token(tiny):
     np.testing.assert_allclose(tiny.encode_text(["sky"]).asnumpy(), full[:1], atol=1e-5, rtol=1e-5)
 
 
+def test_encode_text_batches_labels(tiny):
+    """More labels than one text batch (32 + 8 rows here, the 8 padded from 5): same features as one at a time."""
+    labels = [f"thing number {i}" for i in range(37)]
+    together = tiny.encode_text(labels).asnumpy()
+    assert together.shape == (37, tiny.embed_dim)
+    for i in (0, 31, 32, 36):
+        np.testing.assert_allclose(together[i], tiny.encode_text([labels[i]]).asnumpy()[0], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("k, stride, pad", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (1, 1, 0)])
 def test_fast_conv_gradients_match_mindspore_conv(k, stride, pad):
     """Input and parameter gradients of the GEMM convolution (hand-written backward for k > 1) equal the native

@@ -110,6 +110,7 @@ class LSeg(nn.Cell):
     """
 
     TEXT_LENGTH_BUCKET = 16
+    TEXT_BATCH = 32
 
     def __init__(
         self,
@@ -182,15 +183,26 @@ class LSeg(nn.Cell):
         """Raw CLIP text features (before L2 normalisation): float32 Tensor [N, embed_dim].
 
         The causal text transformer runs only over the columns up to the last end token, rounded up to a
-        multiple of :attr:`TEXT_LENGTH_BUCKET` (so GRAPH mode compiles at most a few shapes): the result is the
-        same as over all 77 positions, several times faster for short labels.
+        multiple of :attr:`TEXT_LENGTH_BUCKET`: the result is the same as over all 77 positions, several times
+        faster for short labels. Labels are embedded in batches of at most :attr:`TEXT_BATCH` rows, each padded to
+        a power of two, so GRAPH mode compiles a handful of shapes whatever the number of labels, and the memory
+        the compiled graph holds stays small (150 labels in one graph would hold ~1.8 GB).
         """
         tokens = self.tokenize(labels, truncate=truncate)
-        if tokens.shape[0] == 0:
+        count = tokens.shape[0]
+        if count == 0:
             raise ValueError("encode_text needs at least one label")
         used = int(tokens.argmax(axis=1).max()) + 1
         length = min(self.context_length, -(-used // self.TEXT_LENGTH_BUCKET) * self.TEXT_LENGTH_BUCKET)
-        return self.clip_text(Tensor(tokens[:, :length], ms.int32))
+        tokens = tokens[:, :length]
+        parts = []
+        for start in range(0, count, self.TEXT_BATCH):
+            chunk = tokens[start : start + self.TEXT_BATCH]
+            rows = 1 << (len(chunk) - 1).bit_length()  # next power of two, at most TEXT_BATCH
+            if rows > len(chunk):
+                chunk = np.concatenate((chunk, np.repeat(chunk[-1:], rows - len(chunk), axis=0)))
+            parts.append(self.clip_text(Tensor(chunk, ms.int32))[: min(self.TEXT_BATCH, count - start)])
+        return parts[0] if len(parts) == 1 else ops.concat(parts, axis=0)
 
 
 def _create_lseg(name: str, pretrained: bool, **kwargs) -> LSeg:

@@ -15,6 +15,11 @@ __all__ = ["SegCrossEntropy", "create_seg_loss", "NetWithLoss"]
 class SegCrossEntropy(nn.Cell):
     """Mean pixel-wise softmax cross-entropy over the pixels whose label is not ``ignore_index``.
 
+    The backward pass is hand-written: ``dL/dlogits = (softmax(logits) - onehot(label)) * valid / count``, computed
+    from the logits when the gradient is needed. Automatic differentiation of ``ops.cross_entropy`` keeps several
+    [B, N, H, W] intermediates (log-softmax, its gradient chain) alive until the backward pass: with 150 labels at
+    480x480 each is 138 MB.
+
     Args:
         ignore_index: label value that contributes neither to the sum nor to the pixel count.
 
@@ -29,13 +34,31 @@ class SegCrossEntropy(nn.Cell):
     def __init__(self, ignore_index: int = 255):
         super().__init__()
         self.ignore_index = int(ignore_index)
+        self.softmax = ops.Softmax(axis=1)
+        self.one_hot = ops.OneHot(axis=1)
+        self.cast = ops.Cast()
+        self.not_equal = ops.NotEqual()
+        self.maximum = ops.Maximum()
+        self.zeros_like = ops.ZerosLike()
+
+    def _valid_and_count(self, labels):
+        valid = self.cast(self.not_equal(labels, self.ignore_index), ms.float32)  # [B, H, W]
+        return valid, self.maximum(valid.sum(), ms.Tensor(1.0, ms.float32))
 
     def construct(self, logits, labels):
-        labels = ops.cast(labels, ms.int32)
+        labels = self.cast(labels, ms.int32)
         per_pixel = ops.cross_entropy(logits, labels, ignore_index=self.ignore_index, reduction="none")
-        valid = ops.cast(ops.not_equal(labels, self.ignore_index), ms.float32)
-        count = ops.maximum(valid.sum(), ops.ones((), ms.float32))
+        valid, count = self._valid_and_count(labels)
         return (per_pixel * valid).sum() / count
+
+    def bprop(self, logits, labels, out, dout):
+        logits = ops.depend(logits, dout)  # recompute the softmax in the backward pass, not before
+        labels = self.cast(labels, ms.int32)
+        valid, count = self._valid_and_count(labels)
+        safe_labels = labels * self.cast(valid, ms.int32)  # ignored pixels point at class 0, masked below
+        onehot = self.one_hot(safe_labels, logits.shape[1], ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
+        scale = (valid * (dout / count)).expand_dims(1)  # [B, 1, H, W]
+        return (self.softmax(logits) - onehot) * scale, self.zeros_like(labels)
 
 
 def create_seg_loss(name: str = "CE", ignore_index: int = 255) -> nn.Cell:

@@ -8,6 +8,7 @@ from typing import Sequence, Tuple
 
 from mindspore import Tensor, nn, ops
 
+from .activations import ErfGELU
 from .layers import FastConv2d, PatchConvTranspose2d
 
 __all__ = [
@@ -48,7 +49,7 @@ class ProjectReadout(nn.Cell):
     def __init__(self, dim: int):
         super().__init__()
         self.project = nn.Dense(2 * dim, dim, has_bias=True)
-        self.act = nn.GELU(approximate=False)
+        self.act = ErfGELU()
 
     def construct(self, x: Tensor) -> Tensor:
         patches = x[:, 1:]

@@ -40,7 +40,8 @@ def resize_pos_embed(pos_embed: Tensor, grid_size: int, grid_h: int, grid_w: int
 class ViTEncoder(VisionTransformer):
     """mindcv ViT that returns the token sequences after the hooked blocks.
 
-    Constructed as the reference's timm ViT: exact-erf GELU (:class:`ErfGELU`, memory-lean backward), LayerNorm epsilon 1e-6, qkv bias, class token.
+    Constructed as the reference's timm ViT: exact-erf GELU (:class:`ErfGELU`, memory-lean backward), LayerNorm
+    epsilon 1e-6, qkv bias, class token.
     No classifier is built; the final LayerNorm (``norm``) is not applied (LSeg uses raw block outputs) but is
     kept so that checkpoints round-trip. Only ``construct`` differs from mindcv's ``VisionTransformer``.
 

@@ -12,6 +12,7 @@ from mindcv.models.vit import VisionTransformer
 from mindspore import Tensor, nn, ops
 
 from .activations import ErfGELU
+from .attention import LeanAttention
 from .layers import patchify_linear
 
 __all__ = ["ViTEncoder", "resize_pos_embed"]
@@ -86,6 +87,8 @@ class ViTEncoder(VisionTransformer):
             norm_layer=partial(nn.LayerNorm, epsilon=1e-6),
             num_classes=0,
         )
+        for block in self.blocks:  # same qkv/proj cells, memory-lean construct and backward (see attention.py)
+            block.attn = LeanAttention(block.attn.qkv, block.attn.proj, num_heads)
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.grid_size = image_size // patch_size

@@ -1,0 +1,74 @@
+"""Multi-head self-attention for the ViT encoder with a small training footprint in GRAPH mode.
+
+mindcv's ``Attention`` is differentiated automatically. On CPU in GRAPH mode, MindSpore 2.10 keeps several
+[B, heads, T, T] tensors per block until the backward pass: the scores and the softmax, and about four more
+inside the softmax gradient. An implicitly broadcast binary op such as ``a - a.sum(-1, keepdims=True)`` holds
+~3.7x its output for the whole graph. For ViT-L/16 at 480x480 one such tensor is 52 MB, so this costs about
+0.3 GB per block.
+
+:class:`LeanAttention` keeps mindcv's ``qkv`` and ``proj`` cells (same parameters, names and initialisation).
+:class:`AttentionCore` computes ``softmax(q k^T) v`` with a hand-written backward that recomputes the softmax
+from q and k when the gradient arrives and broadcasts explicitly. The scale is folded into q. For head_dim 64
+(every LSeg ViT) the scale is 1/8, a power of two, so the forward is bit-identical to scaling the scores; for
+other head sizes the two differ by float32 rounding only.
+"""
+from mindspore import Tensor, nn, ops
+
+__all__ = ["AttentionCore", "LeanAttention"]
+
+
+class AttentionCore(nn.Cell):
+    """``softmax(q k^T) v`` over the last two axes; q, k, v [B, heads, T, d] -> [B, heads, T, d].
+
+    Backward (from q, k, v only): ``P = softmax(q k^T)``, ``dV = P^T dO``, ``dP = dO V^T``,
+    ``dS = P * (dP - rowsum(dP * P))``, ``dQ = dS K``, ``dK = dS^T Q``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.q_matmul_k = ops.BatchMatMul(transpose_b=True)
+        self.attn_matmul_v = ops.BatchMatMul()
+        self.t_matmul = ops.BatchMatMul(transpose_a=True)
+        self.softmax = ops.Softmax(axis=-1)
+
+    def construct(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return self.attn_matmul_v(self.softmax(self.q_matmul_k(q, k)), v)
+
+    def bprop(self, q: Tensor, k: Tensor, v: Tensor, out: Tensor, dout: Tensor):
+        q = ops.depend(q, dout)  # recompute the attention in the backward pass, not before
+        attn = self.softmax(self.q_matmul_k(q, k))
+        dv = self.t_matmul(attn, dout)
+        dattn = self.q_matmul_k(dout, v)
+        row = ops.BroadcastTo(dattn.shape)((dattn * attn).sum(axis=-1, keepdims=True))
+        dscores = attn * (dattn - row)
+        return self.attn_matmul_v(dscores, k), self.t_matmul(dscores, q), dv
+
+
+class LeanAttention(nn.Cell):
+    """``proj(softmax((x Wq)(x Wk)^T / sqrt(head_dim)) (x Wv))`` over ``num_heads`` heads.
+
+    Args:
+        qkv: Dense(C, 3C) whose output columns are q, k, v (each head-major), as in timm and mindcv.
+        proj: Dense(C, C).
+        num_heads: number of heads.
+
+    Input x [B, T, C] -> output [B, T, C].
+    """
+
+    def __init__(self, qkv: nn.Dense, proj: nn.Dense, num_heads: int):
+        super().__init__()
+        self.qkv = qkv
+        self.proj = proj
+        self.num_heads = num_heads
+        self.head_dim = qkv.in_channels // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.core = AttentionCore()
+
+    def _heads(self, x: Tensor, b: int, t: int) -> Tensor:
+        return x.reshape(b, t, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # [B, heads, T, hd]
+
+    def construct(self, x: Tensor) -> Tensor:
+        b, t, c = x.shape
+        q, k, v = ops.split(self.qkv(x), c, axis=-1)
+        out = self.core(self._heads(q * self.scale, b, t), self._heads(k, b, t), self._heads(v, b, t))
+        return self.proj(out.transpose(0, 2, 1, 3).reshape(b, t, c))

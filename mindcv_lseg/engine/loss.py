@@ -57,7 +57,8 @@ class SegCrossEntropy(nn.Cell):
         valid, count = self._valid_and_count(labels)
         safe_labels = labels * self.cast(valid, ms.int32)  # ignored pixels point at class 0, masked below
         onehot = self.one_hot(safe_labels, logits.shape[1], ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
-        scale = (valid * (dout / count)).expand_dims(1)  # [B, 1, H, W]
+        # broadcast explicitly: an implicitly broadcasting op holds ~3.7x its output in GRAPH mode on CPU
+        scale = ops.BroadcastTo(logits.shape)((valid * (dout / count)).expand_dims(1))  # [B, N, H, W]
         return (self.softmax(logits) - onehot) * scale, self.zeros_like(labels)
 
 

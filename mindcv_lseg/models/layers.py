@@ -21,11 +21,15 @@ def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
     The leading axes are flattened into one GEMM. In GRAPH mode ``ops.matmul`` of an N-D tensor with a 2-D weight
     broadcasts the weight to every batch entry first (150 labels x CLIP's [512, 1536] qkv weight = 470 MB per
     layer, kept by the memory pool), so batched inputs must never reach it.
+
+    Biases are added with ``ops.bias_add``: on CPU in GRAPH mode an implicitly broadcasting binary op
+    (``out + bias``) holds ~3.7x its output for the whole graph, while BiasAdd (and an explicit
+    ``ops.broadcast_to`` followed by a same-shape op) does not.
     """
     lead = x.shape[:-1]
     out = ops.matmul(x.reshape(-1, x.shape[-1]), weight_t)
     if bias is not None:
-        out = out + bias
+        out = ops.bias_add(out, bias)
     return out.reshape(lead + (weight_t.shape[1],))
 
 
@@ -164,7 +168,7 @@ class FastConv2d(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         out = self._same(x) if self.stride == 1 else self._strided(x)
         if self.has_bias:
-            out = out + self.bias.reshape(1, -1, 1, 1)
+            out = ops.bias_add(out, self.bias)  # see ``linear``
         return out
 
 
@@ -194,7 +198,7 @@ class PatchConvTranspose2d(nn.Cell):
         out = out.reshape(b, h, w, self.out_channels, k, k).transpose(0, 3, 1, 4, 2, 5)
         out = out.reshape(b, self.out_channels, h * k, w * k)
         if self.has_bias:
-            out = out + self.bias.reshape(1, -1, 1, 1)
+            out = ops.bias_add(out, self.bias)  # see ``linear``
         return out
 
 

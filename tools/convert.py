@@ -13,7 +13,7 @@ source formats (detected from content):
   LSeg Lightning checkpoint   demo_e200.ckpt, fss_l16.ckpt (torch zip; weights under 'state_dict', keys 'net.*',
                               CLIP tensors float16 -> upcast exactly to float32); also a bare LSeg state_dict
                               (with or without the 'net.' prefix), a legacy pre-1.6 torch pickle, or the .npz
-                              written by make_checkpoint.py --format npz
+                              written by tests/parity_weights.py
   OpenAI CLIP                 ViT-B-32.pt (TorchScript archive) or a CLIP state_dict  -> text encoder (--part text)
   timm ViT                    vit_large_patch16_384 / vit_base_patch32_384 .pth or .safetensors -> image encoder
   big_vision / AugReg ViT     .npz (Transformer/encoderblock_N/..., embedding/kernel)  -> image encoder

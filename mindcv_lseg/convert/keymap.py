@@ -1,6 +1,6 @@
 """The one mapping from the official LSeg ``state_dict`` naming to this project's MindSpore parameter names.
 
-Official naming (lang-seg's Lightning checkpoints, LSEG_REFERENCE.md §4): ``net.clip_pretrained.*`` (CLIP),
+Official naming (lang-seg's Lightning checkpoints, docs/reference_numerics.md "Checkpoint layout"): ``net.clip_pretrained.*`` (CLIP),
 ``net.pretrained.model.*`` (timm ViT), ``net.pretrained.act_postprocess{1..4}.*`` (reassemble), ``net.scratch.*``
 (decoder). Every other source format (CLIP TorchScript, timm, big_vision) is first brought into this naming by
 ``mindcv_lseg.convert`` and then mapped here, so the correspondence lives in one place.

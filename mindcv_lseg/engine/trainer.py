@@ -32,7 +32,7 @@ import yaml
 import mindspore as ms
 from mindspore import nn, ops
 
-from ..checkpoint import CheckpointMismatchError, load_checkpoint_checked, load_into_net
+from ..checkpoint import CheckpointMismatchError, load_into_net
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
 from .logger import MetricsHistory, create_logger, plot_curves
@@ -86,23 +86,18 @@ def load_partial_weights(net: nn.Cell, path: str, prefix: str, what: str) -> Lis
     outside ``prefix``, or a shape mismatch is an error; the part's parameters missing from the file keep their
     initial values (e.g. the reassemble layers when loading a bare timm ViT) and are returned.
     """
-    params = load_checkpoint_checked(path)
-    net_names = {p.name for p in net.get_parameters()}
-    weights = [n for n in params if not isinstance(params[n], str) and n not in ("epoch", "step", "global_step")
-               and not n.startswith(("moments.", "adam_", "accum."))]
-    outside = [n for n in weights if n in net_names and not n.startswith(prefix)]
-    if outside:
-        raise CheckpointMismatchError(f"{what} checkpoint {path} holds parameters outside {prefix}*: {outside[:5]} "
-                                      f"({len(outside)} in all); convert it with the matching --part")
-    missing, unexpected = load_into_net(net, path, strict=False)  # raises on shape mismatches
-    unexpected = [n for n in unexpected if n in weights]
+    try:
+        missing, unexpected = load_into_net(net, path, strict=False, prefix=prefix)  # raises on shape mismatches
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{what} checkpoint: {e}") from None
     if unexpected:
-        raise CheckpointMismatchError(f"{what} checkpoint {path} has parameters the network {type(net).__name__} "
-                                      f"does not have: {unexpected[:5]} ({len(unexpected)} in all); wrong model?")
-    loaded = [n for n in weights if n in net_names]
-    if not loaded:
+        raise CheckpointMismatchError(
+            f"{what} checkpoint {path} holds parameters that are not {prefix}* parameters of the network "
+            f"{type(net).__name__}: {unexpected[:5]} ({len(unexpected)} in all); convert it with the matching --part "
+            "and --model")
+    if len(missing) == sum(1 for p in net.get_parameters() if p.name.startswith(prefix)):
         raise CheckpointMismatchError(f"{what} checkpoint {path} contains no parameter of the network under {prefix}")
-    return [n for n in missing if n.startswith(prefix)]
+    return missing
 
 
 def build_network(args, logger=None) -> nn.Cell:

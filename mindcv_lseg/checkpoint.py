@@ -11,12 +11,13 @@
   missing / unexpected / mis-shaped parameters.
 """
 import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .fileio import atomic_save
 
 __all__ = [
     "PARTS",
@@ -115,8 +116,8 @@ def save_checkpoint_atomic(obj, path, append_dict=None, format=None):
         append_dict: extra scalars/strings stored beside the weights (``ckpt`` format only), e.g. ``{"epoch": 3}``.
         format: ``"ckpt"`` or ``"safetensors"``; default from the extension of ``path``.
 
-    The data is written to a temp file in the same directory, fsync-ed, made ``0644`` and renamed over ``path``.
-    On any error the temp files are removed and ``path`` is left untouched.
+    The data is written to a temp file in the same directory (:func:`mindcv_lseg.fileio.atomic_save`), fsync-ed,
+    made ``0644`` and renamed over ``path``. On any error the temp files are removed and ``path`` is left untouched.
     """
     import mindspore as ms
 
@@ -129,26 +130,20 @@ def save_checkpoint_atomic(obj, path, append_dict=None, format=None):
     if not os.path.isdir(directory):
         raise CheckpointError("cannot write %s: directory %s does not exist" % (path, directory))
     save_obj = _to_save_list(obj)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp." + format, dir=directory)
-    os.close(fd)
-    # mindspore writes "<stem>.tmp" first and renames it to the name we give: clean both on failure
-    ms_tmp = os.path.splitext(tmp)[0] + ".tmp"
-    try:
-        kwargs = {"format": format} if format != "ckpt" else {}
-        ms.save_checkpoint(save_obj, tmp, append_dict=append_dict, **kwargs)
-        os.chmod(tmp, 0o644)
+    kwargs = {"format": format} if format != "ckpt" else {}
+
+    def write(tmp):
+        try:
+            ms.save_checkpoint(save_obj, tmp, append_dict=append_dict, **kwargs)
+        finally:  # MindSpore writes "<stem>.tmp" first and renames it to the name it was given
+            side = os.path.splitext(tmp)[0] + ".tmp"
+            if os.path.exists(side):
+                os.remove(side)
+        os.chmod(tmp, 0o644)  # MindSpore leaves 0400
         _fsync_path(tmp)
-        os.replace(tmp, path)
-        _fsync_path(directory, directory=True)
-    except BaseException:
-        for p in (tmp, ms_tmp):
-            if os.path.exists(p):
-                try:
-                    os.chmod(p, 0o600)
-                    os.remove(p)
-                except OSError:
-                    pass
-        raise
+
+    atomic_save(write, path)
+    _fsync_path(directory, directory=True)
     return path
 
 

@@ -31,6 +31,15 @@ def test_save_roundtrip_mode_and_no_temp(tmp_path):
     np.testing.assert_array_equal(load_checkpoint_checked(str(dst))["a"].asnumpy(), a * 2)
 
 
+def test_failed_save_leaves_old_file_and_no_temp(tmp_path):
+    dst = tmp_path / "w.ckpt"
+    save_checkpoint_atomic({"a": np.zeros(2, np.float32)}, str(dst))
+    before = dst.read_bytes()
+    with pytest.raises(Exception):
+        save_checkpoint_atomic({"a": np.ones(2, np.float32)}, str(dst), append_dict={"bad": object()})
+    assert sorted(os.listdir(tmp_path)) == ["w.ckpt"] and dst.read_bytes() == before
+
+
 def test_safetensors_roundtrip(tmp_path):
     a = np.arange(4, dtype=np.float32)
     dst = tmp_path / "w.safetensors"

@@ -29,6 +29,7 @@ import mindspore as ms
 
 from ..checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint_checked, match_state, net_shapes
 from ..checkpoint import save_checkpoint_atomic
+from ..fileio import atomic_save
 
 __all__ = [
     "OPTIMIZER_STATE_PREFIXES",
@@ -258,14 +259,13 @@ class CheckpointManager:
         if self.rank != 0:
             return None
         if source and os.path.isfile(source):
-            tmp = os.path.join(self.save_dir, f".best.ckpt.link{os.getpid()}")
-            try:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+
+            def link(tmp):
+                os.remove(tmp)  # the temp name is free again: link the periodic file there
                 os.link(source, tmp)
-                os.replace(tmp, self.best_path)
-                return self.best_path
-            except OSError:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+
+            try:
+                return atomic_save(link, self.best_path)
+            except OSError:  # no hard links on this file system
+                pass
         return save_train_checkpoint(self.best_path, net, optimizer, state)

@@ -33,6 +33,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..checkpoint import CheckpointMismatchError, load_into_net
+from ..fileio import atomic_write_text
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
 from .logger import MetricsHistory, create_logger, plot_curves
@@ -437,9 +438,7 @@ class SegTrainer:
             os.makedirs(args.param_digest_dir, exist_ok=True)
             digest = param_digest(self.net)
             path = os.path.join(args.param_digest_dir, f"params_rank{self.rank}.txt")
-            with open(path + ".tmp", "w") as f:
-                f.write("".join(f"{k} {v}\n" for k, v in sorted(digest.items())))
-            os.replace(path + ".tmp", path)
+            atomic_write_text(path, "".join(f"{k} {v}\n" for k, v in sorted(digest.items())))
         return row
 
 

@@ -211,13 +211,8 @@ def build_datasets(args, rank: int = 0, group_size: int = 1):
 
 def _whole_image_logits(net, x: np.ndarray, text, args) -> np.ndarray:
     """Logits [1, N, H, W] through ``mindcv_lseg.eval.inference.run_inference`` (whole image by default)."""
-    try:
-        from ..eval.inference import InferenceConfig, run_inference
-    except ImportError:  # minimal call site until the eval package is available
-        _, _, h, w = x.shape
-        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-        xp = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), constant_values=np.float32(-1.0))
-        return net(ms.Tensor(xp), text).asnumpy()[:, :, :h, :w]
+    from ..eval.inference import InferenceConfig, run_inference
+
     cfg = InferenceConfig(mode=args.eval_mode, scales=args.eval_scales, flip=args.eval_flip,
                           base_size=args.base_size, crop_size=args.crop_size, stride=args.eval_stride)
     return run_inference(net, x, text, cfg)

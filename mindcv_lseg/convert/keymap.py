@@ -2,8 +2,8 @@
 
 Official naming (lang-seg's Lightning checkpoints, docs/reference_numerics.md "Checkpoint layout"):
 ``net.clip_pretrained.*`` (CLIP), ``net.pretrained.model.*`` (timm ViT), ``net.pretrained.act_postprocess{1..4}.*``
-(reassemble), ``net.scratch.*`` (decoder). Every other source format (CLIP TorchScript, timm, big_vision) is first brought into this naming by
-``mindcv_lseg.convert`` and then mapped here, so the correspondence lives in one place.
+(reassemble), ``net.scratch.*`` (decoder). Every other source format (CLIP TorchScript, timm, big_vision) is first
+brought into this naming by ``mindcv_lseg.convert`` and then mapped here, so the correspondence lives in one place.
 
 MindSpore naming: ``clip_text.*``, ``encoder.vit.*``, ``encoder.reassemble.branches.{0..3}.*``, ``scratch.*``.
 """

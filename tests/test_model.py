@@ -51,6 +51,7 @@ REFERENCE_COUNTS = {
 }
 
 
+@pytest.mark.slow  # real-size networks
 def test_full_variants_parameter_counts(full_net):
     name, net = full_net
     vit, head, reassemble, scratch = REFERENCE_COUNTS[name]
@@ -66,6 +67,7 @@ def test_full_variants_parameter_counts(full_net):
     ) + 2 * 512 + 512 * 512
 
 
+@pytest.mark.slow  # real-size networks, ViT-L/16 at 480x480
 def test_full_variants_intermediate_shapes(full_net):
     """Hooked tokens and pyramid at 480x480 (docs/reference_numerics.md, "Forward pass"), without the decoder."""
     name, net = full_net
@@ -280,6 +282,7 @@ def test_same_conv_gemm_backward_in_graph_mode():
     np.testing.assert_allclose(got_w.asnumpy(), want_w.asnumpy(), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow  # compiles a training graph
 def test_tiny_train_steps_run_in_graph_mode():
     """Several optimizer steps of the whole tiny network compile and run in GRAPH mode; the loss decreases."""
     ms.set_context(mode=ms.GRAPH_MODE)

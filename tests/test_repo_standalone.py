@@ -14,7 +14,9 @@ TEXT = (".py", ".md", ".yaml", ".yml", ".toml", ".cfg", ".txt", ".json", ".sh")
 
 def _text_files():
     for root, dirs, files in os.walk(REPO):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("__pycache__", "output", "data", "build")]
+        top = root == str(REPO)  # run outputs (output*/, data/, build/) live at the top level only
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"
+                   and not (top and (d.startswith("output") or d in ("data", "build", "dist")))]
         for f in files:
             if f.endswith(TEXT) or f == "run":
                 yield os.path.join(root, f)

@@ -29,7 +29,7 @@ def _toy(tmp_path_factory):
 def _argv(data_dir, out, *extra):
     return [sys.executable, TRAIN, "-c", os.path.join(ROOT, "configs", "lseg_toy.yaml"), "--data_dir", data_dir,
             "--ckpt_save_dir", out, "--crop_size", "64", "--base_size", "64", "--batch_size", "2",
-            "--epoch_size", "3", "--grad_accumulation", "2", "--val_interval", "1", "--keep_checkpoint_max", "2",
+            "--epoch_size", "3", "--gradient_accumulation_steps", "2", "--val_interval", "1", "--keep_checkpoint_max", "2",
             "--progress_bar", "false", "--log_interval", "1", "--lr", "0.01", "--seed", "7", *extra]
 
 
@@ -114,7 +114,7 @@ def test_checkpoint_files_and_logs(runs):
         assert f in files, f
     with open(os.path.join(out, "config.yaml")) as fh:
         cfg = yaml.safe_load(fh)
-    assert cfg["model"] == "lseg_tiny_test" and cfg["grad_accumulation"] == 2 and cfg["seed"] == 7
+    assert cfg["model"] == "lseg_tiny_test" and cfg["gradient_accumulation_steps"] == 2 and cfg["seed"] == 7
     ck = _params(os.path.join(out, "lseg_tiny_test-0003.ckpt"))
     assert yaml.safe_load(ck["train_config"])["crop_size"] == 64
     import json

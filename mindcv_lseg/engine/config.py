@@ -221,8 +221,8 @@ OPTIONS: List[Option] = [
            group=_SCHED, tools=_TRAIN),
     Option("decay_rate", float, 0.9, "poly power (polynomial_decay) / decay factor (exponential, step)",
            min_value=0.0, group=_SCHED, tools=_TRAIN),
-    Option("decay_epochs", int, None, "cosine_decay: epochs to reach min_lr; step_decay: epochs per step "
-           "(null: epoch_size - warmup_epochs); unused by the other schedules", optional=True, min_value=1,
+    Option("decay_epochs", int, None, "cosine_decay: epochs to reach min_lr (null: epoch_size - warmup_epochs); "
+           "step_decay: epochs per step (required); unused by the other schedules", optional=True, min_value=1,
            group=_SCHED, tools=_TRAIN),
     Option("min_lr", float, 0.0, "lower lr bound (cosine_decay)", min_value=0.0, group=_SCHED, tools=_TRAIN),
     Option("lr_epoch_stair", bool, False, "update the lr once per epoch (as the reference) instead of every "

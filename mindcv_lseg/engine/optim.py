@@ -14,9 +14,10 @@ Optimizer: MindSpore's ``nn.Momentum`` / ``nn.SGD`` / ``nn.AdamWeightDecay`` wit
 ``mindcv.optim.create_optimizer`` only supports per-group lrs with its ``weight_decay_filter="auto"`` split and
 its own ``adamw`` is very memory-hungry on CPU (see PLATFORM_NOTES).
 """
+import contextlib
 import logging
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mindspore import nn
 
@@ -97,17 +98,54 @@ def updates_per_epoch(steps_per_epoch: int, gradient_accumulation_steps: int) ->
     return int(math.ceil(steps_per_epoch / max(1, gradient_accumulation_steps)))
 
 
+_USES_DECAY_EPOCHS = ("cosine_decay", "step_decay")
+
+
 def build_lr_schedule(base_lr: float, num_updates_per_epoch: int, epochs: int, scheduler: str = "polynomial_decay",
                       decay_rate: float = 0.9, warmup_epochs: int = 0, warmup_factor: float = 0.0,
-                      min_lr: float = 0.0, decay_epochs: int = 10, lr_epoch_stair: bool = False) -> List[float]:
-    """Per-update lr list (length ``num_updates_per_epoch * epochs``) from ``mindcv.scheduler.create_scheduler``."""
+                      min_lr: float = 0.0, decay_epochs: Optional[int] = None,
+                      lr_epoch_stair: bool = False) -> List[float]:
+    """Per-update lr list (length ``num_updates_per_epoch * epochs``) from ``mindcv.scheduler.create_scheduler``.
+
+    ``decay_epochs`` is used by ``cosine_decay`` (epochs to reach ``min_lr``) and ``step_decay`` (epochs per step)
+    only; ``None`` means ``epochs - warmup_epochs`` (the whole run after warm-up; ``step_decay`` needs a value).
+    mindcv warns ``warmup_epochs + decay_epochs > num_epochs`` whenever that sum is too large, even for schedules
+    that ignore ``decay_epochs`` (its default is 10): those get ``epochs - warmup_epochs``, which never triggers it,
+    and an explicit value that does is reported by a warning naming the keys and their values instead.
+    """
     if num_updates_per_epoch < 1:
         raise ValueError("the training set yields no batch per epoch (dataset smaller than batch_size with "
                          "drop_remainder?)")
-    lrs = create_scheduler(num_updates_per_epoch, scheduler=scheduler, lr=base_lr, min_lr=min_lr,
-                           warmup_epochs=warmup_epochs, warmup_factor=warmup_factor, decay_epochs=decay_epochs,
-                           decay_rate=decay_rate, num_epochs=epochs, lr_epoch_stair=lr_epoch_stair)
+    main_epochs = epochs - warmup_epochs
+    if scheduler == "step_decay" and decay_epochs is None:
+        raise ValueError("scheduler step_decay needs decay_epochs (epochs per step of x decay_rate)")
+    if decay_epochs is None or scheduler not in _USES_DECAY_EPOCHS:
+        decay_epochs = main_epochs
+    elif decay_epochs > main_epochs:
+        _logger.warning("decay_epochs (%d) + warmup_epochs (%d) > epoch_size (%d): the %s schedule ends before its "
+                        "decay does", decay_epochs, warmup_epochs, epochs, scheduler)
+    with _quiet_mindcv_decay_warning():
+        lrs = create_scheduler(num_updates_per_epoch, scheduler=scheduler, lr=base_lr, min_lr=min_lr,
+                               warmup_epochs=warmup_epochs, warmup_factor=warmup_factor, decay_epochs=decay_epochs,
+                               decay_rate=decay_rate, num_epochs=epochs, lr_epoch_stair=lr_epoch_stair)
     return [float(x) for x in lrs]
+
+
+class _DropDecayWarning(logging.Filter):
+    def filter(self, record):
+        return "warmup_epochs + decay_epochs > num_epochs" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_mindcv_decay_warning():
+    """mindcv's bare ``warmup_epochs + decay_epochs > num_epochs`` warning, replaced by the specific one above."""
+    log = logging.getLogger("mindcv.scheduler.scheduler_factory")
+    f = _DropDecayWarning()
+    log.addFilter(f)
+    try:
+        yield
+    finally:
+        log.removeFilter(f)
 
 
 def _groups(params: Sequence, lr, weight_decay: float, weight_decay_filter: str) -> List[Dict]:

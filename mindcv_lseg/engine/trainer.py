@@ -33,6 +33,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..checkpoint import CheckpointMismatchError, load_checkpoint_checked, load_into_net
+from ..compile_notice import announce_compile
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
 from .logger import MetricsHistory, create_logger, plot_curves
@@ -343,6 +344,20 @@ class SegTrainer:
     def _lr_at(self, update: int) -> float:
         return self.lr_schedule[min(update, len(self.lr_schedule) - 1)]
 
+    def _log_compile(self, bar):
+        """Compilation notices go to the log (rank 0), printed above the progress bar."""
+        if not self.is_main:
+            return lambda msg: None
+        if bar is None:
+            return self.logger.info
+
+        def log(msg):
+            bar.clear()
+            self.logger.info(msg)
+            bar.refresh()
+
+        return log
+
     def train_one_epoch(self, epoch: int) -> Dict:
         """One pass over this rank's shard. Returns ``{"train_loss", "lr", "epoch_time", "images_per_s"}``."""
         args = self.args
@@ -360,8 +375,16 @@ class SegTrainer:
             close = (step + 1) % k == 0 or step + 1 == steps
             # own the batch memory: graph execution on pipeline-owned (do_copy=False) tensors can stall at the
             # end of an epoch
+            done = announce_compile(self.driver, "training", image.shape, "first step", model=args.model,
+                                    log=self._log_compile(bar))
+            if close and k > 1:
+                done_update = announce_compile(self.driver, "optimizer-update", (), "first update",
+                                               log=self._log_compile(bar))
             loss, _ = self.driver.step(ms.Tensor(np.ascontiguousarray(image)), ms.Tensor(np.ascontiguousarray(mask)),
                                        close)
+            done()
+            if close and k > 1:
+                done_update()
             loss = float(loss.asnumpy())
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at epoch {epoch + 1}, step {step + 1}: lower lr "

@@ -146,7 +146,11 @@ def pixel_embeddings(net, x: np.ndarray, size_divisor: int = 32, pad_value: floa
     d = size_divisor
     ph, pw = -(-h // d) * d, -(-w // d) * d
     xp = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), constant_values=np.float32(pad_value))
+    from ..compile_notice import announce_compile
+
+    done = announce_compile(net, "embedding", xp.shape, "net.forward_features is a second graph")
     feats = _features_cell(net)(ms.Tensor(np.ascontiguousarray(xp), ms.float32)).asnumpy()
+    done()
     fh, fw = feats.shape[2], feats.shape[3]
     return feats[0, :, : -(-h * fh // ph), : -(-w * fw // pw)].astype(np.float32)
 

@@ -167,7 +167,11 @@ def window_grid(ph: int, pw: int, crop_size: int, stride: int):
 def _forward(net, x: np.ndarray, text) -> np.ndarray:
     import mindspore as ms
 
+    from ..compile_notice import announce_compile
+
+    done = announce_compile(net, "forward", x.shape, "first call at this size")
     out = net(ms.Tensor(np.ascontiguousarray(x, dtype=np.float32)), text)
+    done()
     out = out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)
     if out.ndim != 4 or out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
         raise RuntimeError(f"network returned logits of shape {out.shape} for an input of shape {x.shape}; "

@@ -238,7 +238,9 @@ def _create_lseg(name: str, pretrained: bool, **kwargs) -> LSeg:
         raise ValueError(f"{name} takes RGB input (in_channels=3), got in_channels={in_channels}")
     cfg = dict(ARCH_CFGS[name])
     cfg.update(kwargs)
-    return LSeg(**cfg)
+    net = LSeg(**cfg)
+    net.model_name = name  # the registry entry (used for messages such as compile-time estimates)
+    return net
 
 
 @register_model

@@ -13,12 +13,13 @@ from typing import Callable, Optional, Sequence
 
 __all__ = ["announce_compile", "is_graph_mode", "COMPILE_SECONDS"]
 
-# measured first-call times (compilation + one run) on a 2-core x86_64 CPU, MindSpore 2.10, GRAPH mode:
-# (forward at 480x480, training step at crop 480 / batch 1); the tiny model at its toy sizes
+# first-call times (compilation + one run) measured on an otherwise idle 2-core x86_64 CPU, MindSpore 2.10, GRAPH
+# mode: forward at 384x384 and a training step at crop 480 / batch 1 (README, Speed and memory); the tiny model at
+# the toy sizes (128x128, batch 8), from the process CPU time of a run on a loaded machine
 COMPILE_SECONDS = {
-    "lseg_tiny_test": {"forward": 3, "training": 15},
-    "lseg_vitb32": {"forward": 9, "training": 45},
-    "lseg_vitl16_384": {"forward": 15, "training": 120},
+    "lseg_tiny_test": {"forward": 10, "training": 40},
+    "lseg_vitb32": {"forward": 9, "training": 49},
+    "lseg_vitl16_384": {"forward": 16, "training": 123},
 }
 
 _SEEN = weakref.WeakKeyDictionary()  # cell -> {(what, shape)} already compiled

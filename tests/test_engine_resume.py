@@ -69,7 +69,8 @@ def runs(tmp_path_factory):
     r2 = subprocess.run(_argv(data, killed, "--resume", "auto"), cwd=cwd, env=_env(), capture_output=True,
                         text=True, timeout=420)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    return {"full": full, "killed": killed, "killed_at": killed_at, "data": data, "cwd": cwd}
+    return {"full": full, "killed": killed, "killed_at": killed_at, "data": data, "cwd": cwd,
+            "full_output": r.stdout + r.stderr, "resumed_output": r2.stdout + r2.stderr}
 
 
 def test_resume_after_sigkill_is_bit_exact(runs):
@@ -123,6 +124,20 @@ def test_checkpoint_files_and_logs(runs):
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all("val_miou" in r for r in rows)
     with open(os.path.join(out, "metrics.json")) as fh:
         assert [r["epoch"] for r in json.load(fh)] == [1, 2, 3]
+
+
+def test_compilation_is_announced_and_the_output_is_quiet(runs):
+    with open(os.path.join(runs["full"], "train.log")) as fh:
+        log = fh.read()
+    for graph in ("the training graph for input 2x3x64x64 (first step, ~40 s on a 2-core CPU)",
+                  "the optimizer-update graph (first update)"):
+        assert log.count(f"compiling {graph}...") == 1, graph
+    assert log.count("training graph for input 2x3x64x64 compiled and ran in ") == 1
+    assert "forward graph for input 1x3x64x64" in runs["full_output"]  # validation (stderr)
+    assert "compiling the training graph" in runs["resumed_output"]  # a new process compiles again, and says so
+    for output in (runs["full_output"], runs["resumed_output"]):
+        for noise in ("Exception ignored", "Cell.__del__", "dtype_to_nptype", "warmup_epochs + decay_epochs"):
+            assert noise not in output, noise
     best = _params(os.path.join(out, "best.ckpt"))
     assert float(best["best_miou"]) == max(r["val_miou"] for r in rows)
     # the resumed run rebuilt the same history (epochs 1..3, no duplicates)

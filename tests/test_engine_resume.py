@@ -29,7 +29,8 @@ def _toy(tmp_path_factory):
 def _argv(data_dir, out, *extra):
     return [sys.executable, TRAIN, "-c", os.path.join(ROOT, "configs", "lseg_toy.yaml"), "--data_dir", data_dir,
             "--ckpt_save_dir", out, "--crop_size", "64", "--base_size", "64", "--batch_size", "2",
-            "--epoch_size", "3", "--gradient_accumulation_steps", "2", "--val_interval", "1", "--keep_checkpoint_max", "2",
+            "--epoch_size", "3", "--gradient_accumulation_steps", "2", "--val_interval", "1",
+            "--keep_checkpoint_max", "2",
             "--progress_bar", "false", "--log_interval", "1", "--lr", "0.01", "--seed", "7", *extra]
 
 
@@ -125,19 +126,6 @@ def test_checkpoint_files_and_logs(runs):
     with open(os.path.join(out, "metrics.json")) as fh:
         assert [r["epoch"] for r in json.load(fh)] == [1, 2, 3]
 
-
-def test_compilation_is_announced_and_the_output_is_quiet(runs):
-    with open(os.path.join(runs["full"], "train.log")) as fh:
-        log = fh.read()
-    for graph in ("the training graph for input 2x3x64x64 (first step, ~40 s on a 2-core CPU)",
-                  "the optimizer-update graph (first update)"):
-        assert log.count(f"compiling {graph}...") == 1, graph
-    assert log.count("training graph for input 2x3x64x64 compiled and ran in ") == 1
-    assert "forward graph for input 1x3x64x64" in runs["full_output"]  # validation (stderr)
-    assert "compiling the training graph" in runs["resumed_output"]  # a new process compiles again, and says so
-    for output in (runs["full_output"], runs["resumed_output"]):
-        for noise in ("Exception ignored", "Cell.__del__", "dtype_to_nptype", "warmup_epochs + decay_epochs"):
-            assert noise not in output, noise
     best = _params(os.path.join(out, "best.ckpt"))
     assert float(best["best_miou"]) == max(r["val_miou"] for r in rows)
     # the resumed run rebuilt the same history (epochs 1..3, no duplicates)
@@ -164,3 +152,17 @@ def test_bad_config_exit_code(runs, tmp_path):
     r = subprocess.run(_argv(runs["data"], str(tmp_path / "y"), "--opt", "rmsprop"), cwd=runs["cwd"], env=_env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "'opt'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_compilation_is_announced_and_the_output_is_quiet(runs):
+    with open(os.path.join(runs["full"], "train.log")) as fh:
+        log = fh.read()
+    for graph in ("the training graph for input 2x3x64x64 (first step, ~40 s on a 2-core CPU)",
+                  "the optimizer-update graph (first update)"):
+        assert log.count(f"compiling {graph}...") == 1, graph
+    assert log.count("training graph for input 2x3x64x64 compiled and ran in ") == 1
+    assert "forward graph for input 1x3x64x64" in runs["full_output"]  # validation (stderr)
+    assert "compiling the training graph" in runs["resumed_output"]  # a new process compiles again, and says so
+    for output in (runs["full_output"], runs["resumed_output"]):
+        for noise in ("Exception ignored", "Cell.__del__", "dtype_to_nptype", "warmup_epochs + decay_epochs"):
+            assert noise not in output, noise

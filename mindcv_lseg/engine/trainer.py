@@ -289,8 +289,8 @@ class SegTrainer:
             weight_decay_filter=args.weight_decay_filter)
         self.loss_fn = create_seg_loss(args.loss, args.ignore_index)
         self.net_with_loss = NetWithLoss(self.net, self.loss_fn, self.text_features)
-        self.driver = build_train_cells(self.net_with_loss, self.optimizer, args.gradient_accumulation_steps, args.loss_scale,
-                                        args.clip_grad, args.clip_value, args.distribute)
+        self.driver = build_train_cells(self.net_with_loss, self.optimizer, args.gradient_accumulation_steps,
+                                        args.loss_scale, args.clip_grad, args.clip_value, args.distribute)
 
         self.start_epoch, self.global_step, self.best_miou, self.best_epoch = 0, 0, -1.0, -1
         if self.resume_path:

@@ -90,8 +90,8 @@ class InferenceConfig:
         if int(self.crop_size) <= 0 or int(self.base_size) <= 0:
             raise ValueError(f"crop_size and base_size must be positive, got {self.crop_size}, {self.base_size}")
         if self.mode != "whole" and int(self.crop_size) % self.size_divisor:
-            raise ValueError(f"crop_size {self.crop_size} is the network input of the {self.mode!r} windows and must be "
-                             f"a multiple of {self.size_divisor}")
+            raise ValueError(f"crop_size {self.crop_size} is the network input of the {self.mode!r} windows and "
+                             f"must be a multiple of {self.size_divisor}")
         if self.stride is not None and int(self.stride) <= 0:
             raise ValueError(f"stride must be positive, got {self.stride}")
 

@@ -4,7 +4,8 @@ One subprocess per model (so the peak RSS is that model's): build with ``weight_
 run the engine's train cell (loss + SGD-momentum update, decoder 10x lr) for a few steps on random data.
 The first step includes graph compilation and is reported separately; the step time is the median of the rest.
 
-    python benchmarks/train_step.py [--models lseg_vitb32 lseg_vitl16_384] [--steps 3] [--crop 480] [--grad_accumulation 2]
+    python benchmarks/train_step.py [--models lseg_vitb32 lseg_vitl16_384] [--steps 3] [--crop 480] \
+        [--gradient_accumulation_steps 2]
 """
 import argparse
 import json
@@ -59,21 +60,21 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--labels", type=int, default=150)
     ap.add_argument("--mode", type=int, default=0)
-    ap.add_argument("--grad_accumulation", type=int, default=1,
+    ap.add_argument("--gradient_accumulation_steps", type=int, default=1,
                     help="micro-batches per update (the paper config: 2); steps alternate accumulate / update")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print("RESULT " + json.dumps(one(a.one, a.steps, a.crop, a.batch, a.labels, a.mode, a.grad_accumulation)),
-              flush=True)
+        accum = a.gradient_accumulation_steps
+        print("RESULT " + json.dumps(one(a.one, a.steps, a.crop, a.batch, a.labels, a.mode, accum)), flush=True)
         return
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, fp32, "
-          f"{'GRAPH' if a.mode == 0 else 'PYNATIVE'}, gradient accumulation {a.grad_accumulation}")
+          f"{'GRAPH' if a.mode == 0 else 'PYNATIVE'}, gradient accumulation {a.gradient_accumulation_steps}")
     print(f"{'model':<18} {'batch':>5} {'crop':>5} {'first step s':>12} {'step s':>8} {'peak RSS GB':>11}")
     for m in a.models:
         r = subprocess.run([sys.executable, __file__, "--one", m, "--steps", str(a.steps), "--crop", str(a.crop),
                             "--batch", str(a.batch), "--labels", str(a.labels), "--mode", str(a.mode),
-                            "--grad_accumulation", str(a.grad_accumulation)],
+                            "--gradient_accumulation_steps", str(a.gradient_accumulation_steps)],
                            capture_output=True, text=True)
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
         if r.returncode != 0 or not line:

@@ -466,9 +466,6 @@ def load_into_net(net, path, strict=True, prefix=""):
         p = wanted.get(name)
         if p is None:
             continue
-        want = ms.dtype_to_nptype(p.dtype)
-        if arr.dtype != want:
-            arr = arr.astype(want)
-        p.set_data(ms.Tensor(arr))
+        p.set_data(ms.Tensor(arr, dtype=p.dtype))  # casts if the file's dtype differs from the parameter's
         del arr
     return problems.missing, problems.unexpected

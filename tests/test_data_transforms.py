@@ -147,3 +147,24 @@ def test_bad_sizes_rejected():
         TrainTransform(crop_size=0)
     with pytest.raises(ValueError, match="scale_range"):
         TrainTransform(scale_range=(2.0, 0.5))
+
+
+def test_hflip_is_a_probability_as_in_mindcv():
+    """``hflip`` = flip probability (mindcv's key); True/False of the earlier API mean 0.5/0 (same random stream)."""
+    img, mask = _grid_pair(32, 64)
+
+    def flips(hflip, seeds=range(200)):
+        t = TrainTransform(base_size=64, crop_size=(32, 64), scale_range=(1.0, 1.0), hflip=hflip)
+        out = []
+        for s in seeds:
+            _, om = t(img, mask, np.random.default_rng(s))
+            assert np.array_equal(om, mask) or np.array_equal(om, mask[:, ::-1])
+            out.append(bool(np.array_equal(om, mask[:, ::-1])))
+        return out
+
+    assert not any(flips(0.0)) and all(flips(1.0))
+    half = flips(0.5)
+    assert 70 < sum(half) < 130 and flips(True) == half and not any(flips(False))
+    assert 20 < sum(flips(0.2)) < 60
+    with pytest.raises(ValueError, match="probability"):
+        TrainTransform(hflip=1.5)

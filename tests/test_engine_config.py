@@ -141,4 +141,95 @@ def test_paper_recipe_config():
     assert args.opt == "momentum" and args.momentum == 0.9 and args.weight_decay == 1e-4
     assert args.lr * args.batch_size / args.lr_ref_batch_size == pytest.approx(0.004 / 16 * args.batch_size)
     assert args.decoder_lr_mult == 10.0 and args.scheduler == "polynomial_decay" and args.decay_rate == 0.9
-    assert args.epoch_size == 240 and args.grad_accumulation == 2 and not args.filter_bias_and_bn
+    assert args.epoch_size == 240 and args.gradient_accumulation_steps == 2 and args.weight_decay_filter == "disable"
+    assert args.hflip == 0.5
+
+
+# ---------------------------------------------------------------------------------------------- item 7: checks
+@pytest.mark.parametrize("text, key, needle", [
+    ("crop_size: 100\n", "crop_size", "not a multiple of 32"),
+    ("crop_size: 500\n", "crop_size", "use e.g. 480 or 512"),
+    ("lr: .nan\n", "lr", "finite"),
+    ("lr: .inf\n", "lr", "finite"),
+    ("weight_decay: -.inf\n", "weight_decay", "finite"),
+    ("weight_decay: .nan\n", "weight_decay", "finite"),
+    ("momentum: 5\n", "momentum", "out of range"),
+    ("eval_scales: [0]\n", "eval_scales", "out of range"),
+    ("eval_scales: [1.0, -0.5]\n", "eval_scales", "out of range"),
+    ("scale_range: [2.0, 0.5]\n", "scale_range", "low <= high"),
+    ("scale_range: [0.5, 1.0, 2.0]\n", "scale_range", "expected 2 values"),
+    ("hflip: 1.5\n", "hflip", "out of range"),
+    ("hflip: true\n", "hflip", "horizontal-flip probability"),
+    ("loss_scale: 0\n", "loss_scale", "out of range"),
+])
+def test_value_checks_name_the_key_and_file(tmp_path, text, key, needle):
+    cfg = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        parse_args(["-c", cfg])
+    msg = str(e.value)
+    assert f"'{key}'" in msg and cfg in msg and needle in msg
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--crop_size", "100"], "crop_size"),
+    (["--lr", "nan"], "lr"),
+    (["--weight_decay", "inf"], "weight_decay"),
+    (["--momentum", "5"], "momentum"),
+    (["--eval_scales", "0"], "eval_scales"),
+])
+def test_value_checks_on_the_command_line(argv, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        parse_args(argv)
+
+
+def test_eval_crop_checked_for_the_inference_tools():
+    parser = build_parser("infer", tool="infer")
+    with pytest.raises(ConfigError, match="'crop_size'.*multiple of 32"):
+        parse_args(["--crop_size", "100", "--eval_mode", "slide"], parser=parser)
+
+
+def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path):
+    cfg = _yaml(tmp_path, "lr: 0.1\nbatch_size: 2\nlr: 0.2\n")
+    with pytest.raises(ConfigError) as e:
+        parse_args(["-c", cfg])
+    assert str(e.value) == f"{cfg}: duplicate config key 'lr' (lines 1 and 3); keep one"
+
+
+def test_non_utf8_config_file(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("lr: 0.1\nlabel_set: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        parse_args(["-c", str(p)])
+    assert str(e.value) == f"{p}: not a UTF-8 text file (byte 0xe9 on line 2); save it as UTF-8"
+
+
+# ------------------------------------------------------------------------------------- item 16: mindcv's names
+def test_mindcv_key_names_and_renamed_keys(tmp_path):
+    args = parse_args(["--gradient_accumulation_steps", "4", "--weight_decay_filter", "norm_and_bias",
+                       "--hflip", "0.25", "--drop_rate", "0.1", "--drop_path_rate", "0.2"])
+    assert (args.gradient_accumulation_steps, args.weight_decay_filter, args.hflip) == (4, "norm_and_bias", 0.25)
+    assert (args.drop_rate, args.drop_path_rate) == (0.1, 0.2)
+    with pytest.raises(ConfigError, match="'grad_accumulation' is now 'gradient_accumulation_steps'"):
+        parse_args(["-c", _yaml(tmp_path, "grad_accumulation: 2\n")])
+    with pytest.raises(ConfigError, match="--grad_accumulation is now --gradient_accumulation_steps"):
+        parse_args(["--grad_accumulation", "2"])
+    with pytest.raises(ConfigError, match="'filter_bias_and_bn' is now 'weight_decay_filter"):
+        parse_args(["-c", _yaml(tmp_path, "filter_bias_and_bn: true\n")])
+    with pytest.raises(ConfigError, match="'weight_decay_filter'"):
+        parse_args(["--weight_decay_filter", "auto"])
+
+
+# -------------------------------------------------------------------------------- item 13: per-tool parsers
+def _flags(parser):
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def test_each_tool_has_its_own_flags_and_accepts_a_training_yaml():
+    train, val, infer = (build_parser(t, tool=t) for t in ("train", "validate", "infer"))
+    assert {"--lr", "--opt", "--momentum", "--gradient_accumulation_steps", "--resume"} <= _flags(train)
+    assert not {"--lr", "--opt", "--momentum", "--batch_size", "--resume", "--scheduler"} & _flags(infer)
+    assert not {"--lr", "--opt", "--resume"} & _flags(val) and {"--data_dir", "--val_split"} <= _flags(val)
+    args = parse_args(["-c", os.path.join(CONFIGS, "lseg_toy.yaml")], parser=infer)  # optimizer keys in YAML: fine
+    assert args.model == "lseg_tiny_test" and args.lr == 0.01 and args.crop_size == 128
+    with pytest.raises(ConfigError, match="--lr"):
+        parse_args(["--lr", "0.1"], parser=infer)

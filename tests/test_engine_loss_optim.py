@@ -191,3 +191,45 @@ def test_lr_helpers():
     assert per_epoch[11] == pytest.approx((1 / 3) ** 0.9)
     with pytest.raises(ValueError, match="no batch"):
         build_lr_schedule(1.0, 0, 3)
+
+
+def test_no_bare_mindcv_decay_epochs_warning(caplog):
+    """mindcv warns 'warmup_epochs + decay_epochs > num_epochs' for its default decay_epochs=10 even when the
+    schedule ignores it; the project passes values that do not trigger it, and names the keys when they matter."""
+    import logging
+
+    from mindcv.scheduler import create_scheduler
+
+    with caplog.at_level(logging.WARNING):
+        create_scheduler(4, scheduler="polynomial_decay", lr=1.0, warmup_epochs=0, decay_epochs=10, num_epochs=3)
+    assert "warmup_epochs + decay_epochs > num_epochs" in caplog.text  # the behaviour being worked around
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        for scheduler in ("polynomial_decay", "constant", "exponential_decay", "cosine_decay"):
+            lrs = build_lr_schedule(1.0, 4, 3, scheduler=scheduler, warmup_epochs=1)
+            assert len(lrs) == 12
+    assert caplog.text == ""
+    cos = build_lr_schedule(1.0, 1, 5, scheduler="cosine_decay", min_lr=0.0)
+    assert cos[0] == 1.0 and cos[-1] < 0.1  # decay_epochs=None: decays over the whole run
+    with caplog.at_level(logging.WARNING):
+        build_lr_schedule(1.0, 4, 3, scheduler="cosine_decay", decay_epochs=20)
+    assert "warmup_epochs + decay_epochs > num_epochs" not in caplog.text
+    assert "decay_epochs (20) + warmup_epochs (0) > epoch_size (3)" in caplog.text
+    with pytest.raises(ValueError, match="step_decay needs decay_epochs"):
+        build_lr_schedule(1.0, 4, 3, scheduler="step_decay")
+
+
+@pytest.mark.parametrize("wd_filter, no_decay", [("disable", 0), ("norm_and_bias", 1)])
+def test_weight_decay_filter_mindcv_values(wd_filter, no_decay):
+    import mindcv
+
+    import mindcv_lseg  # noqa: F401
+
+    net = mindcv.create_model("lseg_tiny_test")
+    opt = create_seg_optimizer(net, [0.1] * 4, weight_decay=1e-4, weight_decay_filter=wd_filter)
+    wds = dict(zip([p.name for p in opt.parameters], opt.decay_flags))
+    bias_names = [n for n in wds if n.endswith(".bias")]
+    assert bias_names and all(wds[n] == (not no_decay) for n in bias_names)
+    assert wds["encoder.vit.blocks.0.attn.qkv.weight"]
+    with pytest.raises(ValueError, match="weight_decay_filter"):
+        create_seg_optimizer(net, [0.1] * 4, weight_decay_filter="auto")

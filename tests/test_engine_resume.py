@@ -31,7 +31,8 @@ def _toy(tmp_path_factory):
 def _argv(data_dir, out, *extra):
     return [sys.executable, TRAIN, "-c", os.path.join(ROOT, "configs", "lseg_toy.yaml"), "--data_dir", data_dir,
             "--ckpt_save_dir", out, "--crop_size", "64", "--base_size", "64", "--batch_size", "2",
-            "--epoch_size", "3", "--grad_accumulation", "2", "--val_interval", "1", "--keep_checkpoint_max", "2",
+            "--epoch_size", "3", "--gradient_accumulation_steps", "2", "--val_interval", "1",
+            "--keep_checkpoint_max", "2",
             "--progress_bar", "false", "--log_interval", "1", "--lr", "0.01", "--seed", "7", *extra]
 
 
@@ -71,7 +72,8 @@ def runs(tmp_path_factory):
     r2 = subprocess.run(_argv(data, killed, "--resume", "auto"), cwd=cwd, env=_env(), capture_output=True,
                         text=True, timeout=420)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    return {"full": full, "killed": killed, "killed_at": killed_at, "data": data, "cwd": cwd}
+    return {"full": full, "killed": killed, "killed_at": killed_at, "data": data, "cwd": cwd,
+            "full_output": r.stdout + r.stderr, "resumed_output": r2.stdout + r2.stderr}
 
 
 def test_resume_after_sigkill_is_bit_exact(runs):
@@ -116,7 +118,7 @@ def test_checkpoint_files_and_logs(runs):
         assert f in files, f
     with open(os.path.join(out, "config.yaml")) as fh:
         cfg = yaml.safe_load(fh)
-    assert cfg["model"] == "lseg_tiny_test" and cfg["grad_accumulation"] == 2 and cfg["seed"] == 7
+    assert cfg["model"] == "lseg_tiny_test" and cfg["gradient_accumulation_steps"] == 2 and cfg["seed"] == 7
     ck = _params(os.path.join(out, "lseg_tiny_test-0003.ckpt"))
     assert yaml.safe_load(ck["train_config"])["crop_size"] == 64
     import json
@@ -125,6 +127,7 @@ def test_checkpoint_files_and_logs(runs):
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all("val_miou" in r for r in rows)
     with open(os.path.join(out, "metrics.json")) as fh:
         assert [r["epoch"] for r in json.load(fh)] == [1, 2, 3]
+
     best = _params(os.path.join(out, "best.ckpt"))
     assert float(best["best_miou"]) == max(r["val_miou"] for r in rows)
     # the resumed run rebuilt the same history (epochs 1..3, no duplicates)
@@ -151,3 +154,17 @@ def test_bad_config_exit_code(runs, tmp_path):
     r = subprocess.run(_argv(runs["data"], str(tmp_path / "y"), "--opt", "rmsprop"), cwd=runs["cwd"], env=_env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "'opt'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_compilation_is_announced_and_the_output_is_quiet(runs):
+    with open(os.path.join(runs["full"], "train.log")) as fh:
+        log = fh.read()
+    for graph in ("the training graph for input 2x3x64x64 (first step, ~40 s on a 2-core CPU)",
+                  "the optimizer-update graph (first update)"):
+        assert log.count(f"compiling {graph}...") == 1, graph
+    assert log.count("training graph for input 2x3x64x64 compiled and ran in ") == 1
+    assert "forward graph for input 1x3x64x64" in runs["full_output"]  # validation (stderr)
+    assert "compiling the training graph" in runs["resumed_output"]  # a new process compiles again, and says so
+    for output in (runs["full_output"], runs["resumed_output"]):
+        for noise in ("Exception ignored", "Cell.__del__", "dtype_to_nptype", "warmup_epochs + decay_epochs"):
+            assert noise not in output, noise

@@ -212,6 +212,10 @@ def test_bad_config_raises():
         I.InferenceConfig(mode="multi")
     with pytest.raises(ValueError, match="scales"):
         I.InferenceConfig(mode="ms_flip", scales=[])
+    for mode in ("slide", "ms_flip"):  # the window is the network input
+        with pytest.raises(ValueError, match="crop_size 100 .* multiple of 32"):
+            I.InferenceConfig(mode=mode, crop_size=100)
+    assert I.InferenceConfig(mode="whole", crop_size=100).crop_size == 100  # unused by whole (pads to 32)
     with pytest.raises(ValueError, match="one normalised image"):
         I.run_inference(FakeNet(), np.zeros((2, 3, 8, 8), np.float32), None)
 

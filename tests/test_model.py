@@ -31,6 +31,28 @@ def test_pretrained_true_explains_conversion():
         mindcv.create_model("lseg_tiny_test", pretrained=True)
 
 
+def test_mindcv_create_model_arguments():
+    """mindcv's train.py passes num_classes, in_channels, drop_rate, drop_path_rate: accepted, the drop rates reach
+    the ViT; num_classes is ignored (open vocabulary); features_only is refused with an explanation."""
+    ms.set_seed(0)
+    net = mindcv.create_model("lseg_tiny_test", num_classes=1000, in_channels=3, drop_rate=0.5, drop_path_rate=0.3)
+    blocks = net.encoder.vit.blocks
+    assert type(blocks[0].drop_path1).__name__ == "Identity"  # linear rule: 0 at the first block
+    assert [round(1 - b.drop_path1.keep_prob, 4) for b in blocks[1:]] == [0.1, 0.2, 0.3]
+    assert net.encoder.vit.use_pos_drop and blocks[0].attn.proj_drop is not None
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32))
+    text = net.encode_text(["a", "b"])
+    net.set_train(False)
+    a, b = net(x, text).asnumpy(), net(x, text).asnumpy()
+    np.testing.assert_array_equal(a, b)  # no dropout in eval mode
+    net.set_train(True)
+    assert not np.allclose(net(x, text).asnumpy(), a)  # dropout active in training
+    plain = mindcv.create_model("lseg_tiny_test", drop_rate=None, drop_path_rate=None)  # mindcv's defaults
+    assert type(plain.encoder.vit.blocks[3].drop_path1).__name__ == "Identity" and not plain.encoder.vit.use_pos_drop
+    with pytest.raises(ValueError, match="features_only=True is not supported.*forward_features"):
+        mindcv.create_model("lseg_tiny_test", features_only=True)
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         mindcv.create_model("lseg_tiny_test", checkpoint_path=str(tmp_path / "nope.ckpt"))

@@ -1,12 +1,8 @@
 """Segment images with free-text labels.
 
-    python tools/infer.py --model lseg_vitl16_384 --ckpt_path lseg_l16.ckpt --labels "dog, grass, other" \
-        --input photo.jpg|folder/ --output out/ [--eval_mode whole|slide|ms_flip] [--save_embeddings]
-
-Per image NAME: ``out/NAME_mask.png`` (palette PNG, pixel value = index of the label in --labels),
-``out/NAME_overlay.png`` (image blended with the class colours + a legend), optionally ``out/NAME_emb.npy``
-(per-pixel embeddings, float32 [C, H/2, W/2]); ``out/labels.txt`` lists the labels in id order.
-Bad input gives a specific message and exit code 2; images that worked keep their outputs.
+Per image NAME, in --output: NAME_mask.png (palette PNG, pixel value = index of the label in --labels),
+NAME_overlay.png (the image blended with the class colours, with a legend), optionally NAME_emb.npy (per-pixel
+embeddings, float32 [C, H/2, W/2]); labels.txt lists the labels in id order.
 """
 import os
 import sys
@@ -14,7 +10,23 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+EPILOG = """\
+examples:
+  python tools/infer.py --model lseg_vitl16_384 --ckpt_path lseg_l16.ckpt --labels "dog, grass, other" \\
+      --input photo.jpg --output out/
+  python tools/infer.py --model lseg_tiny_test --ckpt_path output/lseg_toy/best.ckpt \\
+      --labels "sky, grass, water, road, red circle, yellow square" --input data/toy/images --output out/toy
+  python tools/infer.py ... --eval_mode ms_flip --save_embeddings   # the reference evaluator, + embeddings
+  python tools/infer.py ... --prompt_templates "a photo of a {}.|a picture of a {}."   # prompt ensembling
+
+exit status: 0 all images segmented; 2 a bad option, label, checkpoint or input (images that worked keep
+their outputs).
+"""
+
+os.environ["MINDCV_LSEG_DEFER_IMPORTS"] = "1"  # parse (and answer --help) before MindSpore is imported
 from mindcv_lseg.engine.config import ConfigError, Option, build_parser, parse_args  # noqa: E402
+
+os.environ.pop("MINDCV_LSEG_DEFER_IMPORTS")
 
 EXIT_BAD_INPUT = 2
 
@@ -26,7 +38,8 @@ EXTRA_OPTIONS = [
     Option("save_embeddings", bool, False, "also save per-pixel embeddings as NAME_emb.npy", group="Inference"),
     Option("prompt_templates", str, None, "prompt templates for label ensembling, e.g. \"a photo of a {}.\" "
            "(several separated by '|'); off by default (reference)", optional=True, group="Inference"),
-    Option("alpha", float, 0.5, "overlay opacity of the class colours", min_value=0.0, group="Inference"),
+    Option("alpha", float, 0.5, "overlay opacity of the class colours", min_value=0.0, max_value=1.0,
+           group="Inference"),
     Option("text_cache_dir", str, "", "cache label embeddings on disk here (optional)", group="Inference"),
 ]
 
@@ -55,7 +68,7 @@ def list_inputs(path: str):
 
 def main(argv=None) -> int:
     try:
-        parser = build_parser("LSeg inference: segment images with free-text labels", extra_options=EXTRA_OPTIONS)
+        parser = build_parser(__doc__, extra_options=EXTRA_OPTIONS, tool="infer", epilog=EPILOG, prog="tools/infer.py")
         args = parse_args(argv, parser=parser)
     except ConfigError as e:
         return _fail(str(e))

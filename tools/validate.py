@@ -1,18 +1,31 @@
 """Evaluate an LSeg checkpoint on a segmentation dataset.
 
-    python tools/validate.py -c configs/lseg_toy.yaml --ckpt_path output/lseg_toy/best.ckpt [--eval_mode ms_flip]
-
 Prints pixAcc, mIoU (reference definition: mean over all classes, absent classes count 0), mIoU (nanmean over
-present classes), mAcc and a per-class IoU/Acc table, and saves them as ``metrics.json`` / ``per_class.csv`` in
-``--eval_output`` (default ``<ckpt_save_dir>/validate_<eval_mode>``). Data parallel under msrun with
-``--distribute``: each rank evaluates a shard, the confusion matrices are summed exactly over ranks.
+present classes), mAcc and a per-class IoU/Acc table, and saves them as metrics.json / per_class.csv in
+--eval_output (default <ckpt_save_dir>/validate_<eval_mode>). Data parallel under msrun with --distribute: each
+rank evaluates a shard, the confusion matrices are summed exactly over ranks.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+EPILOG = """\
+examples:
+  python tools/validate.py -c configs/lseg_toy.yaml --ckpt_path output/lseg_toy/best.ckpt
+  python tools/validate.py -c output/lseg_toy/config.yaml --ckpt_path output/lseg_toy/best.ckpt --eval_mode slide
+  python tools/validate.py -c configs/lseg_ade20k.yaml --data_dir /data/ADEChallengeData2016 \\
+      --ckpt_path lseg_l16.ckpt --eval_mode ms_flip                    # the paper's evaluation protocol
+  python tools/validate.py -c configs/lseg_toy.yaml --help             # the options with this file's values
+
+A training config (or a run's config.yaml) can be passed with -c: keys that only training uses are accepted there.
+exit status: 0 done; 2 a bad option, config, dataset or checkpoint.
+"""
+
+os.environ["MINDCV_LSEG_DEFER_IMPORTS"] = "1"  # parse (and answer --help) before MindSpore is imported
 from mindcv_lseg.engine.config import ConfigError, Option, build_parser, config_to_dict, parse_args  # noqa: E402
+
+os.environ.pop("MINDCV_LSEG_DEFER_IMPORTS")
 
 EXIT_BAD_INPUT = 2
 
@@ -30,7 +43,8 @@ def _fail(msg: str) -> int:
 
 def main(argv=None) -> int:
     try:
-        parser = build_parser("LSeg validation: pixAcc / mIoU / mAcc / per-class IoU", extra_options=EXTRA_OPTIONS)
+        parser = build_parser(__doc__, extra_options=EXTRA_OPTIONS, tool="validate", epilog=EPILOG,
+                              prog="tools/validate.py")
         args = parse_args(argv, parser=parser)
     except ConfigError as e:
         return _fail(str(e))

@@ -123,7 +123,7 @@ def model_param_shapes(model: str) -> "OrderedDict[str, tuple]":
     """Parameter names and shapes of ``mindcv.create_model(model)`` (built once without init, then freed)."""
     import mindcv
 
-    import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
+    import mindcv_lseg.models  # noqa: F401  (registers the lseg_* entries)
 
     if not mindcv.is_model(model):
         names = [m for m in mindcv.list_models() if m.startswith("lseg")]

@@ -15,7 +15,7 @@ DEFAULT_SIZES = {"toy": (128, 128), "ade20k": (520, 480), "folder": (520, 480)}
 def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, label_set=None,
                        transform: Union[str, Callable, None] = "auto", base_size: Optional[int] = None,
                        crop_size: Union[int, Sequence[int], None] = None, scale_range=(0.5, 2.0),
-                       hflip: bool = True, val_mode: str = "original", ignore_index: int = 255,
+                       hflip: Union[float, bool] = 0.5, val_mode: str = "original", ignore_index: int = 255,
                        reduce_zero_label: bool = False, mask_ignore_index: Optional[int] = 255,
                        skip_bad: bool = False) -> SegDataset:
     """Create a segmentation dataset with its transform.
@@ -31,7 +31,8 @@ def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, 
         transform: ``"auto"`` (training augmentation for split ``train``/``training``, else validation),
             ``"train"``, ``"val"``, ``None`` (normalise only) or a callable ``(image, mask, rng) -> (image, mask)``.
         base_size, crop_size: transform sizes; ``None`` -> per-dataset defaults (toy 128/128, others 520/480).
-        scale_range, hflip: training augmentation (long side in ``scale_range * base_size``).
+        scale_range, hflip: training augmentation (long side in ``scale_range * base_size``; horizontal-flip
+            probability, as mindcv's ``hflip``).
         val_mode: ``"original"`` (whole image) or ``"resize_crop"`` (short side -> crop_size, centre crop).
         ignore_index: value of ignored pixels in the returned masks (default 255; pass it to the loss).
         reduce_zero_label, mask_ignore_index: label mapping for ``"folder"`` (ADE20K fixes its own; toy has none).

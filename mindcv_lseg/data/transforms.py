@@ -50,10 +50,18 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, out_h: int, out_w: int):
     return img, msk.astype(np.int32)
 
 
+def _flip_probability(hflip: Union[float, bool]) -> float:
+    """mindcv's ``hflip`` probability; booleans of the earlier API mean 0.5 (on) / 0 (off)."""
+    p = (0.5 if hflip else 0.0) if isinstance(hflip, bool) else float(hflip)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"hflip is a probability in [0, 1], got {hflip!r}")
+    return p
+
+
 class TrainTransform:
     """Reference training augmentation.
 
-    1. horizontal flip with p=0.5 (if ``hflip``);
+    1. horizontal flip with probability ``hflip`` (0.5 in the reference);
     2. random long side ``randint(int(lo * base_size), int(hi * base_size))`` inclusive (reference: 260..1040),
        short side scaled with ``int(x + 0.5)``; bilinear image, nearest mask;
     3. pad bottom/right to the crop size: image with 0 (-> -1 after normalisation), mask with ``ignore_index``;
@@ -63,12 +71,12 @@ class TrainTransform:
         base_size: reference long side (520 in the reference).
         crop_size: int or (h, w) (480 in the reference; multiples of 32 for LSeg).
         scale_range: (lo, hi) factors of ``base_size`` for the long side.
-        hflip: enable random horizontal flip.
+        hflip: flip probability, as mindcv's ``hflip`` (``True``/``False`` mean 0.5/0).
         ignore_index: mask value for padded pixels.
     """
 
-    def __init__(self, base_size: int = 520, crop_size: Size = 480, scale_range=(0.5, 2.0), hflip: bool = True,
-                 ignore_index: int = 255):
+    def __init__(self, base_size: int = 520, crop_size: Size = 480, scale_range=(0.5, 2.0),
+                 hflip: Union[float, bool] = 0.5, ignore_index: int = 255):
         if int(base_size) <= 0:
             raise ValueError(f"base_size must be positive, got {base_size}")
         lo, hi = (float(s) for s in scale_range)
@@ -78,11 +86,11 @@ class TrainTransform:
         self.crop_h, self.crop_w = _pair(crop_size, "crop_size")
         self.long_min = max(1, int(self.base_size * lo))
         self.long_max = max(self.long_min, int(self.base_size * hi))
-        self.hflip = bool(hflip)
+        self.hflip = _flip_probability(hflip)
         self.ignore_index = int(ignore_index)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
-        if self.hflip and rng.random() < 0.5:
+        if self.hflip > 0 and rng.random() < self.hflip:
             image = image[:, ::-1]
             mask = mask[:, ::-1]
         h, w = mask.shape
@@ -154,7 +162,7 @@ class ValTransform:
 
 
 def create_seg_transform(train: bool, base_size: int = 520, crop_size: Size = 480, scale_range=(0.5, 2.0),
-                         hflip: bool = True, val_mode: str = "original", ignore_index: int = 255):
+                         hflip: Union[float, bool] = 0.5, val_mode: str = "original", ignore_index: int = 255):
     """Build the training (:class:`TrainTransform`) or validation (:class:`ValTransform`) transform."""
     if train:
         return TrainTransform(base_size=base_size, crop_size=crop_size, scale_range=scale_range, hflip=hflip,

@@ -3,6 +3,12 @@
 Only rank 0 writes files (other ranks get a console-only logger at WARNING level). All files are written
 atomically (temp file + ``os.replace``), so a killed run never leaves a half-written CSV/JSON/PNG.
 The plot is drawn with Pillow (already a dependency) instead of matplotlib.
+
+The text log uses the line format of mindcv's logger (``mindcv.utils.logger.set_logger``), but not that function:
+it keeps the first logger of a name for the life of the process (a second run in the same process would write
+into the first run's folder), it names the file ``rank{N}.log`` rather than the documented ``train.log``, its default
+``color=True`` raises unless ``rich`` or ``termcolor`` is installed (neither is a dependency), and it gives ranks
+other than 0 no console output, so their warnings would be lost.
 """
 import csv
 import io
@@ -32,7 +38,7 @@ def create_logger(log_dir: Optional[str], rank: int = 0, name: str = "mindcv_lse
         h.close()
     logger.propagate = False
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    fmt = logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s - %(message)s", datefmt="[%Y-%m-%d %H:%M:%S]")
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(fmt)
     logger.addHandler(console)

@@ -5,7 +5,7 @@ the DPT decoder and head (``scratch.*``) at ``decoder_lr_mult`` x the base lr (1
 encoder (``clip_text.*``) is frozen (``requires_grad=False``) and never given to the optimizer.
 
 Schedule: ``mindcv.scheduler.create_scheduler`` (``polynomial_decay`` with ``decay_rate`` = poly power 0.9), as a
-per-optimizer-update list: one entry per optimizer update (i.e. per ``grad_accumulation`` micro-batches). With
+per-optimizer-update list: one entry per optimizer update (i.e. per ``gradient_accumulation_steps`` micro-batches). With
 ``lr_epoch_stair=True`` the lr changes once per epoch, as in the reference (Lightning's ``LambdaLR`` per epoch);
 with ``False`` it decays smoothly every update. mindcv quirks: with ``warmup_epochs > 0`` the first warm-up lr is
 ``lr * warmup_factor`` (0 by default), and ``min_lr`` is ignored by ``polynomial_decay``.
@@ -14,9 +14,10 @@ Optimizer: MindSpore's ``nn.Momentum`` / ``nn.SGD`` / ``nn.AdamWeightDecay`` wit
 ``mindcv.optim.create_optimizer`` only supports per-group lrs with its ``weight_decay_filter="auto"`` split and
 its own ``adamw`` is very memory-hungry on CPU (docs/platform_notes.md, "Training pieces").
 """
+import contextlib
 import logging
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mindspore import nn
 
@@ -40,8 +41,11 @@ DECODER_PREFIX = "scratch."
 FROZEN_PREFIXES = ("clip_text.",)
 
 
+WEIGHT_DECAY_FILTERS = ("disable", "norm_and_bias")
+
+
 def _no_decay(param) -> bool:
-    """Bias / norm parameters (excluded from weight decay when ``filter_bias_and_bn``)."""
+    """Bias / norm parameters (excluded from weight decay with ``weight_decay_filter="norm_and_bias"``)."""
     name = param.name
     return param.ndim <= 1 or "beta" in name or "gamma" in name or "bias" in name
 
@@ -89,28 +93,65 @@ def effective_lr(lr: float, batch_size: int, lr_ref_batch_size: int = 0) -> floa
     return lr
 
 
-def updates_per_epoch(steps_per_epoch: int, grad_accumulation: int) -> int:
+def updates_per_epoch(steps_per_epoch: int, gradient_accumulation_steps: int) -> int:
     """Optimizer updates per epoch: accumulation windows never cross an epoch end (the last one may be short)."""
-    return int(math.ceil(steps_per_epoch / max(1, grad_accumulation)))
+    return int(math.ceil(steps_per_epoch / max(1, gradient_accumulation_steps)))
+
+
+_USES_DECAY_EPOCHS = ("cosine_decay", "step_decay")
 
 
 def build_lr_schedule(base_lr: float, num_updates_per_epoch: int, epochs: int, scheduler: str = "polynomial_decay",
                       decay_rate: float = 0.9, warmup_epochs: int = 0, warmup_factor: float = 0.0,
-                      min_lr: float = 0.0, decay_epochs: int = 10, lr_epoch_stair: bool = False) -> List[float]:
-    """Per-update lr list (length ``num_updates_per_epoch * epochs``) from ``mindcv.scheduler.create_scheduler``."""
+                      min_lr: float = 0.0, decay_epochs: Optional[int] = None,
+                      lr_epoch_stair: bool = False) -> List[float]:
+    """Per-update lr list (length ``num_updates_per_epoch * epochs``) from ``mindcv.scheduler.create_scheduler``.
+
+    ``decay_epochs`` is used by ``cosine_decay`` (epochs to reach ``min_lr``) and ``step_decay`` (epochs per step)
+    only; ``None`` means ``epochs - warmup_epochs`` (the whole run after warm-up; ``step_decay`` needs a value).
+    mindcv warns ``warmup_epochs + decay_epochs > num_epochs`` whenever that sum is too large, even for schedules
+    that ignore ``decay_epochs`` (its default is 10): those get ``epochs - warmup_epochs``, which never triggers it,
+    and an explicit value that does is reported by a warning naming the keys and their values instead.
+    """
     if num_updates_per_epoch < 1:
         raise ValueError("the training set yields no batch per epoch (dataset smaller than batch_size with "
                          "drop_remainder?)")
-    lrs = create_scheduler(num_updates_per_epoch, scheduler=scheduler, lr=base_lr, min_lr=min_lr,
-                           warmup_epochs=warmup_epochs, warmup_factor=warmup_factor, decay_epochs=decay_epochs,
-                           decay_rate=decay_rate, num_epochs=epochs, lr_epoch_stair=lr_epoch_stair)
+    main_epochs = epochs - warmup_epochs
+    if scheduler == "step_decay" and decay_epochs is None:
+        raise ValueError("scheduler step_decay needs decay_epochs (epochs per step of x decay_rate)")
+    if decay_epochs is None or scheduler not in _USES_DECAY_EPOCHS:
+        decay_epochs = main_epochs
+    elif decay_epochs > main_epochs:
+        _logger.warning("decay_epochs (%d) + warmup_epochs (%d) > epoch_size (%d): the %s schedule ends before its "
+                        "decay does", decay_epochs, warmup_epochs, epochs, scheduler)
+    with _quiet_mindcv_decay_warning():
+        lrs = create_scheduler(num_updates_per_epoch, scheduler=scheduler, lr=base_lr, min_lr=min_lr,
+                               warmup_epochs=warmup_epochs, warmup_factor=warmup_factor, decay_epochs=decay_epochs,
+                               decay_rate=decay_rate, num_epochs=epochs, lr_epoch_stair=lr_epoch_stair)
     return [float(x) for x in lrs]
 
 
-def _groups(params: Sequence, lr, weight_decay: float, filter_bias_and_bn: bool) -> List[Dict]:
+class _DropDecayWarning(logging.Filter):
+    def filter(self, record):
+        return "warmup_epochs + decay_epochs > num_epochs" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_mindcv_decay_warning():
+    """mindcv's bare ``warmup_epochs + decay_epochs > num_epochs`` warning, replaced by the specific one above."""
+    log = logging.getLogger("mindcv.scheduler.scheduler_factory")
+    f = _DropDecayWarning()
+    log.addFilter(f)
+    try:
+        yield
+    finally:
+        log.removeFilter(f)
+
+
+def _groups(params: Sequence, lr, weight_decay: float, weight_decay_filter: str) -> List[Dict]:
     if not params:
         return []
-    if not filter_bias_and_bn:
+    if weight_decay_filter == "disable":
         return [{"params": list(params), "lr": lr, "weight_decay": weight_decay}]
     decay = [p for p in params if not _no_decay(p)]
     no_decay = [p for p in params if _no_decay(p)]
@@ -124,7 +165,7 @@ def _groups(params: Sequence, lr, weight_decay: float, filter_bias_and_bn: bool)
 
 def create_seg_optimizer(net: nn.Cell, lr_schedule: Sequence[float], opt: str = "momentum", momentum: float = 0.9,
                          weight_decay: float = 1e-4, decoder_lr_mult: float = 10.0, use_nesterov: bool = False,
-                         filter_bias_and_bn: bool = False) -> nn.Optimizer:
+                         weight_decay_filter: str = "disable") -> nn.Optimizer:
     """Optimizer over the encoder (base lr) and decoder (``decoder_lr_mult`` x lr) groups.
 
     Args:
@@ -135,18 +176,22 @@ def create_seg_optimizer(net: nn.Cell, lr_schedule: Sequence[float], opt: str = 
         weight_decay: weight decay (the paper: 1e-4 on every parameter).
         decoder_lr_mult: lr multiplier of ``scratch.*``.
         use_nesterov: Nesterov momentum.
-        filter_bias_and_bn: no weight decay on biases / norm parameters.
+        weight_decay_filter: mindcv's name and values: ``"disable"`` (decay every parameter, the paper) or
+            ``"norm_and_bias"`` (no weight decay on biases / norm parameters). mindcv's ``"auto"`` relies on
+            MindSpore's implicit filter, which does not apply to group dicts, so it is not offered.
 
     Gradients reaching the optimizer are already unscaled (the train step divides out the loss scale).
 
     Returns:
         ``mindspore.nn.Optimizer``; its state is ``global_step`` and ``moments.*`` (momentum buffers).
     """
+    if weight_decay_filter not in WEIGHT_DECAY_FILTERS:
+        raise ValueError(f"weight_decay_filter must be one of {WEIGHT_DECAY_FILTERS}, got {weight_decay_filter!r}")
     enc, dec = split_param_groups(net)
     base = [float(x) for x in lr_schedule]
     dec_lr = [x * decoder_lr_mult for x in base]
-    groups = _groups(enc, base, weight_decay, filter_bias_and_bn) + _groups(dec, dec_lr, weight_decay,
-                                                                            filter_bias_and_bn)
+    groups = _groups(enc, base, weight_decay, weight_decay_filter) + _groups(dec, dec_lr, weight_decay,
+                                                                             weight_decay_filter)
     groups.append({"order_params": enc + dec})
     opt = opt.lower()
     if opt == "momentum":

@@ -33,6 +33,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..checkpoint import CheckpointMismatchError, load_into_net
+from ..compile_notice import announce_compile
 from ..fileio import atomic_write_text
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
@@ -103,8 +104,7 @@ def build_network(args, logger=None) -> nn.Cell:
     """``mindcv.create_model(args.model)`` + optional weight initialisation from converted checkpoints."""
     import mindcv
 
-    import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
-    import mindcv_lseg.models  # noqa: F401
+    import mindcv_lseg.models  # noqa: F401  (registers the lseg_* entries)
 
     for key in ("ckpt_path", "backbone_ckpt", "text_ckpt"):
         path = getattr(args, key)
@@ -115,7 +115,9 @@ def build_network(args, logger=None) -> nn.Cell:
         raise ValueError(f"unknown model {args.model!r}; LSeg models: {lseg}")
     # mindcv's slow truncated-normal ViT init is skipped when the encoder weights are loaded afterwards
     weight_init = not (args.ckpt_path or args.backbone_ckpt)
-    net = mindcv.create_model(args.model, weight_init=weight_init)
+    # mindcv drops None-valued arguments, so unset drop rates keep the model's defaults (no dropout)
+    net = mindcv.create_model(args.model, weight_init=weight_init, drop_rate=getattr(args, "drop_rate", None),
+                              drop_path_rate=getattr(args, "drop_path_rate", None))
     if args.ckpt_path:
         load_into_net(net, args.ckpt_path, strict=True)
         if logger:
@@ -264,7 +266,7 @@ class SegTrainer:
                                                 num_shards=self.group_size, shard_id=self.rank, seed=args.seed,
                                                 drop_remainder=False, output_numpy=True)
         self.steps_per_epoch = self.loader.steps_per_epoch
-        self.updates_per_epoch = updates_per_epoch(self.steps_per_epoch, args.grad_accumulation)
+        self.updates_per_epoch = updates_per_epoch(self.steps_per_epoch, args.gradient_accumulation_steps)
         self.base_lr = effective_lr(args.lr, args.batch_size, args.lr_ref_batch_size)
         self.lr_schedule = build_lr_schedule(
             self.base_lr, self.updates_per_epoch, args.epoch_size, scheduler=args.scheduler,
@@ -273,11 +275,11 @@ class SegTrainer:
         self.optimizer = create_seg_optimizer(
             self.net, self.lr_schedule, opt=args.opt, momentum=args.momentum, weight_decay=args.weight_decay,
             decoder_lr_mult=args.decoder_lr_mult, use_nesterov=args.use_nesterov,
-            filter_bias_and_bn=args.filter_bias_and_bn)
+            weight_decay_filter=args.weight_decay_filter)
         self.loss_fn = create_seg_loss(args.loss, args.ignore_index)
         self.net_with_loss = NetWithLoss(self.net, self.loss_fn, self.text_features)
-        self.driver = build_train_cells(self.net_with_loss, self.optimizer, args.grad_accumulation, args.loss_scale,
-                                        args.clip_grad, args.clip_value, args.distribute)
+        self.driver = build_train_cells(self.net_with_loss, self.optimizer, args.gradient_accumulation_steps,
+                                        args.loss_scale, args.clip_grad, args.clip_value, args.distribute)
 
         self.start_epoch, self.global_step, self.best_miou, self.best_epoch = 0, 0, -1.0, -1
         if self.resume_path:
@@ -293,9 +295,9 @@ class SegTrainer:
                  "frozen text encoder", args.model, self.num_classes, self.train_ds.label_set.name, n_enc / 1e6,
                  self.base_lr, n_dec / 1e6, self.base_lr * args.decoder_lr_mult)
         log.info("data %s: %d train / %s val samples, %d rank(s), batch %d/rank, %d steps/epoch, "
-                 "grad_accumulation %d -> %d updates/epoch, %d epochs", args.dataset, len(self.train_ds),
+                 "gradient_accumulation_steps %d -> %d updates/epoch, %d epochs", args.dataset, len(self.train_ds),
                  len(self.val_ds) if self.val_ds is not None else "no", self.group_size, args.batch_size,
-                 self.steps_per_epoch, args.grad_accumulation, self.updates_per_epoch, args.epoch_size)
+                 self.steps_per_epoch, args.gradient_accumulation_steps, self.updates_per_epoch, args.epoch_size)
 
     def _resume(self, path: str):
         args, log = self.args, self.logger
@@ -331,10 +333,24 @@ class SegTrainer:
     def _lr_at(self, update: int) -> float:
         return self.lr_schedule[min(update, len(self.lr_schedule) - 1)]
 
+    def _log_compile(self, bar):
+        """Compilation notices go to the log (rank 0), printed above the progress bar."""
+        if not self.is_main:
+            return lambda msg: None
+        if bar is None:
+            return self.logger.info
+
+        def log(msg):
+            bar.clear()
+            self.logger.info(msg)
+            bar.refresh()
+
+        return log
+
     def train_one_epoch(self, epoch: int) -> Dict:
         """One pass over this rank's shard. Returns ``{"train_loss", "lr", "epoch_time", "images_per_s"}``."""
         args = self.args
-        k = args.grad_accumulation
+        k = args.gradient_accumulation_steps
         steps = self.steps_per_epoch
         self.driver.set_train(True)
         bar = None
@@ -348,8 +364,16 @@ class SegTrainer:
             close = (step + 1) % k == 0 or step + 1 == steps
             # own the batch memory: graph execution on pipeline-owned (do_copy=False) tensors can stall at the
             # end of an epoch
+            done = announce_compile(self.driver, "training", image.shape, "first step", model=args.model,
+                                    log=self._log_compile(bar))
+            if close and k > 1:
+                done_update = announce_compile(self.driver, "optimizer-update", (), "first update",
+                                               log=self._log_compile(bar))
             loss, _ = self.driver.step(ms.Tensor(np.ascontiguousarray(image)), ms.Tensor(np.ascontiguousarray(mask)),
                                        close)
+            done()
+            if close and k > 1:
+                done_update()
             loss = float(loss.asnumpy())
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at epoch {epoch + 1}, step {step + 1}: lower lr "

@@ -129,7 +129,11 @@ def pixel_embeddings(net, x: np.ndarray, size_divisor: int = 32, pad_value: floa
     _, _, h, w = x.shape
     xp = pad_to_multiple(x, size_divisor, pad_value)
     ph, pw = xp.shape[2:]
+    from ..compile_notice import announce_compile
+
+    done = announce_compile(net, "embedding", xp.shape, "net.forward_features is a second graph")
     feats = _features_cell(net)(ms.Tensor(np.ascontiguousarray(xp), ms.float32)).asnumpy()
+    done()
     fh, fw = feats.shape[2], feats.shape[3]
     return feats[0, :, : -(-h * fh // ph), : -(-w * fw // pw)].astype(np.float32)
 

@@ -91,6 +91,9 @@ class InferenceConfig:
             object.__setattr__(self, "scales", scales)
         if int(self.crop_size) <= 0 or int(self.base_size) <= 0:
             raise ValueError(f"crop_size and base_size must be positive, got {self.crop_size}, {self.base_size}")
+        if self.mode != "whole" and int(self.crop_size) % self.size_divisor:
+            raise ValueError(f"crop_size {self.crop_size} is the network input of the {self.mode!r} windows and "
+                             f"must be a multiple of {self.size_divisor}")
         if self.stride is not None and int(self.stride) <= 0:
             raise ValueError(f"stride must be positive, got {self.stride}")
 
@@ -180,7 +183,11 @@ def window_grid(ph: int, pw: int, crop_size: int, stride: int):
 def _forward(net, x: np.ndarray, text) -> np.ndarray:
     import mindspore as ms
 
+    from ..compile_notice import announce_compile
+
+    done = announce_compile(net, "forward", x.shape, "first call at this size")
     out = net(ms.Tensor(np.ascontiguousarray(x, dtype=np.float32)), text)
+    done()
     out = out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)
     if out.ndim != 4 or out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
         raise RuntimeError(f"network returned logits of shape {out.shape} for an input of shape {x.shape}; "

@@ -28,7 +28,7 @@ def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: 
     """
     import mindcv
 
-    import mindcv_lseg  # noqa: F401  (registers the lseg_* models)
+    import mindcv_lseg.models  # noqa: F401  (registers the lseg_* models)
     from ..checkpoint import CheckpointError, load_into_net
 
     lseg_models = [m for m in mindcv.list_models("lseg_*")]

@@ -51,14 +51,16 @@ class LeanAttention(nn.Cell):
         qkv: Dense(C, 3C) whose output columns are q, k, v (each head-major), as in timm and mindcv.
         proj: Dense(C, C).
         num_heads: number of heads.
+        proj_drop: dropout after ``proj`` (mindcv's ``Attention.proj_drop``); ``None``: none.
 
     Input x [B, T, C] -> output [B, T, C].
     """
 
-    def __init__(self, qkv: nn.Dense, proj: nn.Dense, num_heads: int):
+    def __init__(self, qkv: nn.Dense, proj: nn.Dense, num_heads: int, proj_drop: nn.Cell = None):
         super().__init__()
         self.qkv = qkv
         self.proj = proj
+        self.proj_drop = proj_drop if proj_drop is not None else nn.Identity()
         self.num_heads = num_heads
         self.head_dim = qkv.in_channels // num_heads
         self.scale = self.head_dim ** -0.5
@@ -71,4 +73,4 @@ class LeanAttention(nn.Cell):
         b, t, c = x.shape
         q, k, v = ops.split(self.qkv(x), c, axis=-1)
         out = self.core(self._heads(q * self.scale, b, t), self._heads(k, b, t), self._heads(v, b, t))
-        return self.proj(out.transpose(0, 2, 1, 3).reshape(b, t, c))
+        return self.proj_drop(self.proj(out.transpose(0, 2, 1, 3).reshape(b, t, c)))

@@ -72,10 +72,11 @@ class LSegImageEncoder(nn.Cell):
     """ViT + DPT reassemble: image [B,3,H,W] -> pyramid of 4 maps at strides 4, 8, 16, 32."""
 
     def __init__(self, image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, reassemble_channels,
-                 readout="project", weight_init=True):
+                 readout="project", weight_init=True, drop_rate=0.0, drop_path_rate=0.0):
         super().__init__()
         self.patch_size = patch_size
-        self.vit = ViTEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, weight_init=weight_init)
+        self.vit = ViTEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, weight_init=weight_init,
+                              drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         self.reassemble = Reassemble(vit_dim, patch_size, reassemble_channels, readout)
 
     def construct(self, x: Tensor):
@@ -101,6 +102,8 @@ class LSeg(nn.Cell):
         arch_option, block_depth, activation: optional spatial regularisation of the logits (0 = none, as released models).
         vocab_size, context_length: CLIP tokenizer constants.
         weight_init: run mindcv's slow ViT initialisation; pass False when weights are loaded afterwards.
+        drop_rate, drop_path_rate: dropout and stochastic depth of the ViT image encoder (training only; mindcv's
+            ``create_model`` arguments of the same names).
 
     Inputs of ``construct``:
         x: float32 [B, 3, H, W], normalised as ``(rgb/255 - 0.5)/0.5``; H and W multiples of 32.
@@ -133,13 +136,15 @@ class LSeg(nn.Cell):
         vocab_size: int = 49408,
         context_length: int = 77,
         weight_init: bool = True,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         self.embed_dim = embed_dim
         self.context_length = context_length
         self.logit_scale = LOGIT_SCALE
         self.encoder = LSegImageEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks,
-                                        reassemble_channels, readout, weight_init)
+                                        reassemble_channels, readout, weight_init, drop_rate, drop_path_rate)
         self.scratch = LSegScratch(reassemble_channels, features, embed_dim, arch_option, block_depth, activation)
         self.clip_text = CLIPTextEncoder(vocab_size, context_length, text_width, text_layers, text_heads, embed_dim)
         for param in self.clip_text.get_parameters():
@@ -206,19 +211,36 @@ class LSeg(nn.Cell):
 
 
 def _create_lseg(name: str, pretrained: bool, **kwargs) -> LSeg:
+    """Build the entry ``name`` from :data:`ARCH_CFGS`, with ``kwargs`` overriding its architecture.
+
+    mindcv's ``create_model`` arguments: ``num_classes`` is accepted and ignored (the classes are the labels given
+    at run time: ``net(x, net.encode_text(labels))`` has one output channel per label); ``in_channels`` must be 3;
+    ``drop_rate`` / ``drop_path_rate`` go to the ViT image encoder; ``features_only`` is not supported.
+    """
+    if kwargs.pop("features_only", False):
+        raise ValueError(
+            f"{name}: features_only=True is not supported (LSeg is a dense model, not a classification backbone). "
+            f"Use net.forward_features(x) for the per-pixel embeddings [B, embed_dim, H/2, W/2], or "
+            f"net.encoder(x) for the four reassembled ViT feature maps."
+        )
+    for key in ("drop_rate", "drop_path_rate"):
+        if kwargs.get(key) is None:
+            kwargs.pop(key, None)
     if pretrained:
         raise ValueError(
             f"{name}: no weights can be downloaded. Convert the official PyTorch checkpoint with "
             f"`python tools/convert.py --model {name} --src FILE --dst OUT.ckpt` and pass "
             f"checkpoint_path='OUT.ckpt' to mindcv.create_model."
         )
-    kwargs.pop("num_classes", None)  # open vocabulary: classes are the labels given at run time
+    kwargs.pop("num_classes", None)  # ignored: open vocabulary, the classes are the labels given at run time
     in_channels = kwargs.pop("in_channels", 3)
     if in_channels != 3:
         raise ValueError(f"{name} takes RGB input (in_channels=3), got in_channels={in_channels}")
     cfg = dict(ARCH_CFGS[name])
     cfg.update(kwargs)
-    return LSeg(**cfg)
+    net = LSeg(**cfg)
+    net.model_name = name  # the registry entry (used for messages such as compile-time estimates)
+    return net
 
 
 @register_model

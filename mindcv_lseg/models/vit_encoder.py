@@ -52,6 +52,10 @@ class ViTEncoder(VisionTransformer):
         embed_dim, depth, num_heads, mlp_ratio: transformer shape.
         hooks: indices (0-based) of the blocks whose outputs are returned, ascending.
         weight_init: run mindcv's (slow) truncated-normal initialisation; pass False when weights are loaded.
+        drop_rate: dropout after the position embedding, the attention projection and in the MLPs (training only;
+            timm's ``drop_rate`` as in the reference's ViT; mindcv's own ViT uses it only before its classifier,
+            which this encoder does not have).
+        drop_path_rate: stochastic depth, growing linearly to this rate over the blocks (mindcv/timm).
 
     Inputs:
         x: [B, 3, H, W] float32 with H and W multiples of ``patch_size``.
@@ -70,6 +74,8 @@ class ViTEncoder(VisionTransformer):
         hooks: Sequence[int] = (5, 11, 17, 23),
         mlp_ratio: float = 4.0,
         weight_init: bool = True,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
     ):
         hooks = tuple(int(h) for h in hooks)
         if list(hooks) != sorted(set(hooks)) or hooks[-1] >= depth or hooks[0] < 0:
@@ -86,9 +92,14 @@ class ViTEncoder(VisionTransformer):
             act_layer=ErfGELU,
             norm_layer=partial(nn.LayerNorm, epsilon=1e-6),
             num_classes=0,
+            pos_drop_rate=drop_rate,
+            proj_drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
         )
         for block in self.blocks:  # same qkv/proj cells, memory-lean construct and backward (see attention.py)
-            block.attn = LeanAttention(block.attn.qkv, block.attn.proj, num_heads)
+            block.attn = LeanAttention(block.attn.qkv, block.attn.proj, num_heads,
+                                       proj_drop=block.attn.proj_drop if drop_rate > 0 else None)
+        self.use_pos_drop = drop_rate > 0
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.grid_size = image_size // patch_size
@@ -104,6 +115,8 @@ class ViTEncoder(VisionTransformer):
         cls_token = ops.broadcast_to(self.cls_token, (b, -1, -1))
         tokens = ops.concat((cls_token, tokens), axis=1)
         tokens = tokens + resize_pos_embed(self.pos_embed, self.grid_size, grid_h, grid_w)
+        if self.use_pos_drop:
+            tokens = self.pos_drop(tokens)
         outs = ()
         for i in range(self.run_depth):
             tokens = self.blocks[i](tokens)

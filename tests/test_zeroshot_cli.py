@@ -3,6 +3,9 @@ its numbers checked against an in-process recomputation, and its refusals of bad
 import json
 import os
 import re
+import shutil
+import socket
+import subprocess
 import sys
 
 import numpy as np
@@ -79,3 +82,35 @@ def test_validate_zeroshot_refuses_bad_input(tiny_setup, tmp_path, capsys):
                           str(ckpt), "--fold", "5", *common])
     err = capsys.readouterr().err
     assert code == 2 and "has no VOC2012/ folder" in err
+
+
+@pytest.mark.skipif(shutil.which("msrun", path=os.path.dirname(sys.executable) + os.pathsep +
+                                 os.environ.get("PATH", "")) is None, reason="msrun not installed")
+def test_validate_zeroshot_under_msrun_equals_single_process(tiny_setup, capsys):
+    """Two data-parallel ranks split the episodes; the summed counts give exactly the single-process metrics."""
+    work, ckpt = tiny_setup
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import validate
+
+    args = ["-c", os.path.join(ROOT, "configs", "lseg_zs_fss.yaml"), "--data_dir", str(work / "fss"), "--ckpt_path",
+            str(ckpt), "--model", "lseg_tiny_test", "--crop_size", "64", "--mode", "1", "--progress_bar", "false"]
+    assert validate.main([*args, "--eval_output", str(work / "single")]) == 0
+    capsys.readouterr()
+    env = dict(os.environ)
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # msrun starts a bare `python`
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [os.path.join(bindir, "msrun") if os.path.exists(os.path.join(bindir, "msrun")) else "msrun",
+           "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(port), "--log_dir",
+           str(work / "msrun_logs"), "--join", "True", "python", os.path.join(ROOT, "tools", "validate.py"), *args,
+           "--distribute", "--eval_output", str(work / "dist")]
+    r = subprocess.run(cmd, cwd=str(work), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    single = json.loads((work / "single" / "metrics.json").read_text())
+    dist = json.loads((work / "dist" / "metrics.json").read_text())
+    assert dist["num_ranks"] == 2 and dist["num_episodes"] == single["num_episodes"] == 4
+    assert dist["per_class"] == single["per_class"]
+    assert dist["mIoU"] == single["mIoU"] and dist["FB_IoU"] == single["FB_IoU"]

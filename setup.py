@@ -7,6 +7,7 @@ setup(
     description="LSeg open-vocabulary semantic segmentation for MindSpore / mindcv",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     packages=find_packages(include=["mindcv_lseg", "mindcv_lseg.*"]),
     package_data={"mindcv_lseg": ["text/*.txt.gz", "text/*.txt", "text/LICENSE*", "data/fewshot_splits/*.txt",
                                   "data/fewshot_splits/*.md", "data/fewshot_splits/*/*.txt",

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Peak RSS of ``tools/convert.py`` on a full-size synthetic LSeg checkpoint, relative to the file size.
 
-The checkpoint comes from ../shared/parity/make_checkpoint.py (``--format ckpt`` needs torch, only to WRITE the
-file; the conversion itself never imports torch). Each conversion runs in its own process; its peak RSS is taken from
-``os.wait4`` (that child only).
+The checkpoint comes from tests/parity_weights.py (a ``.ckpt`` needs torch, only to WRITE the file; the conversion
+itself never imports torch). Each conversion runs in its own process; its peak RSS is taken from ``os.wait4`` (that
+child only).
 
     python benchmarks/convert_memory.py                       # ViT-L/16 (1.65 GiB), Lightning .ckpt and .npz
     python benchmarks/convert_memory.py --variant clip_vitb32_384 --formats npz
@@ -19,10 +19,6 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"clip_vitl16_384": "lseg_vitl16_384", "clip_vitb32_384": "lseg_vitb32"}
-
-
-def shared_dir():
-    return os.environ.get("LSEG_SHARED_DIR") or os.path.join(os.path.dirname(REPO), "shared")
 
 
 def run_measured(cmd):
@@ -52,8 +48,8 @@ def main(argv=None):
         dst = os.path.join(work, "%s_from_%s.ckpt" % (model, fmt))
         if not os.path.exists(src):
             print("generating %s ..." % src, flush=True)
-            subprocess.run([sys.executable, os.path.join(shared_dir(), "parity", "make_checkpoint.py"),
-                            "--variant", args.variant, "--seed", "0", "--out", src, "--format", fmt], check=True)
+            subprocess.run([sys.executable, os.path.join(REPO, "tests", "parity_weights.py"),
+                            "--variant", args.variant, "--seed", "0", "--out", src], check=True)
         code, rss, secs, out = run_measured([sys.executable, os.path.join(REPO, "tools", "convert.py"),
                                              "--model", model, "--src", src, "--dst", dst, "--quiet"])
         if code != 0:

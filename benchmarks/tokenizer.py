@@ -12,7 +12,7 @@ import time
 
 from mindcv_lseg.text import tokenizer as tk
 
-# LSeg's ADE20K label strings (LSEG_REFERENCE.md Appendix A), kept here so the benchmark is self-contained.
+# LSeg's ADE20K label strings (docs/reference_numerics.md, "Labels"), kept here so the benchmark is self-contained.
 ADE150 = (
     "wall building sky floor tree ceiling road bed windowpane grass cabinet sidewalk person earth door table "
     "mountain plant curtain chair car water painting sofa shelf house sea mirror rug field armchair seat fence "

@@ -5,26 +5,39 @@
   the complete new one -- never half-written.  The final file is ``0644`` (MindSpore itself leaves ``0400``).
 * :func:`load_checkpoint_checked` loads a MindSpore checkpoint and turns "file missing", "not a checkpoint" and
   "truncated" into specific :class:`CheckpointError` messages instead of MindSpore's generic ones.
+* :func:`match_state` compares a checkpoint's names and shapes with a network's (missing / unexpected /
+  mis-shaped): the one implementation behind loading, converting and resuming.
 * :func:`load_into_net` loads a checkpoint of this project into a network and refuses (strict) with the list of
   missing / unexpected / mis-shaped parameters.
 """
 import os
-import tempfile
 from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .fileio import atomic_save
+
 __all__ = [
+    "PARTS",
     "CheckpointError",
     "CheckpointNotFoundError",
     "CheckpointFormatError",
     "CheckpointTruncatedError",
     "CheckpointMismatchError",
+    "StateMismatch",
+    "match_state",
+    "net_shapes",
     "save_checkpoint_atomic",
     "load_checkpoint_checked",
     "load_into_net",
     "sniff_mindspore_format",
 ]
+
+
+#: the parts of an LSeg network, by parameter-name prefix (converting or loading one part, e.g. ``--part image``)
+PARTS = {"image": "encoder.", "text": "clip_text.", "decoder": "scratch."}
 
 
 class CheckpointError(ValueError):
@@ -103,8 +116,8 @@ def save_checkpoint_atomic(obj, path, append_dict=None, format=None):
         append_dict: extra scalars/strings stored beside the weights (``ckpt`` format only), e.g. ``{"epoch": 3}``.
         format: ``"ckpt"`` or ``"safetensors"``; default from the extension of ``path``.
 
-    The data is written to a temp file in the same directory, fsync-ed, made ``0644`` and renamed over ``path``.
-    On any error the temp files are removed and ``path`` is left untouched.
+    The data is written to a temp file in the same directory (:func:`mindcv_lseg.fileio.atomic_save`), fsync-ed,
+    made ``0644`` and renamed over ``path``. On any error the temp files are removed and ``path`` is left untouched.
     """
     import mindspore as ms
 
@@ -117,26 +130,20 @@ def save_checkpoint_atomic(obj, path, append_dict=None, format=None):
     if not os.path.isdir(directory):
         raise CheckpointError("cannot write %s: directory %s does not exist" % (path, directory))
     save_obj = _to_save_list(obj)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp." + format, dir=directory)
-    os.close(fd)
-    # mindspore writes "<stem>.tmp" first and renames it to the name we give: clean both on failure
-    ms_tmp = os.path.splitext(tmp)[0] + ".tmp"
-    try:
-        kwargs = {"format": format} if format != "ckpt" else {}
-        ms.save_checkpoint(save_obj, tmp, append_dict=append_dict, **kwargs)
-        os.chmod(tmp, 0o644)
+    kwargs = {"format": format} if format != "ckpt" else {}
+
+    def write(tmp):
+        try:
+            ms.save_checkpoint(save_obj, tmp, append_dict=append_dict, **kwargs)
+        finally:  # MindSpore writes "<stem>.tmp" first and renames it to the name it was given
+            side = os.path.splitext(tmp)[0] + ".tmp"
+            if os.path.exists(side):
+                os.remove(side)
+        os.chmod(tmp, 0o644)  # MindSpore leaves 0400
         _fsync_path(tmp)
-        os.replace(tmp, path)
-        _fsync_path(directory, directory=True)
-    except BaseException:
-        for p in (tmp, ms_tmp):
-            if os.path.exists(p):
-                try:
-                    os.chmod(p, 0o600)
-                    os.remove(p)
-                except OSError:
-                    pass
-        raise
+
+    atomic_save(write, path)
+    _fsync_path(directory, directory=True)
     return path
 
 
@@ -245,24 +252,88 @@ def load_checkpoint_checked(path, format=None, **kwargs):
                                        % (path, kind, str(e).splitlines()[0] if str(e) else type(e).__name__)) from e
 
 
-def _fmt_list(title, items, limit=20):
-    items = list(items)
-    if not items:
-        return ""
-    lines = ["%s (%d):" % (title, len(items))] + ["  " + s for s in items[:limit]]
-    if len(items) > limit:
-        lines.append("  ... and %d more" % (len(items) - limit))
-    return "\n".join(lines)
+@dataclass
+class StateMismatch:
+    """How a checkpoint's tensors differ from a network's parameters (all empty: they match).
+
+    ``mismatched`` items are ``(name, checkpoint shape, network shape)``.
+    """
+
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.mismatched)
+
+    def message(self, header: str, label: Optional[Callable[[str], str]] = None, limit: int = 20) -> str:
+        """``header`` and one block per kind of problem; ``label`` renders a name (e.g. with its source key)."""
+        label = label or str
+        lines = [header]
+
+        def block(title, items):
+            if items:
+                lines.append(f"{title} ({len(items)}):")
+                lines.extend(f"  {item}" for item in items[:limit])
+                if len(items) > limit:
+                    lines.append(f"  ... and {len(items) - limit} more")
+
+        block("missing (in the network, not in the checkpoint)", [label(n) for n in self.missing])
+        block("unexpected (in the checkpoint, not in the network)", [label(n) for n in self.unexpected])
+        block(
+            "shape mismatch (name: checkpoint shape vs network shape)",
+            [f"{label(n)}: {tuple(a)} vs {tuple(b)}" for n, a, b in self.mismatched],
+        )
+        return "\n".join(lines)
 
 
-def format_mismatch(missing=(), unexpected=(), mismatched=(), header="checkpoint does not match the network"):
-    """Readable multi-line message; ``mismatched`` items are ``(name, ckpt_shape, net_shape)``."""
-    parts = [header]
-    parts.append(_fmt_list("missing (in the network, not in the checkpoint)", missing))
-    parts.append(_fmt_list("unexpected (in the checkpoint, not in the network)", unexpected))
-    parts.append(_fmt_list("shape mismatch (name: checkpoint shape vs network shape)",
-                           ["%s: %s vs %s" % (n, tuple(a), tuple(b)) for n, a, b in mismatched]))
-    return "\n".join(p for p in parts if p)
+def match_state(
+    ckpt_shapes: Mapping[str, tuple],
+    net_shapes: Mapping[str, tuple],
+    required: Sequence[str] = ("",),
+    scope: Optional[Sequence[str]] = None,
+) -> StateMismatch:
+    """Compare checkpoint tensors (name -> shape) with network parameters (name -> shape), by name.
+
+    Args:
+        ckpt_shapes: the checkpoint's tensors; entries that are not network parameters (training state such as
+            ``epoch`` or ``moments.*``, ``append_dict`` values) are ignored, see ``scope``.
+        net_shapes: the network's parameters.
+        required: name prefixes of the network parameters the checkpoint must provide with the network's shape
+            (default: all of them); the checkpoint's other parameters of the network are not checked.
+        scope: top-level names (first dotted component) that mark a checkpoint entry as a network parameter, a
+            candidate for "unexpected"; default: those of ``net_shapes`` (``encoder``, ``clip_text``, ``scratch``).
+
+    This is the one place where a checkpoint is matched against a network: loading, converting, resuming and
+    partial (one encoder) loading all go through it.
+    """
+    required = tuple(required)
+    scope = set(scope) if scope is not None else top_level_names(net_shapes)
+    return StateMismatch(
+        missing=[n for n in net_shapes if n.startswith(required) and n not in ckpt_shapes],
+        unexpected=[n for n in ckpt_shapes if n not in net_shapes and n.split(".", 1)[0] in scope],
+        mismatched=[  # in the checkpoint's order
+            (n, tuple(s), tuple(net_shapes[n]))
+            for n, s in ckpt_shapes.items()
+            if n.startswith(required) and n in net_shapes and tuple(s) != tuple(net_shapes[n])
+        ],
+    )
+
+
+def top_level_names(names) -> set:
+    """The first dotted component of each name (``encoder.vit.x`` -> ``encoder``)."""
+    return {n.split(".", 1)[0] for n in names}
+
+
+def net_shapes(net) -> "OrderedDict[str, tuple]":
+    """Parameter name -> shape of a Cell, or of a mapping name -> shape / Parameter / array."""
+    if isinstance(net, Mapping):  # entries without a shape (strings stored with append_dict) are left out
+        return OrderedDict(
+            (k, tuple(v.shape) if hasattr(v, "shape") else tuple(v))
+            for k, v in net.items()
+            if hasattr(v, "shape") or isinstance(v, (tuple, list))
+        )
+    return OrderedDict((p.name, tuple(p.shape)) for _, p in net.parameters_and_names())
 
 
 _CKPT_NP_TYPES = {"Int8": np.int8, "UInt8": np.uint8, "Int16": np.int16, "UInt16": np.uint16, "Int32": np.int32,
@@ -356,26 +427,20 @@ def _iter_checkpoint(path, kind, with_data=True):
                 yield name, tuple(f.get_slice(name).get_shape()), None
 
 
-_NOT_PARAMS = ("epoch", "step", "global_step", "epoch_num", "step_num", "cur_epoch_num", "cur_step_num",
-               "learning_rate", "loss_scale")
-_OPTIMIZER_PREFIXES = ("moments.", "adam_", "accum.", "stat.", "global_step", "scale_sense", "learning_rate",
-                       "beta1_power", "beta2_power")
-
-
-def load_into_net(net, path, strict=True, ignore=_NOT_PARAMS):
+def load_into_net(net, path, strict=True, prefix=""):
     """Load a MindSpore ``.ckpt``/``.safetensors`` of this project into ``net``, tensor by tensor.
 
-    The file is checked first (names and shapes, no data kept), then streamed into the parameters one tensor at a
-    time, so peak memory is the network plus one tensor (``mindspore.load_checkpoint`` would hold ~3x the file).
+    The file is checked first (names and shapes, no data kept, :func:`match_state`), then streamed into the
+    parameters one tensor at a time, so peak memory is the network plus one tensor (``mindspore.load_checkpoint``
+    would hold ~3x the file). Training state in the file (``epoch``, ``moments.*``, ...) is ignored.
 
     Args:
         net: ``nn.Cell``.
         path: checkpoint path (kind detected from the content).
         strict: if True, any missing / unexpected / mis-shaped parameter raises :class:`CheckpointMismatchError`
             before anything is loaded; if False, only mis-shaped ones raise and the others are returned.
-        ignore: checkpoint entries that are not parameters (``append_dict`` scalars); optimizer state
-            (``moments.*``, ``adam_m.*``, ``learning_rate``, ...) and any name outside the network's top-level
-            cells (``encoder.``, ``scratch.``, ``clip_text.``, ...) are not counted as unexpected either.
+        prefix: load only the parameters under this name prefix (e.g. ``"encoder."`` for a converted image
+            encoder); a network parameter of the file outside it counts as unexpected.
 
     Returns:
         (missing, unexpected): lists of parameter names (both empty when strict).
@@ -383,27 +448,22 @@ def load_into_net(net, path, strict=True, ignore=_NOT_PARAMS):
     import mindspore as ms
 
     kind = sniff_mindspore_format(path)
-    net_params = OrderedDict((p.name, p) for _, p in net.parameters_and_names())
+    params = OrderedDict((p.name, p) for _, p in net.parameters_and_names())
+    wanted = OrderedDict((n, p) for n, p in params.items() if n.startswith(prefix))
     try:
         shapes = OrderedDict((n, s) for n, s, _ in _iter_checkpoint(path, kind, with_data=False))
     except CheckpointError:
         raise
     except Exception as e:
         raise CheckpointTruncatedError("failed to read checkpoint %s (corrupt %s file): %s" % (path, kind, e)) from e
-    missing = [n for n in net_params if n not in shapes]
-    # network-like names this net lacks are unexpected; training state (epoch, moments.*, adam_m.*, ...) is not
-    cell_prefixes = tuple("%s." % n for n, _ in net.name_cells().items()) or ("",)
-    unexpected = [n for n in shapes if n not in net_params and n not in ignore
-                  and not n.startswith(_OPTIMIZER_PREFIXES) and n.startswith(cell_prefixes)]
-    mismatched = [(n, shapes[n], tuple(p.shape)) for n, p in net_params.items()
-                  if n in shapes and tuple(shapes[n]) != tuple(p.shape)]
-    if mismatched or (strict and (missing or unexpected)):
-        raise CheckpointMismatchError(format_mismatch(
-            missing, unexpected, mismatched,
-            header="checkpoint %s does not match the network %s (wrong model variant or not converted?)"
-                   % (path, type(net).__name__)))
+    problems = match_state(shapes, net_shapes(wanted), scope=top_level_names(params))
+    if problems.mismatched or (strict and problems):
+        what = f"the {prefix}* parameters of " if prefix else ""
+        raise CheckpointMismatchError(problems.message(
+            "checkpoint %s does not match %sthe network %s (wrong model variant or not converted?)"
+            % (path, what, type(net).__name__)))
     for name, _, arr in _iter_checkpoint(path, kind):
-        p = net_params.get(name)
+        p = wanted.get(name)
         if p is None:
             continue
         want = ms.dtype_to_nptype(p.dtype)
@@ -411,4 +471,4 @@ def load_into_net(net, path, strict=True, ignore=_NOT_PARAMS):
             arr = arr.astype(want)
         p.set_data(ms.Tensor(arr))
         del arr
-    return missing, unexpected
+    return problems.missing, problems.unexpected

@@ -8,8 +8,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from _paths import shared_dir  # noqa: F401  (re-exported for the converter tests)
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -1,10 +1,11 @@
-"""Shared test fixtures: where the read-only reference material lives, and the converted public parity checkpoint."""
+"""Shared test fixtures: the reference outputs of the public parity case and its converted synthetic checkpoint."""
 import subprocess
 import sys
 
 import pytest
 
-from _paths import REPO, shared_file
+from _paths import REPO, fixture_file
+from parity_weights import write_npz
 
 
 def run_tool(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -20,17 +21,16 @@ def parity_expected():
     """The reference outputs of the public case (clip_vitb32_384, seed 0)."""
     import numpy as np
 
-    with np.load(shared_file("parity", "expected_clip_vitb32_384_seed0.npz")) as f:
+    with np.load(fixture_file("parity", "expected_clip_vitb32_384_seed0.npz")) as f:
         return {k: f[k] for k in f.files}
 
 
 @pytest.fixture(scope="session")
 def parity_ckpt(tmp_path_factory):
-    """The public synthetic checkpoint (npz form) converted to MindSpore with ``tools/convert.py``."""
-    make = shared_file("parity", "make_checkpoint.py")
+    """The public synthetic checkpoint (npz form, ``tests/parity_weights.py``) converted with ``tools/convert.py``."""
     work = tmp_path_factory.mktemp("parity")
     npz, ckpt = work / "lseg_b32_s0.npz", work / "lseg_b32_s0.ckpt"
-    run_tool(str(make), "--variant", "clip_vitb32_384", "--seed", "0", "--format", "npz", "--out", str(npz))
+    write_npz(str(npz), "clip_vitb32_384", seed=0)
     run_tool("tools/convert.py", "--model", "lseg_vitb32", "--src", str(npz), "--dst", str(ckpt))
     npz.unlink()  # 0.75 GB; the converted file is all the tests need
     return ckpt

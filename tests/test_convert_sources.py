@@ -11,7 +11,8 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from _convert_synth import REPO, TINY, VITB32, VITL16, official_layout, shared_dir, synth, tiny_official, to_big_vision
+from _convert_synth import REPO, TINY, VITB32, VITL16, official_layout, synth, tiny_official, to_big_vision
+from parity_weights import load_manifest
 from mindcv_lseg.checkpoint import (CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError,
                                     CheckpointTruncatedError, load_checkpoint_checked)
 from mindcv_lseg.convert import ConvertError, convert_checkpoint, convert_state, model_param_shapes, read_checkpoint
@@ -49,11 +50,7 @@ def _expect_from_official(sd, shapes):
 # ---- layout helper is the real layout -----------------------------------------------------------------------------
 @pytest.mark.parametrize("variant,cfg", [("clip_vitb32_384", VITB32), ("clip_vitl16_384", VITL16)])
 def test_synthetic_layout_equals_public_manifest(variant, cfg):
-    path = os.path.join(shared_dir(), "parity", "manifest_%s.json" % variant)
-    if not os.path.exists(path):
-        pytest.skip("no shared parity manifests")
-    with open(path) as f:
-        manifest = json.load(f)["keys"]
+    manifest = load_manifest(variant)["keys"]
     want = [(e["name"], tuple(e["shape"]), e["dtype"]) for e in manifest]
     assert official_layout(cfg) == want
 

@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _convert_synth import REPO, shared_dir, tiny_official  # noqa: E402
+from _convert_synth import REPO, tiny_official  # noqa: E402
 from mindcv_lseg.checkpoint import CheckpointTruncatedError, load_checkpoint_checked  # noqa: E402
 from mindcv_lseg.convert import (UnsafePickleError, convert_checkpoint, convert_state, model_param_shapes,  # noqa
                                  read_checkpoint)
@@ -307,15 +307,13 @@ def test_truncated_and_corrupt_torch_zip(tmp_path, tiny_lightning):
 # ---- the public parity checkpoint: Lightning .ckpt vs .npz ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def parity_files(tmp_path_factory):
-    script = os.path.join(shared_dir(), "parity", "make_checkpoint.py")
-    if not os.path.exists(script):
-        pytest.skip("shared parity data not available")
+    script = os.path.join(REPO, "tests", "parity_weights.py")
     d = tmp_path_factory.mktemp("parity")
     out, procs = {}, []
-    for fmt, name in (("ckpt", "b32_s0.ckpt"), ("npz", "b32_s0.npz")):  # both formats generated concurrently
-        path = str(d / name)
+    for fmt in ("ckpt", "npz"):  # both formats generated concurrently
+        path = str(d / ("b32_s0." + fmt))
         procs.append(subprocess.Popen([sys.executable, script, "--variant", "clip_vitb32_384", "--seed", "0",
-                                       "--out", path, "--format", fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+                                       "--out", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         out[fmt] = path
     for p in procs:
         _, err = p.communicate()

@@ -123,6 +123,14 @@ def test_normalize_exact():
     np.testing.assert_allclose(out[:, 0, 0], [-1.0, 1.0, (128 / 255 - 0.5) / 0.5], rtol=0, atol=1e-7)
 
 
+def test_normalize_imagenet_statistics_match_the_zero_shot_fixture():
+    from _paths import fixture_file
+    from mindcv_lseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    with np.load(fixture_file("parity", "expected_zs_clip_resnet101_seed0.npz")) as ref:  # torchvision's result
+        np.testing.assert_array_equal(normalize(ref["image_uint8"], IMAGENET_MEAN, IMAGENET_STD)[None], ref["input"])
+
+
 def test_train_transform_deterministic_given_rng():
     img, mask = _grid_pair()
     t = TrainTransform(base_size=128, crop_size=64)

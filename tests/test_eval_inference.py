@@ -130,6 +130,17 @@ def test_normalize_matches_totensor_normalize():
                                   ((np.array([0, 128, 255], np.float32) / 255) - 0.5) / 0.5)
 
 
+def test_pad_to_multiple_and_crop_size():
+    x = np.arange(2 * 33 * 70, dtype=np.float32).reshape(1, 2, 33, 70)
+    p = I.pad_to_multiple(x, 32, value=-1.0)
+    assert p.shape == (1, 2, 64, 96)
+    np.testing.assert_array_equal(p[:, :, :33, :70], x)
+    assert np.all(p[:, :, 33:] == -1) and np.all(p[:, :, :, 70:] == -1)
+    same = np.zeros((1, 3, 64, 32), np.float32)
+    assert I.pad_to_multiple(same) is same  # nothing to pad: the array itself
+    assert I.pad_image(x, 48).shape == (1, 2, 48, 70)  # at least the crop size, never cropped
+
+
 def test_resize_matches_numpy_align_corners_true():
     x = _image(37, 53)
     np.testing.assert_allclose(I.resize_bilinear(x, 80, 61), np_resize_ac(x, 80, 61), atol=2e-6)

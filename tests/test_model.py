@@ -43,7 +43,7 @@ def full_net(request):
     return request.param, net
 
 
-# reference element counts per part (LSEG_REFERENCE.md §4.0): timm ViT, act_postprocess, scratch
+# reference element counts per part (docs/reference_numerics.md, "Checkpoint layout"): timm ViT, act_postprocess, scratch
 REFERENCE_COUNTS = {
     "lseg_vitl16_384": (304_715_752, 1_025_000, 22_815_232, 16_336_400),
     "lseg_vitb32": (88_297_192, 769_000, 7_599_168, 13_166_096),
@@ -66,7 +66,7 @@ def test_full_variants_parameter_counts(full_net):
 
 
 def test_full_variants_intermediate_shapes(full_net):
-    """Hooked tokens and pyramid at 480x480 (reference §2.9), without running the decoder."""
+    """Hooked tokens and pyramid at 480x480 (docs/reference_numerics.md, "Forward pass"), without running the decoder."""
     name, net = full_net
     tokens = 901 if name == "lseg_vitl16_384" else 226
     x = ms.Tensor(np.zeros((1, 3, 480, 480), np.float32))

@@ -1,4 +1,5 @@
-"""The port reproduces the reference implementation on the public synthetic checkpoint (shared/parity/README.md).
+"""The port reproduces the reference implementation on the public synthetic checkpoint (tests/fixtures/parity;
+docs/reference_numerics.md, "Parity fixture").
 
 Acceptance (float32 CPU port vs ``logits_fp32``): max abs <= 1e-4, mean abs <= 5e-6; tokens bit-exact; raw text
 features max abs <= 1e-4; every argmax disagreement where the reference top-2 margin is below twice the max error.

@@ -7,12 +7,12 @@ import mindcv_lseg
 from mindcv_lseg.text import tokenize as text_tokenize
 from mindcv_lseg.text.tokenizer import SimpleTokenizer, bytes_to_unicode, get_tokenizer, tokenize
 
-from _paths import shared_file
+from _paths import fixture_file
 
 SOT, EOT = 49406, 49407
 CAT = 2368  # "cat</w>"
 
-# Reference vectors (LSEG_REFERENCE.md §3.1), produced by OpenAI CLIP's tokenizer.
+# Reference vectors produced by OpenAI CLIP's tokenizer (docs/reference_numerics.md, "Tokenizer").
 REFERENCE_VECTORS = [
     ("wall", [49406, 2569, 49407]),
     ("other", [49406, 1010, 49407]),
@@ -40,7 +40,7 @@ def test_reference_vectors(text, expected):
 
 
 def test_parity_tokens_match_reference_run():
-    path = shared_file("parity", "expected_clip_vitb32_384_seed0.npz")
+    path = fixture_file("parity", "expected_clip_vitb32_384_seed0.npz")
     expected = np.load(path)["tokens"]
     got = tokenize(["other", "sky", "tree", "car", "person"])
     assert got.shape == expected.shape == (5, 77)

@@ -1,9 +1,10 @@
 """The one mapping from the official LSeg ``state_dict`` naming to this project's MindSpore parameter names.
 
-Official naming (lang-seg's Lightning checkpoints, LSEG_REFERENCE.md §4): ``net.clip_pretrained.*`` (CLIP),
-``net.pretrained.model.*`` (timm ViT), ``net.pretrained.act_postprocess{1..4}.*`` (reassemble), ``net.scratch.*``
-(decoder); the zero-shot ResNet-101 checkpoints have ``net.pretrained.layer{1..4}.*`` (torchvision ResNet, the stem
-inside ``layer1``) instead of the ViT and reassemble keys. Every other source format (CLIP TorchScript, timm, big_vision) is first brought into this naming by
+Official naming (lang-seg's Lightning checkpoints, docs/reference_numerics.md "Checkpoint layout"):
+``net.clip_pretrained.*`` (CLIP), ``net.pretrained.model.*`` (timm ViT), ``net.pretrained.act_postprocess{1..4}.*``
+(reassemble), ``net.scratch.*`` (decoder); the zero-shot ResNet-101 checkpoints have ``net.pretrained.layer{1..4}.*``
+(torchvision ResNet, the stem inside ``layer1``) instead of the ViT and reassemble keys (docs/zeroshot.md). Every
+other source format (CLIP TorchScript, timm, big_vision) is first brought into this naming by
 ``mindcv_lseg.convert`` and then mapped here, so the correspondence lives in one place.
 
 MindSpore naming: ``clip_text.*``, ``encoder.vit.*``, ``encoder.reassemble.branches.{0..3}.*``, ``scratch.*``;
@@ -16,17 +17,14 @@ from typing import Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ..checkpoint import PARTS, CheckpointMismatchError, match_state, net_shapes
+
 __all__ = [
-    "PARTS",
-    "CheckpointMismatchError",
     "ConversionResult",
     "official_to_mindspore_name",
     "official_to_mindspore",
     "part_of",
 ]
-
-#: which MindSpore parameter prefixes make up each part of the network
-PARTS = {"image": "encoder.", "text": "clip_text.", "decoder": "scratch."}
 
 # official keys that LSeg never uses; dropped with the reason shown to the user
 _DROPPED = [
@@ -83,25 +81,17 @@ _RULES = [
 _RULES = [(re.compile(p), r) for p, r in _RULES]
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint does not fit the network: missing, unexpected or mis-shaped keys."""
-
-
 @dataclass
 class ConversionResult:
     """Outcome of :func:`official_to_mindspore`.
 
     params: MindSpore name -> float32 array, ready to load. dropped: (official key, reason) intentionally unused.
-    upcast: official keys converted float16 -> float32. missing / unexpected / mismatched: problems found
-    (empty when the conversion succeeded).
+    upcast: official keys converted float16 -> float32.
     """
 
     params: "OrderedDict[str, np.ndarray]" = field(default_factory=OrderedDict)
     dropped: List[Tuple[str, str]] = field(default_factory=list)
     upcast: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    mismatched: List[Tuple[str, str, tuple, tuple]] = field(default_factory=list)
 
 
 def _strip_prefix(key: str) -> str:
@@ -136,12 +126,6 @@ def part_of(ms_name: str) -> Optional[str]:
     return None
 
 
-def _net_shapes(net) -> "OrderedDict[str, tuple]":
-    if isinstance(net, Mapping):
-        return OrderedDict((k, tuple(v)) for k, v in net.items())
-    return OrderedDict((name, tuple(p.shape)) for name, p in net.parameters_and_names())
-
-
 def _as_float32(key: str, value: np.ndarray, upcast: List[str]) -> np.ndarray:
     value = np.asarray(value)
     if value.dtype == np.float16:
@@ -150,25 +134,6 @@ def _as_float32(key: str, value: np.ndarray, upcast: List[str]) -> np.ndarray:
         if not np.issubdtype(value.dtype, np.floating):
             raise CheckpointMismatchError(f"{key}: expected floating-point weights, found dtype {value.dtype}")
     return value.astype(np.float32, copy=False)  # float16 -> float32 is exact
-
-
-def _format_problems(res: ConversionResult, limit: int = 12) -> str:
-    lines = []
-
-    def block(title, items):
-        if items:
-            lines.append(f"{title} ({len(items)}):")
-            lines.extend(f"  {item}" for item in items[:limit])
-            if len(items) > limit:
-                lines.append(f"  ... and {len(items) - limit} more")
-
-    block("missing from the checkpoint", res.missing)
-    block("unexpected in the checkpoint", res.unexpected)
-    block(
-        "shape mismatch (checkpoint key -> network parameter: checkpoint shape vs network shape)",
-        [f"{k} -> {n}: {tuple(s)} vs {tuple(t)}" for k, n, s, t in res.mismatched],
-    )
-    return "\n".join(lines)
 
 
 def official_to_mindspore(
@@ -192,32 +157,37 @@ def official_to_mindspore(
     wanted = set(PARTS) if parts is None else set(parts)
     if not wanted <= set(PARTS):
         raise ValueError(f"parts must be a subset of {sorted(PARTS)}, got {sorted(wanted)}")
-    shapes = _net_shapes(net)
+    shapes = net_shapes(net)
     res = ConversionResult()
-    loaded = {}
-    for key, value in state.items():
+    source_key = OrderedDict()  # MindSpore name -> official key
+    unknown = []  # official keys with no parameter of this network
+    for key in state:
         reason = drop_reason(key)
         if reason is not None:
             res.dropped.append((key, reason))
             continue
         name = official_to_mindspore_name(key)
         if name is None or name not in shapes:
-            res.unexpected.append(key)
-            continue
-        if part_of(name) not in wanted:
+            unknown.append(key)
+        elif part_of(name) not in wanted:
             res.dropped.append((key, f"not converted (only {', '.join(sorted(wanted))} requested)"))
-            continue
-        value_shape = tuple(np.shape(value))
-        if value_shape != shapes[name]:
-            res.mismatched.append((key, name, value_shape, shapes[name]))
-            continue
-        loaded[name] = _as_float32(key, value, res.upcast)
-    mismatched_names = {name for _, name, _, _ in res.mismatched}
-    res.missing = [n for n in shapes if part_of(n) in wanted and n not in loaded and n not in mismatched_names]
-    if res.missing or res.unexpected or res.mismatched:
+        else:
+            source_key[name] = key
+    shape_of = state.shape if hasattr(state, "shape") else (lambda k: np.shape(state[k]))
+    problems = match_state(
+        OrderedDict((n, tuple(shape_of(k))) for n, k in source_key.items()),
+        shapes,
+        required=tuple(PARTS[p] for p in sorted(wanted)),
+    )
+    problems.unexpected = unknown + [source_key[n] for n in problems.unexpected]
+    if problems:
         raise CheckpointMismatchError(
-            "the checkpoint does not match this network (is it a checkpoint of another model variant?)\n"
-            + _format_problems(res)
+            problems.message(
+                "the checkpoint does not match this network (is it a checkpoint of another model variant?)",
+                label=lambda n: f"{source_key[n]} -> {n}" if n in source_key else n,
+            )
         )
-    res.params = OrderedDict((n, loaded[n]) for n in shapes if n in loaded)
+    for name in shapes:
+        if name in source_key:
+            res.params[name] = _as_float32(source_key[name], state[source_key[name]], res.upcast)
     return res

@@ -13,15 +13,14 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, CheckpointMismatchError, format_mismatch, save_checkpoint_atomic
+from ..checkpoint import PARTS, CheckpointError, CheckpointMismatchError, match_state, net_shapes, save_checkpoint_atomic
 from .readers import read_checkpoint
 from .sources import LAYOUT_PARTS, to_official
 
 __all__ = ["ConversionReport", "convert_checkpoint", "convert_state", "model_param_shapes", "PART_NAMES",
            "guess_model"]
 
-PART_NAMES = ("image", "text", "decoder")
-_MS_PART_PREFIX = {"image": "encoder.", "text": "clip_text.", "decoder": "scratch."}
+PART_NAMES = tuple(PARTS)
 # what a single-tower release provides (the reassemble / decoder / other tower stay as initialised)
 _LAYOUT_PROVIDES = {"clip": ("clip_text.",), "timm": ("encoder.vit.",), "big_vision": ("encoder.vit.",)}
 _LAYOUT_TITLES = {
@@ -76,7 +75,7 @@ class ConversionReport:
                 out.append("  %4d  %s  (%s)" % (len(keys), key_pattern(keys), reason))
         out.append("kept %d tensors for %s:" % (len(self.params), self.model))
         for part in PART_NAMES:
-            names = [n for n in self.params if n.startswith(_MS_PART_PREFIX[part])]
+            names = [n for n in self.params if n.startswith(PARTS[part])]
             if names:
                 nval = sum(int(np.prod(self.params[n], dtype=np.int64)) for n in names)
                 out.append("  %-7s %4d tensors, %s values  (%s)" % (part, len(names), _human(nval),
@@ -84,7 +83,7 @@ class ConversionReport:
         if self.not_converted:
             groups = []
             for part in PART_NAMES:
-                names = [n for n in self.not_converted if n.startswith(_MS_PART_PREFIX[part])]
+                names = [n for n in self.not_converted if n.startswith(PARTS[part])]
                 if names:
                     groups.append("%s %d (%s)" % (part, len(names), key_pattern(names)))
             out.append("not converted (not in this file; load the output with strict=False): %s"
@@ -180,18 +179,12 @@ def _resolve_parts(layout, part, src):
 
 def _convert_mindspore(tensors, shapes, parts, src):
     """Round trip of this project's own checkpoint: names must already match the network."""
-    wanted = PART_NAMES if parts is None else parts
-    prefixes = tuple(_MS_PART_PREFIX[p] for p in wanted)
-    need = [n for n in shapes if n.startswith(prefixes)]
-    missing = [n for n in need if n not in tensors]
-    # network-like names the net lacks; training state (epoch, moments.*, adam_m.*, ...) is ignored
-    unexpected = [k for k in tensors if k not in shapes and k.startswith(tuple(_MS_PART_PREFIX.values()))]
-    mism = [(n, tensors.shape(n), shapes[n]) for n in need if n in tensors and tensors.shape(n) != shapes[n]]
-    if missing or unexpected or mism:
-        raise CheckpointMismatchError(format_mismatch(missing, unexpected, mism,
-                                                      header="%s does not match the network" % src))
+    prefixes = tuple(PARTS[p] for p in (PART_NAMES if parts is None else parts))
+    problems = match_state(OrderedDict((k, tensors.shape(k)) for k in tensors), shapes, required=prefixes)
+    if problems:
+        raise CheckpointMismatchError(problems.message("%s does not match the network" % src))
     params, upcast = OrderedDict(), []
-    for n in need:
+    for n in (n for n in shapes if n.startswith(prefixes)):
         v = np.asarray(tensors[n])
         if v.dtype == np.float16:
             upcast.append(n)
@@ -211,11 +204,9 @@ def convert_state(source, shapes, part=None, layout=None, src_name="<state>"):
     Returns:
         (params OrderedDict ms_name -> float32 array, report fields dict)
     """
-    from .keymap import CheckpointMismatchError as KeymapMismatch
     from .keymap import official_to_mindspore
 
-    if not isinstance(shapes, dict):
-        shapes = OrderedDict((p.name, tuple(p.shape)) for _, p in shapes.parameters_and_names())
+    shapes = net_shapes(shapes)
     official = to_official(source.tensors, layout)
     parts = _resolve_parts(official.layout, part, src_name)
     if official.layout == "mindspore":
@@ -226,7 +217,7 @@ def convert_state(source, shapes, part=None, layout=None, src_name="<state>"):
             target = OrderedDict((n, s) for n, s in shapes.items() if n.startswith(_LAYOUT_PROVIDES[official.layout]))
         try:
             res = official_to_mindspore(official.tensors, target, parts=parts)
-        except KeymapMismatch as e:
+        except CheckpointMismatchError as e:
             guess = guess_model(official.tensors)
             hint = ("\nthe file looks like a %s checkpoint: use --model %s" % (guess, guess)) if guess else ""
             hint += _pos_embed_hint(official.tensors, shapes)

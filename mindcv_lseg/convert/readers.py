@@ -5,7 +5,7 @@ The kind of file is detected from its CONTENT (never the extension) by :func:`de
 =====================  ==========================================================================================
 kind                   what
 =====================  ==========================================================================================
-``npz``                numpy ``.npz`` (``make_checkpoint.py --format npz``, big_vision / AugReg ViT weights)
+``npz``                numpy ``.npz`` (``tests/parity_weights.py``, big_vision / AugReg ViT weights)
 ``torch``              ``torch.save`` zip archive (Lightning ``.ckpt`` with ``state_dict``, or a bare state_dict)
 ``torch-legacy``       pre-1.6 ``torch.save`` pickle stream
 ``torchscript``        TorchScript archive (OpenAI CLIP ``ViT-B-32.pt``): module attributes flattened to names

@@ -17,6 +17,7 @@ from typing import Tuple
 import numpy as np
 from PIL import Image
 
+from ..fileio import atomic_save, atomic_write_text
 from ..text.labels import TOY_LABELS
 
 __all__ = ["make_toy_scene", "make_toy_dataset", "TOY_CLASSES"]
@@ -143,26 +144,13 @@ def make_toy_dataset(root: str, num_train: int = 96, num_val: int = 24, size: in
             name = f"{split}_{i:04d}"
             rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
             img, mask = make_toy_scene(rng, (size, size))
-            _atomic_png(Image.fromarray(img, "RGB"), os.path.join(root, "images", name + ".png"))
-            _atomic_png(Image.fromarray(mask, "L"), os.path.join(root, "masks", name + ".png"))
+            for folder, im in (("images", Image.fromarray(img, "RGB")), ("masks", Image.fromarray(mask, "L"))):
+                atomic_save(lambda p, im=im: im.save(p, format="PNG"), os.path.join(root, folder, name + ".png"))
             names.append(name)
-        _atomic_text("".join(x + "\n" for x in names), os.path.join(root, "splits", f"{split}.txt"))
-    _atomic_text("".join(x + "\n" for x in TOY_CLASSES), os.path.join(root, "classes.txt"))
-    _atomic_text(stamp, stamp_path)
+        atomic_write_text(os.path.join(root, "splits", f"{split}.txt"), "".join(x + "\n" for x in names))
+    atomic_write_text(os.path.join(root, "classes.txt"), "".join(x + "\n" for x in TOY_CLASSES))
+    atomic_write_text(stamp_path, stamp)
     return root
-
-
-def _atomic_png(im: Image.Image, path: str):
-    tmp = f"{path}.tmp{os.getpid()}"
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: str):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv=None):

@@ -27,10 +27,17 @@ def _pair(size: Size, what: str) -> Tuple[int, int]:
     return h, w
 
 
-def normalize(image: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] -> float32 [3, H, W] as ``(x / 255 - 0.5) / 0.5`` (0 -> -1, 255 -> 1)."""
+#: LSeg's input statistics: ``(x / 255 - 0.5) / 0.5`` maps [0, 255] to [-1, 1]
+LSEG_MEAN = LSEG_STD = (0.5, 0.5, 0.5)
+#: ImageNet statistics (the zero-shot ResNet-101 network's input)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def normalize(image: np.ndarray, mean=LSEG_MEAN, std=LSEG_STD) -> np.ndarray:
+    """uint8 [H, W, 3] -> float32 [3, H, W] as ``(x / 255 - mean) / std`` per channel, in float32 like torchvision's
+    ``ToTensor`` + ``Normalize`` (the default maps 0 -> -1 and 255 -> 1). The one input normalisation of the package."""
     x = image.astype(np.float32) / np.float32(255.0)
-    x = (x - np.float32(0.5)) / np.float32(0.5)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 

@@ -27,7 +27,9 @@ import numpy as np
 
 import mindspore as ms
 
-from ..checkpoint import CheckpointError, load_checkpoint_checked, save_checkpoint_atomic
+from ..checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint_checked, match_state, net_shapes
+from ..checkpoint import save_checkpoint_atomic
+from ..fileio import atomic_save
 
 __all__ = [
     "OPTIMIZER_STATE_PREFIXES",
@@ -140,14 +142,11 @@ def load_train_checkpoint(path: str, net, optimizer=None, require_optimizer: boo
     """
     params = load_checkpoint_checked(path)
     net_params = {p.name: p for p in net.get_parameters()}
-    missing = [n for n in net_params if n not in params]
-    mismatched = [f"{n}: {tuple(params[n].shape)} vs {tuple(p.shape)}" for n, p in net_params.items()
-                  if n in params and tuple(params[n].shape) != tuple(p.shape)]
-    if missing or mismatched:
-        raise CheckpointError(
-            f"cannot resume from {path}: it does not match the network "
-            f"(missing {len(missing)}: {missing[:5]}; shape mismatch {len(mismatched)}: {mismatched[:5]}). "
-            "Was it written for another model/config?")
+    problems = match_state(net_shapes(params), net_shapes(net_params))
+    if problems:
+        raise CheckpointMismatchError(problems.message(
+            f"cannot resume from {path}: it does not match the network (was it written for another model/config?)",
+            limit=5))
     if "epoch" not in params:
         raise CheckpointError(f"cannot resume from {path}: no 'epoch' entry, it is not a training checkpoint "
                               "(to initialise from weights only, use ckpt_path instead of resume)")
@@ -260,14 +259,13 @@ class CheckpointManager:
         if self.rank != 0:
             return None
         if source and os.path.isfile(source):
-            tmp = os.path.join(self.save_dir, f".best.ckpt.link{os.getpid()}")
-            try:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+
+            def link(tmp):
+                os.remove(tmp)  # the temp name is free again: link the periodic file there
                 os.link(source, tmp)
-                os.replace(tmp, self.best_path)
-                return self.best_path
-            except OSError:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+
+            try:
+                return atomic_save(link, self.best_path)
+            except OSError:  # no hard links on this file system
+                pass
         return save_train_checkpoint(self.best_path, net, optimizer, state)

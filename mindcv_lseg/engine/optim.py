@@ -12,7 +12,7 @@ with ``False`` it decays smoothly every update. mindcv quirks: with ``warmup_epo
 
 Optimizer: MindSpore's ``nn.Momentum`` / ``nn.SGD`` / ``nn.AdamWeightDecay`` with group dicts, used directly:
 ``mindcv.optim.create_optimizer`` only supports per-group lrs with its ``weight_decay_filter="auto"`` split and
-its own ``adamw`` is very memory-hungry on CPU (see PLATFORM_NOTES).
+its own ``adamw`` is very memory-hungry on CPU (docs/platform_notes.md, "Training pieces").
 """
 import logging
 import math

@@ -32,7 +32,8 @@ import yaml
 import mindspore as ms
 from mindspore import nn, ops
 
-from ..checkpoint import CheckpointMismatchError, load_checkpoint_checked, load_into_net
+from ..checkpoint import CheckpointMismatchError, load_into_net
+from ..fileio import atomic_write_text
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
 from .logger import MetricsHistory, create_logger, plot_curves
@@ -86,23 +87,18 @@ def load_partial_weights(net: nn.Cell, path: str, prefix: str, what: str) -> Lis
     outside ``prefix``, or a shape mismatch is an error; the part's parameters missing from the file keep their
     initial values (e.g. the reassemble layers when loading a bare timm ViT) and are returned.
     """
-    params = load_checkpoint_checked(path)
-    net_names = {p.name for p in net.get_parameters()}
-    weights = [n for n in params if not isinstance(params[n], str) and n not in ("epoch", "step", "global_step")
-               and not n.startswith(("moments.", "adam_", "accum."))]
-    outside = [n for n in weights if n in net_names and not n.startswith(prefix)]
-    if outside:
-        raise CheckpointMismatchError(f"{what} checkpoint {path} holds parameters outside {prefix}*: {outside[:5]} "
-                                      f"({len(outside)} in all); convert it with the matching --part")
-    missing, unexpected = load_into_net(net, path, strict=False)  # raises on shape mismatches
-    unexpected = [n for n in unexpected if n in weights]
+    try:
+        missing, unexpected = load_into_net(net, path, strict=False, prefix=prefix)  # raises on shape mismatches
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{what} checkpoint: {e}") from None
     if unexpected:
-        raise CheckpointMismatchError(f"{what} checkpoint {path} has parameters the network {type(net).__name__} "
-                                      f"does not have: {unexpected[:5]} ({len(unexpected)} in all); wrong model?")
-    loaded = [n for n in weights if n in net_names]
-    if not loaded:
+        raise CheckpointMismatchError(
+            f"{what} checkpoint {path} holds parameters that are not {prefix}* parameters of the network "
+            f"{type(net).__name__}: {unexpected[:5]} ({len(unexpected)} in all); convert it with the matching --part "
+            "and --model")
+    if len(missing) == sum(1 for p in net.get_parameters() if p.name.startswith(prefix)):
         raise CheckpointMismatchError(f"{what} checkpoint {path} contains no parameter of the network under {prefix}")
-    return [n for n in missing if n.startswith(prefix)]
+    return missing
 
 
 def build_network(args, logger=None) -> nn.Cell:
@@ -215,13 +211,8 @@ def build_datasets(args, rank: int = 0, group_size: int = 1):
 
 def _whole_image_logits(net, x: np.ndarray, text, args) -> np.ndarray:
     """Logits [1, N, H, W] through ``mindcv_lseg.eval.inference.run_inference`` (whole image by default)."""
-    try:
-        from ..eval.inference import InferenceConfig, run_inference
-    except ImportError:  # minimal call site until the eval package is available
-        _, _, h, w = x.shape
-        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-        xp = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), constant_values=np.float32(-1.0))
-        return net(ms.Tensor(xp), text).asnumpy()[:, :, :h, :w]
+    from ..eval.inference import InferenceConfig, run_inference
+
     cfg = InferenceConfig(mode=args.eval_mode, scales=args.eval_scales, flip=args.eval_flip,
                           base_size=args.base_size, crop_size=args.crop_size, stride=args.eval_stride)
     return run_inference(net, x, text, cfg)
@@ -442,9 +433,7 @@ class SegTrainer:
             os.makedirs(args.param_digest_dir, exist_ok=True)
             digest = param_digest(self.net)
             path = os.path.join(args.param_digest_dir, f"params_rank{self.rank}.txt")
-            with open(path + ".tmp", "w") as f:
-                f.write("".join(f"{k} {v}\n" for k, v in sorted(digest.items())))
-            os.replace(path + ".tmp", path)
+            atomic_write_text(path, "".join(f"{k} {v}\n" for k, v in sorted(digest.items())))
         return row
 
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import viz
 from ..fileio import atomic_save
-from .inference import InferenceConfig, normalize_image, run_inference
+from .inference import InferenceConfig, normalize_image, pad_to_multiple, run_inference
 from .text_cache import TextEmbeddingCache
 
 __all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddings", "save_result",
@@ -143,9 +143,8 @@ def pixel_embeddings(net, x: np.ndarray, size_divisor: int = 32, pad_value: floa
     import mindspore as ms
 
     _, _, h, w = x.shape
-    d = size_divisor
-    ph, pw = -(-h // d) * d, -(-w // d) * d
-    xp = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), constant_values=np.float32(pad_value))
+    xp = pad_to_multiple(x, size_divisor, pad_value)
+    ph, pw = xp.shape[2:]
     feats = _features_cell(net)(ms.Tensor(np.ascontiguousarray(xp), ms.float32)).asnumpy()
     fh, fw = feats.shape[2], feats.shape[3]
     return feats[0, :, : -(-h * fh // ph), : -(-w * fw // pw)].astype(np.float32)

@@ -40,6 +40,8 @@ __all__ = [
     "normalize_image",
     "resize_bilinear",
     "pad_image",
+    "pad_bottom_right",
+    "pad_to_multiple",
     "flip_w",
     "scaled_size",
     "window_grid",
@@ -103,13 +105,14 @@ class InferenceConfig:
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]`` -> float32 ``[1, 3, H, W]`` as ``(x / 255 - 0.5) / 0.5`` (ToTensor + Normalize(0.5))."""
+    """uint8 RGB ``[H, W, 3]`` -> float32 ``[1, 3, H, W]`` as ``(x / 255 - 0.5) / 0.5`` (ToTensor + Normalize(0.5)),
+    see :func:`mindcv_lseg.data.transforms.normalize`."""
+    from ..data.transforms import normalize
+
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image array [H, W, 3], got shape {image.shape}")
-    x = image.astype(np.float32) / np.float32(255.0)
-    x = (x - np.float32(0.5)) / np.float32(0.5)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    return normalize(image)[None]
 
 
 def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -124,13 +127,23 @@ def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return y.asnumpy()
 
 
-def pad_image(x: np.ndarray, crop_size: int, value: float = -1.0) -> np.ndarray:
-    """Pad ``[B, C, h, w]`` bottom/right with ``value`` up to at least ``crop_size`` in each dimension."""
-    b, c, h, w = x.shape
-    ph, pw = max(crop_size - h, 0), max(crop_size - w, 0)
+def pad_bottom_right(x: np.ndarray, height: int, width: int, value: float = -1.0) -> np.ndarray:
+    """Pad ``[B, C, h, w]`` bottom/right with ``value`` to ``[B, C, height, width]`` (``x`` itself if no padding)."""
+    ph, pw = height - x.shape[2], width - x.shape[3]
     if ph == 0 and pw == 0:
         return x
     return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="constant", constant_values=np.float32(value))
+
+
+def pad_image(x: np.ndarray, crop_size: int, value: float = -1.0) -> np.ndarray:
+    """Pad ``[B, C, h, w]`` bottom/right with ``value`` up to at least ``crop_size`` in each dimension."""
+    return pad_bottom_right(x, max(crop_size, x.shape[2]), max(crop_size, x.shape[3]), value)
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int = 32, value: float = -1.0) -> np.ndarray:
+    """Pad ``[B, C, h, w]`` bottom/right with ``value`` to the next multiple of ``multiple`` (LSeg needs 32)."""
+    d = max(int(multiple), 1)
+    return pad_bottom_right(x, -(-x.shape[2] // d) * d, -(-x.shape[3] // d) * d, value)
 
 
 def flip_w(x: np.ndarray) -> np.ndarray:
@@ -191,13 +204,7 @@ def whole_inference(net, x: np.ndarray, text, flip: bool = False, size_divisor: 
     back (nothing is padded when the size is already a multiple).
     """
     _, _, h, w = x.shape
-    d = max(int(size_divisor), 1)
-    ph, pw = -(-h // d) * d, -(-w // d) * d
-    xp = x
-    if (ph, pw) != (h, w):
-        xp = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="constant",
-                    constant_values=np.float32(pad_value))
-    return module_inference(net, xp, text, flip)[:, :, :h, :w]
+    return module_inference(net, pad_to_multiple(x, size_divisor, pad_value), text, flip)[:, :, :h, :w]
 
 
 def scale_inference(net, cur: np.ndarray, text, crop_size: int, stride: int, flip: bool,

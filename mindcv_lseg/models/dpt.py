@@ -2,7 +2,7 @@
 RefineNet-style fusion decoder ("scratch").
 
 Shapes in the docstrings are for an input of H x W pixels and a patch size p (token grid H/p x W/p).
-Every layer mirrors the reference (``lseg_vit.py`` / ``lseg_blocks.py``): see LSEG_REFERENCE.md §2.3-2.5.
+Every layer mirrors the reference (``lseg_vit.py`` / ``lseg_blocks.py``): see docs/reference_numerics.md, "Forward pass".
 """
 from typing import Sequence, Tuple
 

@@ -48,7 +48,7 @@ default_cfgs = {
     "lseg_tiny_test": _cfg(input_size=(3, 64, 64), text_encoder="tiny (tests only)"),
 }
 
-# architecture of each entry: image encoder, reassemble widths, text tower (see LSEG_REFERENCE.md §1)
+# architecture of each entry: image encoder, reassemble widths, text tower (docs/reference_numerics.md, "Variants")
 ARCH_CFGS = {
     "lseg_vitl16_384": dict(
         image_size=384, patch_size=16, vit_dim=1024, vit_depth=24, vit_heads=16, hooks=(5, 11, 17, 23),

@@ -21,7 +21,7 @@ import mindspore as ms  # noqa: E402
 
 import mindcv_lseg  # noqa: E402,F401
 from _convert_synth import F32, I64, clip_layout, synth  # noqa: E402
-from _paths import shared_file  # noqa: E402
+from _paths import fixture_file  # noqa: E402
 from mindcv_lseg.convert import convert_checkpoint  # noqa: E402
 from mindcv_lseg.convert.keymap import drop_reason, official_to_mindspore_name  # noqa: E402
 from mindcv_lseg.convert.pipeline import model_param_shapes  # noqa: E402
@@ -162,7 +162,7 @@ def test_converted_encoder_reproduces_torch_resnet(small_zs_ckpt, small_net, tmp
 
 
 def test_released_key_list_maps_onto_lseg_rn101():
-    manifest = json.loads(shared_file("parity", "manifest_zs_clip_resnet101.json").read_text())
+    manifest = json.loads(fixture_file("parity", "manifest_zs_clip_resnet101.json").read_text())
     entries = manifest["keys"]
     shapes = model_param_shapes("lseg_rn101")
     mapped = {}

@@ -1,6 +1,6 @@
 """``lseg_rn101`` reproduces the reference zero-shot network (``LSegRNNetZS``) on the public synthetic checkpoint.
 
-The zs_clip_resnet101 seed-0 checkpoint (the layout of the released ``pascal_fold*`` / ``coco_fold*`` /
+The zs_clip_resnet101 seed-0 synthetic checkpoint (``tests/parity_weights.py``; the layout of the released ``pascal_fold*`` / ``coco_fold*`` /
 ``fss_rn101`` files) is generated, converted with ``tools/convert.py`` and run on the public 480x480 image with the
 label pair ``["others", "dog"]``. Strict tier against the float32 reference logits: max abs <= 1e-4, mean abs
 <= 5e-6; tokens bit-exact; raw text features <= 1e-4; per-channel means of the four ResNet stages <= 1e-4.
@@ -12,23 +12,23 @@ import mindcv
 import mindspore as ms
 
 import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
-from _paths import shared_file
+from _paths import fixture_file
 from conftest import run_tool
+from parity_weights import write_npz
 from mindcv_lseg.eval.zeroshot import zeroshot_labels, zeroshot_text_features
 
 
 @pytest.fixture(scope="module")
 def zs_expected():
-    with np.load(shared_file("parity", "expected_zs_clip_resnet101_seed0.npz")) as f:
+    with np.load(fixture_file("parity", "expected_zs_clip_resnet101_seed0.npz")) as f:
         return {k: f[k] for k in f.files}
 
 
 @pytest.fixture(scope="module")
 def zs_ckpt(tmp_path_factory):
-    make = shared_file("parity", "make_checkpoint.py")
     work = tmp_path_factory.mktemp("zs_parity")
     npz, ckpt = work / "zs_rn101_s0.npz", work / "zs_rn101_s0.ckpt"
-    run_tool(str(make), "--variant", "zs_clip_resnet101", "--seed", "0", "--format", "npz", "--out", str(npz))
+    write_npz(str(npz), "zs_clip_resnet101", seed=0)
     proc = run_tool("tools/convert.py", "--model", "lseg_rn101", "--src", str(npz), "--dst", str(ckpt))
     npz.unlink()
     assert "753 parameters" in proc.stdout, proc.stdout

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from .io import SegDataError, read_image
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 __all__ = [
     "BENCHMARKS",
@@ -148,8 +149,8 @@ class FewShotDataset:
     benchmark = ""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], img_size: int = IMG_SIZE):
-        self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, np.float32).reshape(3, 1, 1)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
         self.img_size = int(img_size)
         self._episodes: List[Tuple[str, str, int]] = []
         self.class_ids: List[int] = []
@@ -173,10 +174,8 @@ class FewShotDataset:
         return f"class {cid} {self._names.get(cid, '?')!r}, query {img}"
 
     def _image(self, path: str) -> np.ndarray:
-        rgb = Image.fromarray(read_image(path))
-        rgb = rgb.resize((self.img_size, self.img_size), Image.BILINEAR)
-        x = np.asarray(rgb, np.float32).transpose(2, 0, 1) / np.float32(255.0)
-        return (x - self.mean) / self.std
+        rgb = Image.fromarray(read_image(path)).resize((self.img_size, self.img_size), Image.BILINEAR)
+        return normalize(np.asarray(rgb), self.mean, self.std)
 
     def _decode_mask(self, label_path: str, class_id: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         raise NotImplementedError
@@ -400,8 +399,8 @@ class Coco20iDataset(FewShotDataset):
 _CLASSES = {"fss": FSS1000Dataset, "pascal": Pascal5iDataset, "coco": Coco20iDataset}
 
 
-def create_fewshot_dataset(benchmark: str, root: str, fold: int = 0, mean=(0.485, 0.456, 0.406),
-                           std=(0.229, 0.224, 0.225), img_size: int = IMG_SIZE) -> FewShotDataset:
+def create_fewshot_dataset(benchmark: str, root: str, fold: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                           img_size: int = IMG_SIZE) -> FewShotDataset:
     """One of ``fss`` / ``pascal`` / ``coco`` (also accepted: ``fss1000``, ``pascal5i``, ``coco20i``)."""
     key = {"fss1000": "fss", "pascal5i": "pascal", "coco20i": "coco"}.get(benchmark, benchmark)
     if key not in _CLASSES:

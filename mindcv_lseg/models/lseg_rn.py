@@ -6,13 +6,11 @@ Zero-shot use: labels ``["others", class_name]`` per sample, see :mod:`mindcv_ls
 """
 from mindcv.models.registry import register_model
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .lseg import LSeg
 from .resnet_encoder import ResNetEncoder
 
-__all__ = ["lseg_rn101", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["lseg_rn101"]
 
 
 def _cfg(url="", **kwargs):

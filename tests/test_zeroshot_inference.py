@@ -49,3 +49,16 @@ def test_tie_goes_to_background(tiny):
 
     x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
     assert not predict_zeroshot(tiny, x, ["dog"], Same(tiny)).any()
+
+
+def test_evaluation_names_the_bad_episode(tiny, tmp_path):
+    from mindcv_lseg.data.fewshot import FSS1000Dataset
+    from mindcv_lseg.data.fewshot_fake import make_fake_fss
+    from mindcv_lseg.data.io import SegDataError
+    from mindcv_lseg.eval.zeroshot import evaluate_zeroshot
+
+    make_fake_fss(str(tmp_path), classes=("bus",), images_per_class=2, size=16)
+    (tmp_path / "FSS-1000" / "bus" / "2.jpg").write_bytes(b"\xff\xd8 truncated")
+    ds = FSS1000Dataset(str(tmp_path), (0.5,) * 3, (0.5,) * 3, img_size=64)
+    with pytest.raises(SegDataError, match=r"episode 1 \(class 760 'bus', query .*2\.jpg\): cannot read image"):
+        evaluate_zeroshot(tiny, ds, progress=False)

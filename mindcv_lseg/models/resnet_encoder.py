@@ -55,10 +55,12 @@ class SubsampledConv1x1(nn.Cell):
 
 
 def _fast_conv(conv: nn.Conv2d) -> FastConv2d:
-    """A :class:`FastConv2d` with the geometry of a mindcv kxk ``nn.Conv2d`` (pad_mode 'pad', padding (k-1)/2)."""
+    """A :class:`FastConv2d` with the geometry and the initial weights of a mindcv kxk ``nn.Conv2d``."""
     k = conv.kernel_size[0]
-    return FastConv2d(conv.in_channels, conv.out_channels, k, stride=conv.stride[0], padding=(k - 1) // 2,
+    fast = FastConv2d(conv.in_channels, conv.out_channels, k, stride=conv.stride[0], padding=(k - 1) // 2,
                       has_bias=conv.has_bias)
+    fast.weight.set_data(conv.weight.data)  # keep mindcv's initialisation (matters only when training from scratch)
+    return fast
 
 
 class ResNetEncoder(nn.Cell):
@@ -85,6 +87,7 @@ class ResNetEncoder(nn.Cell):
                 if block.down_sample is not None and block.down_sample[0].stride[0] > 1:
                     conv = block.down_sample[0]
                     block.down_sample[0] = SubsampledConv1x1(conv.in_channels, conv.out_channels, conv.stride[0])
+                    block.down_sample[0].weight.set_data(conv.weight.data)
         self.resnet = resnet
 
     def construct(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:

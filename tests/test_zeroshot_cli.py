@@ -23,6 +23,8 @@ from mindcv_lseg.eval.zeroshot_metrics import episode_inter_union
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+pytestmark = pytest.mark.slow  # builds networks and runs tool subprocesses
+
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):

@@ -26,6 +26,8 @@ from mindcv_lseg.convert import convert_checkpoint  # noqa: E402
 from mindcv_lseg.convert.keymap import drop_reason, official_to_mindspore_name  # noqa: E402
 from mindcv_lseg.convert.pipeline import model_param_shapes  # noqa: E402
 
+pytestmark = pytest.mark.slow  # builds networks and runs tool subprocesses
+
 LAYERS = (2, 1, 1, 1)
 SMALL = dict(layers=LAYERS, features=32, text_width=64, text_layers=2, text_heads=2, embed_dim=64)
 CLIP_SMALL = dict(text_width=64, text_layers=2, embed_dim=64, vocab=49408, context=77, clip_vis_width=32,

@@ -9,6 +9,8 @@ import mindspore as ms
 import mindcv_lseg  # noqa: F401
 from mindcv_lseg.eval.zeroshot import OTHERS, ZeroShotText, predict_zeroshot, zeroshot_labels
 
+pytestmark = pytest.mark.slow  # builds networks and runs tool subprocesses
+
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -17,6 +17,8 @@ from conftest import run_tool
 from parity_weights import write_npz
 from mindcv_lseg.eval.zeroshot import zeroshot_labels, zeroshot_text_features
 
+pytestmark = pytest.mark.slow  # builds networks and runs tool subprocesses
+
 
 @pytest.fixture(scope="module")
 def zs_expected():

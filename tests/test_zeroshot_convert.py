@@ -177,3 +177,14 @@ def test_released_key_list_maps_onto_lseg_rn101():
         mapped[name] = e["name"]
     assert len(entries) == 1036
     assert set(mapped) == set(shapes)  # every parameter comes from exactly one key
+
+
+def test_wrong_model_is_named(small_zs_ckpt, tmp_path):
+    """A zero-shot ResNet checkpoint given for a ViT model: refused, nothing written, the right --model suggested."""
+    from mindcv_lseg.checkpoint import CheckpointError
+
+    path, _, _ = small_zs_ckpt
+    dst = tmp_path / "out.ckpt"
+    with pytest.raises(CheckpointError, match="use --model lseg_rn101"):
+        convert_checkpoint("lseg_tiny_test", str(path), str(dst), shapes=model_param_shapes("lseg_tiny_test"))
+    assert not dst.exists()

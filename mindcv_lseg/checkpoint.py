@@ -288,34 +288,34 @@ class StateMismatch:
 
 
 def match_state(
-    ckpt_shapes: Mapping[str, tuple],
-    net_shapes: Mapping[str, tuple],
+    ckpt: Mapping[str, tuple],
+    net: Mapping[str, tuple],
     required: Sequence[str] = ("",),
     scope: Optional[Sequence[str]] = None,
 ) -> StateMismatch:
     """Compare checkpoint tensors (name -> shape) with network parameters (name -> shape), by name.
 
     Args:
-        ckpt_shapes: the checkpoint's tensors; entries that are not network parameters (training state such as
+        ckpt: the checkpoint's tensors (name -> shape); entries that are not network parameters (training state such as
             ``epoch`` or ``moments.*``, ``append_dict`` values) are ignored, see ``scope``.
-        net_shapes: the network's parameters.
+        net: the network's parameters (name -> shape, e.g. from :func:`net_shapes`).
         required: name prefixes of the network parameters the checkpoint must provide with the network's shape
             (default: all of them); the checkpoint's other parameters of the network are not checked.
         scope: top-level names (first dotted component) that mark a checkpoint entry as a network parameter, a
-            candidate for "unexpected"; default: those of ``net_shapes`` (``encoder``, ``clip_text``, ``scratch``).
+            candidate for "unexpected"; default: those of ``net`` (``encoder``, ``clip_text``, ``scratch``).
 
     This is the one place where a checkpoint is matched against a network: loading, converting, resuming and
     partial (one encoder) loading all go through it.
     """
     required = tuple(required)
-    scope = set(scope) if scope is not None else top_level_names(net_shapes)
+    scope = set(scope) if scope is not None else top_level_names(net)
     return StateMismatch(
-        missing=[n for n in net_shapes if n.startswith(required) and n not in ckpt_shapes],
-        unexpected=[n for n in ckpt_shapes if n not in net_shapes and n.split(".", 1)[0] in scope],
+        missing=[n for n in net if n.startswith(required) and n not in ckpt],
+        unexpected=[n for n in ckpt if n not in net and n.split(".", 1)[0] in scope],
         mismatched=[  # in the checkpoint's order
-            (n, tuple(s), tuple(net_shapes[n]))
-            for n, s in ckpt_shapes.items()
-            if n.startswith(required) and n in net_shapes and tuple(s) != tuple(net_shapes[n])
+            (n, tuple(s), tuple(net[n]))
+            for n, s in ckpt.items()
+            if n.startswith(required) and n in net and tuple(s) != tuple(net[n])
         ],
     )
 

@@ -3,7 +3,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
-PARITY = FIXTURES / "parity"
 
 
 def fixture_file(*parts: str) -> Path:

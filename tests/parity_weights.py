@@ -147,7 +147,9 @@ def unit_noise(key: str, seed: int, count: int) -> np.ndarray:
     return (2.0 * ((top24 + 0.5) * 2.0**-24) - 1.0) * math.sqrt(3.0)
 
 
-def synthetic_tensors(manifest: dict, seed: int, names: Optional[Sequence[str]] = None) -> Iterator[Tuple[str, np.ndarray]]:
+def synthetic_tensors(
+    manifest: dict, seed: int, names: Optional[Sequence[str]] = None
+) -> Iterator[Tuple[str, np.ndarray]]:
     """Yield ``(key, array)`` in manifest order, one tensor at a time (ViT-L/16 holds 1.65 GiB in total);
     only the keys in ``names`` if given (their values do not change)."""
     rule = _Rule(manifest["keys"])

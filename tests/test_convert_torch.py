@@ -322,6 +322,7 @@ def parity_files(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # writes the 0.79 GB public checkpoint twice
 def test_parity_lightning_ckpt_bit_identical_to_npz(parity_files):
     shapes = model_param_shapes("lseg_vitb32")
     src_ckpt = read_checkpoint(parity_files["ckpt"])
@@ -336,6 +337,7 @@ def test_parity_lightning_ckpt_bit_identical_to_npz(parity_files):
                                   z["net.clip_pretrained.text_projection"].astype(np.float32))
 
 
+@pytest.mark.slow
 def test_parity_wrong_variant_cli(parity_files):
     """The real-size ViT-B/32 file into another variant: exit 2, keys + shapes, the right --model suggested."""
     dst = parity_files["dir"] / "wrong.ckpt"

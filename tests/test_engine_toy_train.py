@@ -4,7 +4,11 @@ The full-length run (val mIoU >= 0.9 within 10 minutes) is ``benchmarks/train_to
 lseg_tiny_test, 24 toy images of 64 px, batch 4, 8 epochs."""
 import os
 
+import pytest
+
 from mindcv_lseg.engine.config import parse_args
+
+pytestmark = pytest.mark.slow  # a toy training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,6 +7,8 @@ parity checkpoint (``parity_ckpt`` in conftest.py).
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the real-size ViT-B/32 parity network
+
 
 @pytest.fixture(scope="module")
 def parity_net(parity_ckpt, parity_expected):

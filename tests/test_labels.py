@@ -74,7 +74,7 @@ def test_equality_hash_and_key():
 
 
 def test_constructor_rejects_bad_labels():
-    with pytest.raises(ValueError, match="label 1 .* is empty"):
+    with pytest.raises(ValueError, match="label 1 is empty"):
         LabelSet("x", ["a", "  "])
     with pytest.raises(ValueError, match="no labels"):
         LabelSet("x", [])
@@ -82,6 +82,33 @@ def test_constructor_rejects_bad_labels():
         LabelSet("x", "a, b")
     with pytest.raises(TypeError, match="label 0"):
         LabelSet("x", [3])
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("dog, gr\nass", "U+000A LINE FEED"),
+    ("dog\tgrass, cat", "U+0009 TAB"),
+    ("sky, x\u2028y", "U+2028 LINE SEPARATOR"),
+])
+def test_line_breaks_and_control_characters_are_refused(text, needle):
+    with pytest.raises(ValueError, match="contains a line break or control character") as ei:
+        LabelSet.from_string(text)
+    assert needle in str(ei.value)
+    assert LabelSet.from_string("dog\n, grass ").labels == ("dog", "grass")  # outer whitespace is stripped
+
+
+def test_token_length_and_parse_labels_use_the_label_set():
+    from mindcv_lseg.eval.api import parse_labels
+
+    long = " ".join(["word"] * 80)
+    with pytest.raises(ValueError, match="label 1 is too long for the CLIP text encoder"):
+        LabelSet.from_string("dog, " + long).check_token_length()
+    for bad, needle in [("", "no labels given"), ("dog,,grass", "label 1 is empty"), ("a, b\nc", "LINE FEED"),
+                        ("dog, " + long, "label 1 is too long")]:
+        with pytest.raises(ValueError, match=needle):
+            parse_labels(bad)
+    with pytest.raises(TypeError, match="label 1 is a int"):
+        parse_labels(["dog", 3])
+    assert parse_labels(("sky ", "grass")) == ["sky", "grass"]
 
 
 def test_ade20k_150_matches_reference_appendix_a():

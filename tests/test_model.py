@@ -43,13 +43,15 @@ def full_net(request):
     return request.param, net
 
 
-# reference element counts per part (docs/reference_numerics.md, "Checkpoint layout"): timm ViT, act_postprocess, scratch
+# reference element counts per part (docs/reference_numerics.md, "Checkpoint layout"): timm ViT, act_postprocess,
+# scratch
 REFERENCE_COUNTS = {
     "lseg_vitl16_384": (304_715_752, 1_025_000, 22_815_232, 16_336_400),
     "lseg_vitb32": (88_297_192, 769_000, 7_599_168, 13_166_096),
 }
 
 
+@pytest.mark.slow  # real-size networks
 def test_full_variants_parameter_counts(full_net):
     name, net = full_net
     vit, head, reassemble, scratch = REFERENCE_COUNTS[name]
@@ -65,8 +67,9 @@ def test_full_variants_parameter_counts(full_net):
     ) + 2 * 512 + 512 * 512
 
 
+@pytest.mark.slow  # real-size networks, ViT-L/16 at 480x480
 def test_full_variants_intermediate_shapes(full_net):
-    """Hooked tokens and pyramid at 480x480 (docs/reference_numerics.md, "Forward pass"), without running the decoder."""
+    """Hooked tokens and pyramid at 480x480 (docs/reference_numerics.md, "Forward pass"), without the decoder."""
     name, net = full_net
     tokens = 901 if name == "lseg_vitl16_384" else 226
     x = ms.Tensor(np.zeros((1, 3, 480, 480), np.float32))
@@ -279,6 +282,7 @@ def test_same_conv_gemm_backward_in_graph_mode():
     np.testing.assert_allclose(got_w.asnumpy(), want_w.asnumpy(), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow  # compiles a training graph
 def test_tiny_train_steps_run_in_graph_mode():
     """Several optimizer steps of the whole tiny network compile and run in GRAPH mode; the loss decreases."""
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -12,6 +12,8 @@ import mindspore as ms
 
 import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
 
+pytestmark = pytest.mark.slow  # the real-size ViT-B/32 parity network in two modes
+
 
 @pytest.fixture(scope="module")
 def parity_outputs(parity_ckpt, parity_expected):

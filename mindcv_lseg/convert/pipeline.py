@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..checkpoint import PARTS, CheckpointError, CheckpointMismatchError, match_state, net_shapes, save_checkpoint_atomic
+from ..checkpoint import PARTS, CheckpointError, CheckpointMismatchError, match_state, net_shapes
+from ..checkpoint import save_checkpoint_atomic
 from .readers import read_checkpoint
 from .sources import LAYOUT_PARTS, to_official
 

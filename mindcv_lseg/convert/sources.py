@@ -1,7 +1,8 @@
 """Source layouts -> the OFFICIAL LSeg naming (``net.clip_pretrained.*``, ``net.pretrained.model.*``, ...).
 
 Every supported release is first renamed (and, for big_vision, re-laid-out) into the naming of lang-seg's Lightning
-``state_dict`` (docs/reference_numerics.md, "Checkpoint layout"); :mod:`mindcv_lseg.convert.keymap` then maps that naming to MindSpore once.
+``state_dict`` (docs/reference_numerics.md, "Checkpoint layout"); :mod:`mindcv_lseg.convert.keymap` then maps that
+naming to MindSpore once.
 
 ======================  ===================================================================  ===================
 layout                  recognised by                                                         becomes

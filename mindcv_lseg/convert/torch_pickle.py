@@ -17,6 +17,7 @@ Any other class becomes an inert :class:`Placeholder` subclass: instances can be
 modules that can execute code (``os``, ``subprocess``, ``builtins.eval`` ...) are refused as soon as they are named.
 No code from the file is ever executed.
 """
+import datetime
 import io
 import os
 import pickle
@@ -310,13 +311,8 @@ for _n, _s in _TORCH_DTYPES.items():
 for _n, _v in _SAFE_BUILTINS.items():
     _ALLOWED_GLOBALS[("builtins", _n)] = _v
     _ALLOWED_GLOBALS[("__builtin__", _n)] = _v
-try:  # datetime objects are pure data
-    import datetime as _dt
-
-    for _n in ("datetime", "date", "time", "timedelta", "timezone"):
-        _ALLOWED_GLOBALS[("datetime", _n)] = getattr(_dt, _n)
-except ImportError:  # pragma: no cover
-    pass
+for _n in ("datetime", "date", "time", "timedelta", "timezone"):  # datetime objects are pure data
+    _ALLOWED_GLOBALS[("datetime", _n)] = getattr(datetime, _n)
 
 
 def _is_dangerous(module):

@@ -57,11 +57,8 @@ def get_rng_state() -> str:
     state = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "mindspore": ms.get_rng_state().asnumpy().tolist(),
     }
-    try:
-        state["mindspore"] = ms.get_rng_state().asnumpy().tolist()
-    except Exception:  # older/other backends: no global generator state
-        pass
     return json.dumps(state)
 
 
@@ -72,11 +69,7 @@ def set_rng_state(text: str) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     npst = state["numpy"]
     np.random.set_state((npst[0], np.asarray(npst[1], dtype=np.uint32), npst[2], npst[3], npst[4]))
-    if "mindspore" in state:
-        try:
-            ms.set_rng_state(ms.Tensor(np.asarray(state["mindspore"], dtype=np.uint8)))
-        except Exception:
-            pass
+    ms.set_rng_state(ms.Tensor(np.asarray(state["mindspore"], dtype=np.uint8)))
 
 
 # ---------------------------------------------------------------------------------------------------------- save

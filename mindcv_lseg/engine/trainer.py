@@ -56,11 +56,9 @@ def init_context(mode: int = 0, device_target: str = "CPU", distribute: bool = F
     Returns:
         (rank_id, group_size)
     """
-    ms.set_context(mode=ms.GRAPH_MODE if mode == 0 else ms.PYNATIVE_MODE)
-    try:
-        ms.set_device(device_target)
-    except (AttributeError, RuntimeError, ValueError):  # older API / device already set
-        ms.set_context(device_target=device_target)
+    from ..eval.model_io import setup_context
+
+    setup_context(mode, device_target)
     if not distribute:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
@@ -209,8 +207,8 @@ def build_datasets(args, rank: int = 0, group_size: int = 1):
     return train_ds, val_ds
 
 
-def _whole_image_logits(net, x: np.ndarray, text, args) -> np.ndarray:
-    """Logits [1, N, H, W] through ``mindcv_lseg.eval.inference.run_inference`` (whole image by default)."""
+def _eval_logits(net, x: np.ndarray, text, args) -> np.ndarray:
+    """Logits [1, N, H, W] of one validation image in the configured ``eval_mode`` (whole / slide / ms_flip)."""
     from ..eval.inference import InferenceConfig, run_inference
 
     cfg = InferenceConfig(mode=args.eval_mode, scales=args.eval_scales, flip=args.eval_flip,
@@ -376,15 +374,15 @@ class SegTrainer:
         return {"train_loss": float(np.mean(losses)), "lr": self._lr_at(epoch * self.updates_per_epoch),
                 "epoch_time": dt, "images_per_s": steps * imgs_per_step / max(dt, 1e-9)}
 
-    def validate(self) -> Dict:
-        """Whole-image validation of this rank's shard; confusion matrices summed over ranks."""
+    def evaluate_val_split(self) -> Dict:
+        """Validation of this rank's shard in the configured ``eval_mode``; confusion matrices summed over ranks."""
         from ..eval.metrics import ConfusionMatrix, allreduce_confusion_matrix, compute_metrics
 
         self.net.set_train(False)
         cm = ConfusionMatrix(self.num_classes, self.args.ignore_index)
         t0 = time.time()
         for image, mask in self.val_loader:
-            logits = _whole_image_logits(self.net, np.asarray(image, np.float32), self.text_features, self.args)
+            logits = _eval_logits(self.net, np.asarray(image, np.float32), self.text_features, self.args)
             cm.update(logits.argmax(axis=1), np.asarray(mask))
         total = allreduce_confusion_matrix(cm.mat, self.group_size)
         m = compute_metrics(total, self.labels)
@@ -408,7 +406,7 @@ class SegTrainer:
             last = epoch + 1 == args.epoch_size
             is_best = False
             if self.val_loader is not None and ((epoch + 1) % args.val_interval == 0 or last):
-                row.update(self.validate())
+                row.update(self.evaluate_val_split())
                 if row["val_miou"] > self.best_miou:
                     self.best_miou, self.best_epoch, is_best = row["val_miou"], epoch + 1, True
             row["elapsed"] = time.time() - self.t_start  # wall time since this process started the trainer

@@ -86,33 +86,17 @@ def load_image(image: Union[str, os.PathLike, Image.Image, np.ndarray]) -> Image
 
 
 def parse_labels(labels: Union[str, Sequence[str]], context_length: int = 77) -> List[str]:
-    """Check labels: comma-separated string or list -> list of stripped, non-empty labels that fit the tokenizer.
+    """Check labels: comma-separated string or list -> list of stripped labels that fit the tokenizer, via
+    :class:`mindcv_lseg.text.LabelSet` (which checks every label).
 
     Raises:
-        ValueError: no labels, an empty label, or a label longer than ``context_length`` tokens.
+        ValueError: no labels, an empty label, a label with a line break or another control character, or a label
+            longer than ``context_length`` tokens. TypeError: a label that is not a string.
     """
-    from ..text.tokenizer import tokenize
+    from ..text.labels import LabelSet
 
-    if isinstance(labels, str):
-        items = labels.split(",")
-    else:
-        items = list(labels)
-    if not items or (len(items) == 1 and not str(items[0]).strip()):
-        raise ValueError("no labels given: pass a comma-separated list such as \"dog, grass, other\"")
-    out = []
-    for i, lab in enumerate(items):
-        if not isinstance(lab, str):
-            raise ValueError(f"label {i} is a {type(lab).__name__} ({lab!r}), not a string")
-        lab = lab.strip()
-        if not lab:
-            raise ValueError(f"label {i} is empty in {labels!r} (check for doubled or trailing commas)")
-        out.append(lab)
-    for i, lab in enumerate(out):
-        try:
-            tokenize([lab], context_length=context_length)
-        except ValueError as e:
-            raise ValueError(f"label {i} is too long for the CLIP text encoder: {e}") from None
-    return out
+    label_set = LabelSet.from_string(labels) if isinstance(labels, str) else LabelSet("custom", list(labels))
+    return list(label_set.check_token_length(context_length).labels)
 
 
 _FEATURE_CELLS = weakref.WeakKeyDictionary()

@@ -2,7 +2,8 @@
 RefineNet-style fusion decoder ("scratch").
 
 Shapes in the docstrings are for an input of H x W pixels and a patch size p (token grid H/p x W/p).
-Every layer mirrors the reference (``lseg_vit.py`` / ``lseg_blocks.py``): see docs/reference_numerics.md, "Forward pass".
+Every layer mirrors the reference (``lseg_vit.py`` / ``lseg_blocks.py``): see docs/reference_numerics.md,
+"Forward pass".
 """
 from typing import Sequence, Tuple
 

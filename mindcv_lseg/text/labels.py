@@ -6,12 +6,15 @@ model's logits ``[B, N, H, W]`` is the score of ``label_set[i]``.  Sources:
 * built-ins: ``"ade20k_150"`` (the reference's first-word strings, for parity), ``"ade20k_150_full"``
   (the full ADE20K class names), ``"toy"`` (the generated toy set, see :mod:`mindcv_lseg.data.toy`);
 * a ``classes.txt`` file (one label per line, id = line number starting at 0);
-* a comma-separated string such as ``"dog, grass, other"``.
+* a comma-separated string such as ``"dog, grass, other"`` (:meth:`LabelSet.from_string`; the tools' ``--labels``
+  and :func:`mindcv_lseg.eval.api.parse_labels` go through it).
 
+Every label is checked once, here: a string, not empty after stripping, a single line without control characters.
 Use :func:`get_label_set` to resolve any of these.
 """
 import hashlib
 import os
+import unicodedata
 import warnings
 from typing import Dict, Iterable, Iterator, Tuple, Union
 
@@ -40,24 +43,17 @@ class LabelSet:
     Equality compares name and labels; :meth:`key` depends on the labels only (use it to cache text embeddings).
     """
 
-    def __init__(self, name: str, labels: Iterable[str]):
+    def __init__(self, name: str, labels: Iterable[str], where: str = ""):
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"LabelSet name must be a non-empty string, got {name!r}")
         if isinstance(labels, str):
             raise TypeError("LabelSet labels must be a sequence of strings, not one string; "
                             "use LabelSet.from_string('a, b, c') for a comma-separated list")
-        out = []
-        for i, lab in enumerate(labels):
-            if not isinstance(lab, str):
-                raise TypeError(f"label {i} of label set {name!r} is {type(lab).__name__}, expected str")
-            lab = lab.strip()
-            if not lab:
-                raise ValueError(f"label {i} of label set {name!r} is empty")
-            out.append(lab)
-        if not out:
-            raise ValueError(f"label set {name!r} has no labels")
+        where = where or f"label set {name!r}"
         self._name = name.strip()
-        self._labels: Tuple[str, ...] = tuple(out)
+        self._labels: Tuple[str, ...] = tuple(_checked_label(i, lab, where) for i, lab in enumerate(labels))
+        if not self._labels:
+            raise ValueError(f"no labels given in {where}: pass at least one, e.g. \"dog, grass, other\"")
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -95,13 +91,10 @@ class LabelSet:
         """Parse a comma-separated list, e.g. ``"dog, grass, other"`` (items are stripped, as in the demo app)."""
         if not isinstance(text, str):
             raise TypeError(f"expected a comma-separated string, got {type(text).__name__}")
-        items = text.split(",")
-        for i, item in enumerate(items):
-            if not item.strip():
-                raise ValueError(f"label list {text!r}: item {i} is empty (check for doubled or trailing commas)")
-        labels = [item.strip() for item in items]
-        _warn_duplicates(labels, f"label list {text!r}")
-        return cls(name, labels)
+        where = f"label list {text!r} (check for doubled or trailing commas)"
+        labels = cls(name, text.split(",") if text.strip() else [], where=where)
+        _warn_duplicates(labels.labels, f"label list {text!r}")
+        return labels
 
     # ----------------------------------------------------------------- accessors
     @property
@@ -147,9 +140,39 @@ class LabelSet:
         """Class id of the first occurrence of ``label`` (stripped)."""
         return self._labels.index(label.strip())
 
+    def check_token_length(self, context_length: int = 77) -> "LabelSet":
+        """Raise ``ValueError`` naming the first label longer than ``context_length`` CLIP tokens; returns self."""
+        from .tokenizer import tokenize
+
+        for i, lab in enumerate(self._labels):
+            try:
+                tokenize([lab], context_length=context_length)
+            except ValueError as e:
+                raise ValueError(f"label {i} is too long for the CLIP text encoder: {e}") from None
+        return self
+
     def to_file(self, path: str) -> None:
         """Write one label per line, atomically (temp file + ``os.replace``)."""
         atomic_write_text(path, "\n".join(self._labels) + "\n")
+
+
+_CONTROL_NAMES = {"\n": "LINE FEED", "\r": "CARRIAGE RETURN", "\t": "TAB", "\x00": "NUL"}
+
+
+def _checked_label(i: int, label, where: str) -> str:
+    """Label ``i`` stripped, or a ``TypeError`` / ``ValueError`` saying what is wrong with it."""
+    if not isinstance(label, str):
+        raise TypeError(f"label {i} is a {type(label).__name__} ({label!r}), not a string, in {where}")
+    label = label.strip()
+    if not label:
+        raise ValueError(f"label {i} is empty in {where}")
+    bad = sorted({c for c in label if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
+    if bad:
+        names = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, _CONTROL_NAMES.get(c, 'control character'))}"
+                          for c in bad)
+        raise ValueError(f"label {i} {label!r} contains a line break or control character ({names}), in {where}; "
+                         "a label is a single line of text: remove it")
+    return label
 
 
 def _warn_duplicates(labels, where):

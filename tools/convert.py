@@ -11,6 +11,7 @@ import sys
 EPILOG = """\
 source formats (detected from content):
   LSeg Lightning checkpoint   demo_e200.ckpt, fss_l16.ckpt (torch zip; weights under 'state_dict', keys 'net.*',
+                              zero-shot ResNet-101: pascal_fold{0..3}.ckpt, coco_fold{0..3}.ckpt, fss_rn101.ckpt,
                               CLIP tensors float16 -> upcast exactly to float32); also a bare LSeg state_dict
                               (with or without the 'net.' prefix), a legacy pre-1.6 torch pickle, or the .npz
                               written by tests/parity_weights.py
@@ -30,6 +31,7 @@ parts (--part):
 
 examples:
   python tools/convert.py --model lseg_vitl16_384 --src demo_e200.ckpt --dst lseg_vitl16_384_demo.ckpt
+  python tools/convert.py --model lseg_rn101 --src pascal_fold0.ckpt --dst lseg_rn101_pascal_fold0.ckpt
   python tools/convert.py --model lseg_vitb32 --src ViT-B-32.pt --part text --dst clip_text_b32.ckpt
   python tools/convert.py --model lseg_vitl16_384 --src vit_large_patch16_384.npz --part image --dst vit_l16.ckpt
 
@@ -43,7 +45,8 @@ def parse_args(argv=None):
         prog="tools/convert.py", description=__doc__, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True,
-                    help="target model: lseg_vitl16_384 (demo_e200 / fss_l16), lseg_vitb32, lseg_tiny_test")
+                    help="target model: lseg_vitl16_384 (demo_e200 / fss_l16), lseg_rn101 (pascal_fold*, "
+                         "coco_fold*, fss_rn101), lseg_vitb32, lseg_tiny_test")
     ap.add_argument("--src", required=True, help="source weights file (format detected from content)")
     ap.add_argument("--dst", required=True, help="output MindSpore checkpoint (.ckpt, or .safetensors)")
     ap.add_argument("--part", choices=["text", "image", "decoder"], default=None,

@@ -1,9 +1,17 @@
 """Evaluate an LSeg checkpoint on a segmentation dataset.
 
 Prints pixAcc, mIoU (reference definition: mean over all classes, absent classes count 0), mIoU (nanmean over
-present classes), mAcc and a per-class IoU/Acc table, and saves them as metrics.json / per_class.csv in
---eval_output (default <ckpt_save_dir>/validate_<eval_mode>). Data parallel under msrun with --distribute: each
-rank evaluates a shard, the confusion matrices are summed exactly over ranks.
+present classes), mAcc and a per-class IoU/Acc table, and saves them as ``metrics.json`` / ``per_class.csv`` in
+``--eval_output`` (default ``<ckpt_save_dir>/validate_<eval_mode>``). Data parallel under msrun with
+``--distribute``: each rank evaluates a shard, the confusion matrices are summed exactly over ranks.
+
+Zero-shot benchmarks (``--dataset fss1000 | pascal5i | coco20i``, HSNet layout under ``--data_dir``)::
+
+    python tools/validate.py -c configs/lseg_zs_pascal.yaml --data_dir ROOT --ckpt_path CKPT --fold 0
+
+print ``Fold F, 0-shot: mIoU xx.xx, FB-IoU yy.yy`` (percent) with the per-class foreground IoU, and save
+``metrics.json`` (``mIoU``, ``FB_IoU`` as fractions, ``per_class``) in ``--eval_output``
+(default ``<ckpt_save_dir>/zeroshot_<dataset>_fold<F>``).
 """
 import os
 import sys
@@ -33,12 +41,56 @@ EXTRA_OPTIONS = [
     Option("eval_output", str, "", "folder for metrics.json / per_class.csv (default "
            "<ckpt_save_dir>/validate_<eval_mode>)", group="Validation"),
     Option("text_cache_dir", str, "", "cache label embeddings on disk here (optional)", group="Validation"),
+    Option("fold", int, 0, "zero-shot benchmarks: test fold (PASCAL-5i / COCO-20i: 0..3; FSS-1000: any, printed)",
+           min_value=0, group="Validation"),
 ]
 
 
 def _fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def validate_zeroshot(args, rank: int, group_size: int) -> int:
+    """Zero-shot benchmark: every episode, labels ["others", class], mIoU / FB-IoU over the fold's test classes."""
+    import mindcv.models.registry as registry
+
+    from mindcv_lseg.data.fewshot import create_fewshot_dataset
+    from mindcv_lseg.data.io import SegDataError
+    from mindcv_lseg.eval.metrics import save_metrics_json
+    from mindcv_lseg.eval.model_io import ModelLoadError, create_eval_model
+    from mindcv_lseg.eval.zeroshot import evaluate_zeroshot
+    from mindcv_lseg.eval.zeroshot_metrics import format_zeroshot_table
+
+    cfg = registry.get_pretrained_cfg(args.model) if registry.is_model(args.model) else {}
+    mean, std = cfg.get("mean", (0.5, 0.5, 0.5)), cfg.get("std", (0.5, 0.5, 0.5))
+    try:
+        dataset = create_fewshot_dataset(args.dataset, args.data_dir, fold=args.fold, mean=mean, std=std,
+                                         img_size=args.crop_size)
+    except (ValueError, OSError) as e:
+        return _fail(f"dataset {args.dataset!r} at {args.data_dir!r} (fold {args.fold}): {e}")
+    try:
+        net = create_eval_model(args.model, args.ckpt_path)
+    except ModelLoadError as e:
+        return _fail(str(e))
+    if rank == 0:
+        print(f"Zero-shot {args.dataset} fold {args.fold}: {args.model} ({args.ckpt_path}), {len(dataset)} episodes, "
+              f"{len(dataset.class_ids)} test classes, {args.crop_size}x{args.crop_size}, split list "
+              f"{dataset.split_file}, {group_size} rank(s)")
+    try:
+        metrics = evaluate_zeroshot(net, dataset, rank=rank, group_size=group_size,
+                                    progress=args.progress_bar and rank == 0, max_episodes=args.num_samples)
+    except SegDataError as e:
+        return _fail(str(e))
+    if rank == 0:
+        print(format_zeroshot_table(metrics, args.fold))
+        out_dir = args.eval_output or os.path.join(args.ckpt_save_dir, f"zeroshot_{args.dataset}_fold{args.fold}")
+        extra = {"model": args.model, "ckpt_path": args.ckpt_path, "dataset": args.dataset, "fold": args.fold,
+                 "data_dir": args.data_dir, "split_file": dataset.split_file, "num_ranks": group_size,
+                 "config": config_to_dict(args)}
+        save_metrics_json(metrics, os.path.join(out_dir, "metrics.json"), extra=extra)
+        print(f"saved {os.path.join(out_dir, 'metrics.json')}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -64,6 +116,10 @@ def main(argv=None) -> int:
 
         init()
         rank, group_size = get_rank(), get_group_size()
+    from mindcv_lseg.data.fewshot import ZEROSHOT_DATASETS
+
+    if args.dataset in ZEROSHOT_DATASETS:
+        return validate_zeroshot(args, rank, group_size)
 
     try:
         cfg = InferenceConfig(mode=args.eval_mode, scales=args.eval_scales, flip=args.eval_flip,

@@ -2,10 +2,13 @@
 
 Official naming (lang-seg's Lightning checkpoints, docs/reference_numerics.md "Checkpoint layout"):
 ``net.clip_pretrained.*`` (CLIP), ``net.pretrained.model.*`` (timm ViT), ``net.pretrained.act_postprocess{1..4}.*``
-(reassemble), ``net.scratch.*`` (decoder). Every other source format (CLIP TorchScript, timm, big_vision) is first
-brought into this naming by ``mindcv_lseg.convert`` and then mapped here, so the correspondence lives in one place.
+(reassemble), ``net.scratch.*`` (decoder); the zero-shot ResNet-101 checkpoints have ``net.pretrained.layer{1..4}.*``
+(torchvision ResNet, the stem inside ``layer1``) instead of the ViT and reassemble keys (docs/zeroshot.md). Every
+other source format (CLIP TorchScript, timm, big_vision) is first brought into this naming by
+``mindcv_lseg.convert`` and then mapped here, so the correspondence lives in one place.
 
-MindSpore naming: ``clip_text.*``, ``encoder.vit.*``, ``encoder.reassemble.branches.{0..3}.*``, ``scratch.*``.
+MindSpore naming: ``clip_text.*``, ``encoder.vit.*``, ``encoder.reassemble.branches.{0..3}.*``, ``scratch.*``;
+``encoder.resnet.*`` (mindcv ResNet names) for ``lseg_rn101``.
 """
 import re
 from collections import OrderedDict
@@ -32,6 +35,17 @@ _DROPPED = [
     (re.compile(r"^scratch\.refinenet4\.resConfUnit1\."), "refinenet4.resConfUnit1, never called by the reference"),
 ]
 
+_BN_PARAMS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+
+
+def _resnet_block_param(m) -> str:
+    """torchvision Bottleneck parameter -> mindcv's: ``downsample`` -> ``down_sample``, BatchNorm names."""
+    stage, block, module, param = m.group(1) or "1", m.group(2), m.group(3), m.group(4)
+    if module.startswith("bn") or module == "downsample.1":
+        param = _BN_PARAMS[param]
+    return f"encoder.resnet.layer{stage}.{block}.{module.replace('downsample', 'down_sample')}.{param}"
+
+
 # (pattern, replacement) applied in order to the key without its ``net.`` prefix; first match wins
 _RULES = [
     # CLIP text tower
@@ -46,6 +60,12 @@ _RULES = [
     (r"^pretrained\.model\.(blocks\.\d+\.norm[12]|norm)\.weight$", r"encoder.vit.\1.gamma"),
     (r"^pretrained\.model\.(blocks\.\d+\.norm[12]|norm)\.bias$", r"encoder.vit.\1.beta"),
     (r"^pretrained\.model\.", r"encoder.vit."),
+    # torchvision ResNet (zero-shot lseg_rn101): ``pretrained.layer1`` = Sequential(conv1, bn1, relu, maxpool, layer1)
+    (r"^pretrained\.layer1\.0\.weight$", r"encoder.resnet.conv1.weight"),
+    (r"^pretrained\.layer1\.1\.(weight|bias|running_mean|running_var)$",
+     lambda m: f"encoder.resnet.bn1.{_BN_PARAMS[m.group(1)]}"),
+    (r"^pretrained\.(?:layer1\.4|layer([2-4]))\.(\d+)\.(conv[1-3]|bn[1-3]|downsample\.[01])\."
+     r"(weight|bias|running_mean|running_var)$", _resnet_block_param),
     # reassemble: Sequential index 0 = readout, 3 = 1x1 conv, 4 = resampling conv
     (r"^pretrained\.act_postprocess([1-4])\.0\.project\.0\.", lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.readout.project."),
     (r"^pretrained\.act_postprocess([1-4])\.3\.", lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.proj."),

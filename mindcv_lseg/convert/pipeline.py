@@ -140,6 +140,8 @@ def model_param_shapes(model: str) -> "OrderedDict[str, tuple]":
 
 def guess_model(official) -> Optional[str]:
     """Which lseg_* variant an official-naming state looks like (from the ViT patch embedding), or None."""
+    if "net.pretrained.layer4.0.conv1.weight" in official:
+        return "lseg_rn101"
     key = "net.pretrained.model.patch_embed.proj.weight"
     if key not in official:
         return None

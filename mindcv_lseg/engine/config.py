@@ -143,8 +143,9 @@ OPTIONS: List[Option] = [
     Option("param_digest_dir", str, "", "if set, every rank writes a digest of its final parameters here "
            "(to check data-parallel replicas agree)", group=_SYS, tools=_TRAIN),
     # Dataset
-    Option("dataset", str, "toy", "dataset type (see mindcv_lseg.data.create_seg_dataset)",
-           choices=("toy", "ade20k", "folder"), group=_DATA, tools=_TRAIN_VAL),
+    Option("dataset", str, "toy", "dataset type (see mindcv_lseg.data.create_seg_dataset); the zero-shot "
+           "benchmarks fss1000 / pascal5i / coco20i are for validate.py only",
+           choices=("toy", "ade20k", "folder", "fss1000", "pascal5i", "coco20i"), group=_DATA, tools=_TRAIN_VAL),
     Option("data_dir", str, "./data", "dataset root directory", group=_DATA, tools=_TRAIN_VAL),
     Option("train_split", str, "train", "training split name", group=_DATA, tools=_TRAIN),
     Option("val_split", str, "val", "validation split name", group=_DATA, tools=_TRAIN_VAL),

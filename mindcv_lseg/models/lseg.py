@@ -4,7 +4,7 @@ Image branch: mindcv ViT -> DPT reassemble -> fusion decoder -> per-pixel embedd
 Text branch: frozen CLIP text transformer -> one embedding per free-text label.
 Logits: cosine similarity of the two, times the fixed scale 1/0.07, bilinearly upsampled x2.
 """
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -104,10 +104,14 @@ class LSeg(nn.Cell):
         weight_init: run mindcv's slow ViT initialisation; pass False when weights are loaded afterwards.
         drop_rate, drop_path_rate: dropout and stochastic depth of the ViT image encoder (training only; mindcv's
             ``create_model`` arguments of the same names).
+        image_encoder: a Cell mapping [B, 3, H, W] to the 4-level pyramid (widths ``reassemble_channels``) used
+            instead of the ViT (e.g. :class:`~mindcv_lseg.models.resnet_encoder.ResNetEncoder`); the ViT arguments
+            are then ignored.
 
     Inputs of ``construct``:
         x: float32 [B, 3, H, W], normalised as ``(rgb/255 - 0.5)/0.5``; H and W multiples of 32.
-        text_features: float32 [N, embed_dim] raw text features from :meth:`encode_text` (normalised inside).
+        text_features: float32 [N, embed_dim] raw text features from :meth:`encode_text` (normalised inside), shared
+            by the batch; or [B, N, embed_dim]: sample b is compared with its own N labels (zero-shot episodes).
 
     Output: float32 logits [B, N, H, W] = cosine(pixel, label) / 0.07 (channel order = label order).
     """
@@ -138,13 +142,17 @@ class LSeg(nn.Cell):
         weight_init: bool = True,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        image_encoder: Optional[nn.Cell] = None,
     ):
         super().__init__()
         self.embed_dim = embed_dim
         self.context_length = context_length
         self.logit_scale = LOGIT_SCALE
-        self.encoder = LSegImageEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks,
-                                        reassemble_channels, readout, weight_init, drop_rate, drop_path_rate)
+        if image_encoder is None:
+            image_encoder = LSegImageEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks,
+                                             reassemble_channels, readout, weight_init, drop_rate,
+                                             drop_path_rate)
+        self.encoder = image_encoder
         self.scratch = LSegScratch(reassemble_channels, features, embed_dim, arch_option, block_depth, activation)
         self.clip_text = CLIPTextEncoder(vocab_size, context_length, text_width, text_layers, text_heads, embed_dim)
         for param in self.clip_text.get_parameters():
@@ -174,7 +182,8 @@ class LSeg(nn.Cell):
         image = self.forward_features(x)
         b, c, h, w = image.shape
         text = _l2_normalize(text_features, axis=-1)
-        text = ops.broadcast_to(text.expand_dims(0), (b, -1, -1))  # [B, N, C]
+        if text.ndim == 2:  # one label set for the whole batch
+            text = ops.broadcast_to(text.expand_dims(0), (b, -1, -1))  # [B, N, C]
         logits = ops.bmm(text, (self.logit_scale * image).reshape(b, c, h * w))  # [B, N, h*w]
         logits = self.scratch.regularize(logits.reshape(b, -1, h, w))
         return upsample2x(logits)

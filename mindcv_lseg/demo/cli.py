@@ -4,6 +4,7 @@ import atexit
 import ipaddress
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -18,7 +19,8 @@ __all__ = ["DemoSetup", "resolve_setup", "list_examples", "main", "EXIT_BAD_INPU
 EXIT_BAD_INPUT = 2
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-NO_CHECKPOINT = f"""no model to serve: pass --model NAME --ckpt_path FILE.ckpt, or train the quickstart's toy model first.
+NO_CHECKPOINT = f"""no model to serve: pass --model NAME --ckpt_path FILE.ckpt, or train the quickstart's toy model
+first.
 
   python tools/quickstart.py      # ~3 min on a CPU, writes {QUICKSTART_OUT_DIR}/best.ckpt
   python tools/demo.py            # then, from the same folder: serves that model with toy examples
@@ -133,6 +135,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -150,8 +156,9 @@ def main(argv=None) -> int:
         print(f"warning: binding {args.host}: the page is reachable from other machines and has no "
               "authentication", file=sys.stderr)
 
-    work_dir = tempfile.mkdtemp(prefix="lseg_demo_")
+    work_dir = tempfile.mkdtemp(prefix="lseg_demo_")  # uploads and masks; removed at exit
     atexit.register(shutil.rmtree, work_dir, True)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server like Ctrl-C, so the folder is removed
     from .ui import offline_environment
 
     offline_environment(work_dir)  # before Gradio is imported

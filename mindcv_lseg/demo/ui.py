@@ -15,7 +15,8 @@ _log = logging.getLogger("mindcv_lseg.demo")
 
 CSS = """
 #status {min-height: 2.5em}
-#status.error p, .lseg-error {color: #b42318; font-weight: 600}
+.lseg-error {color: #b42318; font-weight: 600}
+#input_image img, #overlay img, #mask img {width: 100% !important; height: 100% !important; object-fit: contain}
 """
 
 
@@ -85,12 +86,13 @@ def build_ui(service: DemoService, examples: Sequence[str] = (), note: Optional[
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(label="Image (upload, drop or click an example)", type="filepath",
-                                 sources=["upload", "clipboard"], elem_id="input_image", format="png", height=320)
+                                 sources=["upload", "clipboard"], elem_id="input_image", format="png", height=320,
+                                 buttons=["fullscreen"])
                 labels = gr.Textbox(label="Labels (comma-separated)", value=default_labels, lines=2,
                                     elem_id="labels")
                 mode = gr.Radio(list(EVAL_MODES), value="whole", label="Eval mode", elem_id="mode",
                                 info="whole: one pass; slide: 480 px windows; ms_flip: multi-scale + flip "
-                                     "(the paper's evaluation, ~12x slower)")
+                                     "(the paper's evaluation, many passes: slowest)")
                 with gr.Accordion("Prompt templates (optional)", open=False):
                     templates = gr.Textbox(label="One per line, {} = the label; empty = raw labels (reference)",
                                            placeholder=PROMPT_TEMPLATE, lines=2, elem_id="templates")
@@ -100,9 +102,9 @@ def build_ui(service: DemoService, examples: Sequence[str] = (), note: Optional[
                             f"downscaled to {lim.max_side} px, {lim.max_labels} labels.")
             with gr.Column(scale=1):
                 overlay = gr.Image(label="Overlay with legend", type="pil", format="png", interactive=False,
-                                   elem_id="overlay", height=320)
+                                   elem_id="overlay", height=320, buttons=["download", "fullscreen"])
                 mask = gr.Image(label="Colour mask", type="pil", format="png", interactive=False, elem_id="mask",
-                                height=240)
+                                height=240, buttons=["download", "fullscreen"])
                 table = gr.Dataframe(headers=["id", "label", "colour", "pixels %"],
                                      datatype=["number", "str", "str", "number"], label="Labels",
                                      interactive=False, elem_id="table")
@@ -113,13 +115,11 @@ def build_ui(service: DemoService, examples: Sequence[str] = (), note: Optional[
                         label="Examples", elem_id="examples")
         button.click(run, inputs=[image, labels, mode, templates], outputs=[overlay, mask, table, download, status],
                      api_name="segment", preprocess=False, concurrency_limit=1)
-        labels.submit(run, inputs=[image, labels, mode, templates], outputs=[overlay, mask, table, download, status],
-                      api_name=False, preprocess=False, concurrency_limit=1)
     demo.queue(default_concurrency_limit=1, max_size=lim.queue_size)
     return demo
 
 
-def launch(demo, host: str = "127.0.0.1", port: int = 7860, max_file_mb: float = 10.0, quiet: bool = False):
+def launch(demo, host: str = "127.0.0.1", port: int = 7860, max_file_mb: float = 10.0, quiet: bool = True):
     """Serve ``demo`` (blocks until interrupted). Binds ``host`` only; no share link, no browser opened."""
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
                 max_file_size=f"{max_file_mb:g}mb", ssr_mode=False, mcp_server=False, pwa=False, quiet=quiet,

@@ -43,7 +43,16 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="session")
-def toy_run(tmp_path_factory):
+def browser():
+    """Gradio, Playwright and a Chromium binary, checked before anything is trained."""
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e \".[demo]\"")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e "
+                                   "\".[test]\"")
+    return sync_api, _chromium()
+
+
+@pytest.fixture(scope="session")
+def toy_run(browser, tmp_path_factory):
     """``lseg_tiny_test`` trained briefly on a 96 px toy set (GRAPH mode, ~1 min on an idle 2-core machine), and two
     128 px toy validation images to try it on."""
     from conftest import run_tool
@@ -88,7 +97,6 @@ def _log_tail(path: str, n: int = 40) -> str:
 
 @pytest.fixture(scope="module")
 def demo_server(toy_run, tmp_path_factory):
-    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e \".[demo]\"")
     port = _free_port()
     log_path = str(tmp_path_factory.mktemp("demo_log") / "demo.log")
     example = os.path.join(toy_run["val"], "images", "val_0000.png")
@@ -153,10 +161,8 @@ def _segment(page, expect: str) -> str:
     return _status(page)
 
 
-def test_demo_page_in_chromium(demo_server, toy_run, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e "
-                                   "\".[test]\"")
-    chromium = _chromium()
+def test_demo_page_in_chromium(browser, demo_server, toy_run, tmp_path):
+    sync_api, chromium = browser
     image_path = os.path.join(toy_run["val"], "images", "val_0001.png")  # all six classes in its ground truth
     gt = np.asarray(Image.open(os.path.join(toy_run["val"], "masks", "val_0001.png")))
     infer_result = _infer_mask(toy_run, image_path, str(tmp_path / "infer"))

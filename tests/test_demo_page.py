@@ -28,6 +28,8 @@ from PIL import Image
 
 from _paths import REPO
 
+pytestmark = pytest.mark.slow  # trains a model, starts a server and a browser
+
 TOY_LABELS = "sky, grass, water, road, red circle, yellow square"
 SERVER_START_TIMEOUT = 600  # loading + compiling on a loaded 2-core machine
 REQUEST_TIMEOUT_MS = 240_000

@@ -138,6 +138,7 @@ def _run_demo(cwd, *args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # tool subprocesses
 def test_without_checkpoint_explains_and_exits_2(tmp_path):
     r = _run_demo(tmp_path)
     assert r.returncode == 2

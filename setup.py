@@ -25,7 +25,10 @@ setup(
         "tqdm",
     ],
     extras_require={
-        # torch is only used by tests to write reference checkpoints in PyTorch formats
-        "test": ["pytest", "torch==2.13.0"],
+        # the interactive page (tools/demo.py); gradio 6.31 needs pillow<13, which pip resolves
+        "demo": ["gradio==6.31.0"],
+        # torch is only used by tests to write reference checkpoints in PyTorch formats; gradio + playwright drive the
+        # demo page in Debian's chromium (tests/test_demo_page.py; playwright's own browser download is not used)
+        "test": ["pytest", "torch==2.13.0", "gradio==6.31.0", "playwright==1.65.2"],
     },
 )

@@ -7,8 +7,9 @@
 3. validates the best checkpoint with ``tools/validate.py`` (prints the per-class IoU/Acc table);
 4. writes ``image | ground truth | prediction`` panels with a legend for a few validation images.
 
-Outputs go to the config's ``ckpt_save_dir`` (``output/lseg_toy``). Options: ``--epochs N`` (shorter/longer run),
-``--num_images K`` (panels), ``--config``, ``--data_dir``, ``--out_dir``.
+Outputs go to ``mindcv_lseg.quickstart.QUICKSTART_OUT_DIR`` (``output/lseg_toy``), where ``tools/demo.py`` finds
+them. Options: ``--epochs N`` (shorter/longer run), ``--num_images K`` (panels), ``--config``, ``--data_dir``,
+``--out_dir``.
 """
 import argparse
 import os
@@ -32,14 +33,13 @@ def _run(cmd) -> None:
 
 
 def pick_checkpoint(out_dir: str, model: str) -> str:
-    """``best.ckpt`` if present, else the newest periodic ``{model}-NNNN.ckpt``."""
-    best = os.path.join(out_dir, "best.ckpt")
-    if os.path.isfile(best):
-        return best
-    periodic = sorted(f for f in os.listdir(out_dir) if f.startswith(model + "-") and f.endswith(".ckpt"))
-    if not periodic:
+    """``best.ckpt`` if present, else the newest periodic ``{model}-NNNN.ckpt`` (see ``mindcv_lseg.quickstart``)."""
+    from mindcv_lseg.quickstart import find_checkpoint
+
+    ckpt = find_checkpoint(out_dir, model)
+    if ckpt is None:
         raise SystemExit(f"quickstart: training wrote no checkpoint into {out_dir}")
-    return os.path.join(out_dir, periodic[-1])
+    return ckpt
 
 
 def write_panels(model: str, ckpt: str, data_dir: str, out_dir: str, num_images: int, ignore_index: int):
@@ -74,10 +74,12 @@ def write_panels(model: str, ckpt: str, data_dir: str, out_dir: str, num_images:
 
 
 def main(argv=None) -> int:
+    from mindcv_lseg.quickstart import QUICKSTART_DATA_DIR, QUICKSTART_OUT_DIR
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "lseg_toy.yaml"))
-    p.add_argument("--data_dir", default=None, help="toy data folder (default: the config's data_dir)")
-    p.add_argument("--out_dir", default=None, help="run folder (default: the config's ckpt_save_dir)")
+    p.add_argument("--data_dir", default=None, help=f"toy data folder (default: {QUICKSTART_DATA_DIR})")
+    p.add_argument("--out_dir", default=None, help=f"run folder (default: {QUICKSTART_OUT_DIR})")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epoch_size")
     p.add_argument("--num_images", type=int, default=4, help="validation images to draw")
     args = p.parse_args(argv)
@@ -89,8 +91,8 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    data_dir = args.data_dir or cfg.get("data_dir", "./data/toy")
-    out_dir = args.out_dir or cfg.get("ckpt_save_dir", "./output/lseg_toy")
+    data_dir = args.data_dir or QUICKSTART_DATA_DIR
+    out_dir = args.out_dir or QUICKSTART_OUT_DIR
     model = cfg.get("model", "lseg_tiny_test")
     ignore_index = cfg.get("ignore_index", 255)
     t0 = time.time()

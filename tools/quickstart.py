@@ -7,7 +7,9 @@
 3. validates the best checkpoint with ``tools/validate.py`` (prints the per-class IoU/Acc table);
 4. writes ``image | ground truth | prediction`` panels with a legend for a few validation images.
 
-Outputs go to the config's ``ckpt_save_dir`` (``output/lseg_toy``). Options: ``--epochs N`` (shorter/longer run),
+Outputs go to ``output/quickstart`` (its own folder: ``tools/train.py -c configs/lseg_toy.yaml`` writes to
+``output/lseg_toy`` and never touches it). Running the quickstart again starts over in that folder (it deletes the
+previous quickstart's results: ``train.py --overwrite``). Options: ``--epochs N`` (shorter/longer run),
 ``--num_images K`` (panels), ``--config``, ``--data_dir``, ``--out_dir``.
 """
 import argparse
@@ -18,6 +20,10 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+
+from mindcv_lseg.engine.run_dir import QUICKSTART_DIR, find_run_files  # noqa: E402  (light: no MindSpore)
+
+MARKER = ".lseg_quickstart"  # marks a folder whose results the quickstart wrote (and may replace)
 
 
 def _banner(text: str) -> None:
@@ -50,6 +56,7 @@ def write_panels(model: str, ckpt: str, data_dir: str, out_dir: str, num_images:
     from mindcv_lseg.data import create_seg_dataset
     from mindcv_lseg.eval import InferenceConfig, TextEmbeddingCache, segment
     from mindcv_lseg.eval.model_io import create_eval_model, setup_context
+    from mindcv_lseg.fileio import atomic_save
     from mindcv_lseg.viz import compare_panel
 
     setup_context(0, "CPU")
@@ -64,9 +71,7 @@ def write_panels(model: str, ckpt: str, data_dir: str, out_dir: str, num_images:
         res = segment(net, image, labels, config=InferenceConfig(mode="whole"), text_cache=cache)
         panel = compare_panel(Image.fromarray(image), gt, res.label_map, labels, ignore_index=ignore_index)
         path = os.path.join(out_dir, f"{ds.sample_name(i)}_panel.png")
-        tmp = path + f".tmp{os.getpid()}.png"
-        panel.save(tmp)
-        os.replace(tmp, path)
+        atomic_save(lambda p: panel.save(p, format="PNG"), path)
         acc = float(np.mean(res.label_map[gt != ignore_index] == gt[gt != ignore_index]))
         print(f"  {path}  (pixel accuracy {100 * acc:.1f} %)")
         paths.append(path)
@@ -77,7 +82,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "lseg_toy.yaml"))
     p.add_argument("--data_dir", default=None, help="toy data folder (default: the config's data_dir)")
-    p.add_argument("--out_dir", default=None, help="run folder (default: the config's ckpt_save_dir)")
+    p.add_argument("--out_dir", default=QUICKSTART_DIR, help="run folder (default: %(default)s; re-running the "
+                   "quickstart replaces its results there)")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epoch_size")
     p.add_argument("--num_images", type=int, default=4, help="validation images to draw")
     args = p.parse_args(argv)
@@ -90,7 +96,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     data_dir = args.data_dir or cfg.get("data_dir", "./data/toy")
-    out_dir = args.out_dir or cfg.get("ckpt_save_dir", "./output/lseg_toy")
+    out_dir = args.out_dir
     model = cfg.get("model", "lseg_tiny_test")
     ignore_index = cfg.get("ignore_index", 255)
     t0 = time.time()
@@ -105,6 +111,13 @@ def main(argv=None) -> int:
     _banner(f"2/4 training {os.path.relpath(args.config)} -> {out_dir}")
     train = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", args.config, "--data_dir", data_dir,
              "--ckpt_save_dir", out_dir]
+    marker = os.path.join(out_dir, MARKER)
+    if os.path.isfile(marker):
+        train.append("--overwrite")  # our own earlier results; a folder of another run is refused by train.py
+    elif not find_run_files(out_dir):
+        os.makedirs(out_dir, exist_ok=True)
+        with open(marker, "w", encoding="utf-8") as f:
+            f.write("written by tools/quickstart.py; re-running it replaces the results in this folder\n")
     if args.epochs:
         train += ["--epoch_size", str(args.epochs)]
     _run(train)

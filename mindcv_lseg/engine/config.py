@@ -144,6 +144,8 @@ OPTIONS: List[Option] = [
     Option("save_best", bool, True, "also keep the best checkpoint by validation mIoU (best.ckpt)", group=_CKPT),
     Option("resume", str, "", "resume training: a checkpoint path, or 'auto' for the latest in ckpt_save_dir",
            group=_CKPT),
+    Option("overwrite", bool, False, "start over in a ckpt_save_dir that holds another run's results, deleting "
+           "them (without it such a folder is refused; see --resume auto)", group=_CKPT),
     # Optimizer
     Option("opt", str, "momentum", "optimizer (momentum = SGD with momentum, as in the paper)",
            choices=("momentum", "sgd", "adamw"), group=_OPT),

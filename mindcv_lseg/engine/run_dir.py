@@ -244,7 +244,7 @@ def quickstart_validate_argv(root: str = ".") -> Optional[List[str]]:
     """Arguments for ``tools/validate.py`` that evaluate the quickstart's model on its toy set, or ``None`` if there
     is no finished quickstart run under ``root`` (its ``config.yaml``, ``best.ckpt`` and the toy set's
     ``classes.txt`` must exist). Nothing is created."""
-    run = os.path.join(root, QUICKSTART_DIR)
+    run = os.path.normpath(os.path.join(root, QUICKSTART_DIR))
     config, ckpt = os.path.join(run, "config.yaml"), os.path.join(run, "best.ckpt")
     if not (os.path.isfile(config) and os.path.isfile(ckpt)):
         return None

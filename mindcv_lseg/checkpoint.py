@@ -128,7 +128,7 @@ def save_checkpoint_atomic(obj, path, append_dict=None, format=None):
         _fsync_path(tmp)
         os.replace(tmp, path)
         _fsync_path(directory, directory=True)
-    except BaseException:
+    except BaseException as e:
         for p in (tmp, ms_tmp):
             if os.path.exists(p):
                 try:
@@ -136,6 +136,10 @@ def save_checkpoint_atomic(obj, path, append_dict=None, format=None):
                     os.remove(p)
                 except OSError:
                     pass
+        if isinstance(e, Exception) and not isinstance(e, (CheckpointError, MemoryError)):
+            # name the user's destination, not our temp file (MindSpore's messages quote the path it was given)
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).replace(tmp, path)
+            raise CheckpointError(f"cannot write checkpoint {path}: {reason.replace(ms_tmp, path)}") from None
         raise
     return path
 

@@ -284,3 +284,22 @@ def test_issue13_item10_subprocess_inherits_umask(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0o660"
+
+
+def test_issue13_item8_checkpoint_write_error_names_the_users_path(tmp_path, monkeypatch):
+    import mindspore as ms
+
+    from mindcv_lseg.checkpoint import CheckpointError, save_checkpoint_atomic
+
+    def failing_save(obj, file_name, **kwargs):  # MindSpore quotes the file name it was given
+        with open(file_name, "wb") as f:
+            f.write(b"partial")
+        raise RuntimeError(f"Failed to save the checkpoint file {file_name}: No space left on device")
+
+    monkeypatch.setattr(ms, "save_checkpoint", failing_save)
+    dest = tmp_path / "best.ckpt"
+    with pytest.raises(CheckpointError) as e:
+        save_checkpoint_atomic({"w": np.zeros(3, np.float32)}, str(dest))
+    assert str(e.value).startswith(f"cannot write checkpoint {dest}") and "No space left" in str(e.value)
+    assert ".tmp" not in str(e.value).replace(str(tmp_path), "")
+    assert os.listdir(tmp_path) == []

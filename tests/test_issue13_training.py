@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from mindcv_lseg.engine.run_dir import (LOCK_NAME, QUICKSTART_DIR, RunDirError, RunDirLockedError, RunLock,
-                                        find_temp_files, prepare_run_dir)
+from mindcv_lseg.engine.run_dir import (LOCK_NAME, QUICKSTART_DIR, RunDirError, RunDirLockedError, find_temp_files,
+                                        prepare_run_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -45,8 +45,8 @@ def toy(tmp_path_factory):
     return root
 
 
-def _hold_lock_then(directory, action):
-    """Start a python process that takes the run lock on ``directory`` and then sleeps (or is killed)."""
+def _hold_lock(directory):
+    """Start a python process that takes the run lock on ``directory`` and then sleeps (until killed)."""
     os.makedirs(directory, exist_ok=True)
     code = (f"import sys, time; sys.path.insert(0, {ROOT!r}); from mindcv_lseg.engine.run_dir import RunLock; "
             f"RunLock({str(directory)!r}).acquire(); print('locked', flush=True); time.sleep(600)")
@@ -57,7 +57,7 @@ def _hold_lock_then(directory, action):
 
 # ------------------------------------------------------------------------------------------------- item 1
 def test_issue13_item1_second_run_on_a_locked_folder_fails_at_once_naming_the_holder(tmp_path):
-    holder = _hold_lock_then(tmp_path, None)
+    holder = _hold_lock(tmp_path)
     try:
         with pytest.raises(RunDirLockedError, match=rf"in use by another training run \(pid {holder.pid} on "):
             prepare_run_dir(str(tmp_path))
@@ -121,7 +121,7 @@ def test_issue13_item1_train_py_refuses_a_finished_runs_folder_and_a_busy_one(to
     assert (done / "best.ckpt").read_bytes() == b"the quickstart's model" and "Traceback" not in r.stderr
     # two trainings on one folder: the second exits 2 at once, naming the first
     busy = tmp_path / "busy"
-    holder = _hold_lock_then(busy, None)
+    holder = _hold_lock(busy)
     try:
         r = subprocess.run(_train_argv(toy, str(busy)), env=_env(), cwd=str(tmp_path), capture_output=True,
                            text=True, timeout=300)

@@ -5,9 +5,10 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-__all__ = ["SegDataError", "ImageNotFoundError", "to_rgb_array", "read_image", "read_mask", "map_mask", "IMAGE_EXTS", "MASK_EXTS"]
+__all__ = ["SegDataError", "ImageNotFoundError", "to_rgb_array", "read_image", "read_mask", "map_mask", "IMAGE_EXTS",
+           "MASK_EXTS"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MASK_EXTS = (".png", ".tif", ".tiff", ".bmp")
 
 

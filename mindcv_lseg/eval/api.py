@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .. import viz
-from ..data.io import read_image, to_rgb_array
+from ..data.io import IMAGE_EXTS, read_image, to_rgb_array
 from ..fileio import atomic_save
 from .inference import InferenceConfig, normalize_image, plan_inference, run_inference
 from .text_cache import TextEmbeddingCache
@@ -28,7 +28,7 @@ __all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddin
            "IMAGE_EXTENSIONS"]
 
 _CONTROL_NAMES = {"\n": "LINE FEED", "\r": "CARRIAGE RETURN", "\t": "TAB", "\x00": "NUL"}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+IMAGE_EXTENSIONS = IMAGE_EXTS  # the datasets' list: one reader, one list
 
 
 @dataclass

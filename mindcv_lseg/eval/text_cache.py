@@ -50,8 +50,8 @@ def check_templates(templates: Optional[Sequence[str]]) -> Optional[Tuple[str, .
             problem = (f"has the field(s) {', '.join(others)}" if others else
                        f"has {fields.count('')} '{{}}' fields" if fields.count("") != 1 else
                        "has a format spec or conversion in its '{}'")
-            raise ValueError(f"prompt template {t!r} {problem}: a template needs exactly one '{{}}' where the label "
-                             "goes (e.g. 'a photo of a {}.'); write literal braces as '{{' and '}}'")
+            raise ValueError(f"prompt template {t!r} {problem}: a template needs exactly one '{{}}' placeholder "
+                             "where the label goes (e.g. 'a photo of a {}.'); write literal braces as '{{' and '}}'")
         out.append(t)
     return tuple(out)
 

@@ -6,6 +6,8 @@ Data parallel on one machine (CPU/GPU/Ascend)::
         python tools/train.py -c configs/lseg_toy.yaml --distribute
 
 Resume an interrupted run: ``--resume auto`` (latest checkpoint in ckpt_save_dir) or ``--resume PATH``.
+A ckpt_save_dir in use by another run, or holding another run's results, is refused (exit 2) unless ``--resume auto``
+or ``--overwrite`` (delete those results) is given; Ctrl-C stops with exit 130 (see mindcv_lseg/engine/run_dir.py).
 """
 import os
 import sys

@@ -17,26 +17,17 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-
 import infer  # noqa: E402  (tools/infer.py)
-
 from mindcv_lseg.data.io import read_image  # noqa: E402
 from mindcv_lseg.eval import api  # noqa: E402
 from mindcv_lseg.eval.inference import DEFAULT_MAX_WHOLE_PIXELS, InferenceConfig, plan_inference  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    import mindspore as ms
-    import mindcv
-
-    import mindcv_lseg  # noqa: F401
-
-    d = tmp_path_factory.mktemp("issue13")
-    net = mindcv.create_model("lseg_tiny_test")
-    ms.save_checkpoint(net, str(d / "tiny.ckpt"))
-    net.set_train(False)
-    return d, net
+@pytest.fixture
+def tiny(tiny_lseg):
+    """(folder holding tiny.ckpt, network)."""
+    path, net = tiny_lseg
+    return path.parent, net
 
 
 def _scene(h=48, w=80, seed=0):
@@ -92,22 +83,26 @@ def test_issue13_item2_infer_4000x3000_photo_with_max_size(tiny, tmp_path, capsy
 
 
 def test_issue13_item2_whole_above_budget_slides_and_says_so(tiny, tmp_path, capsys):
-    """The same path as the 4000x3000 photo, scaled down: a 96x130 image against a budget of 64x64 pixels."""
+    """The same path as the 4000x3000 photo, scaled down: a 64x100 image against a budget of 2048 pixels."""
     d, net = tiny
-    img = _scene(96, 130, seed=3)
+    img = _scene(64, 100, seed=3)
     Image.fromarray(img).save(tmp_path / "big.png")
     code, out, err = _infer(["--labels", "water, grass, other", "--input", str(tmp_path / "big.png"), "--output",
-                             str(tmp_path / "o"), "--max_whole_pixels", "4096", "--crop_size", "64"], capsys, d)
+                             str(tmp_path / "o"), "--max_whole_pixels", "2048", "--crop_size", "64"], capsys, d)
     assert code == 0, err
-    assert "above the whole-image budget of 0.0 MP: using sliding 64x64 windows" in out and ", slide)" in out
+    assert "100x64 image (0.0 MP padded) is above the whole-image budget" in out
+    assert "using sliding 64x64 windows" in out and ", slide)" in out
     ids = np.array(Image.open(tmp_path / "o" / "big_mask.png"))
-    ref = api.segment(net, img, ["water", "grass", "other"], mode="slide", crop_size=64)
-    np.testing.assert_array_equal(ids, ref.label_map)
-    # segment() reports the switch too; embeddings would need the whole forward: a clear error instead of a crash
-    res = api.segment(net, img, ["water", "grass"], crop_size=64, max_whole_pixels=4096)
+    # segment() reports the switch too, and gives exactly the sliding-window result
+    res = api.segment(net, img, ["water", "grass", "other"], crop_size=64, max_whole_pixels=2048)
     assert res.mode == "slide" and "sliding 64x64 windows" in res.notes[0]
+    np.testing.assert_array_equal(ids, res.label_map)
+    ref = api.segment(net, img, ["water", "grass", "other"], mode="slide", crop_size=64)
+    assert ref.mode == "slide" and ref.notes == []
+    np.testing.assert_array_equal(ids, ref.label_map)
+    # embeddings would need the whole forward: a clear error instead of a crash
     with pytest.raises(ValueError, match="pass max_size"):
-        api.segment(net, img, ["water", "grass"], crop_size=64, max_whole_pixels=4096, return_embeddings=True)
+        api.segment(net, img, ["water", "grass"], crop_size=64, max_whole_pixels=2048, return_embeddings=True)
 
 
 # ------------------------------------------------------------------------------------------------- item 3

@@ -217,6 +217,10 @@ def test_issue13_item9_sigint_during_training_says_interrupted_and_exits_130(toy
             if "step 1/" in line:
                 break
             assert time.time() - t0 < 600, "no training step within 10 minutes"
+        # item 1: the running trainer holds the folder's lock under its own pid; a second run is refused
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == p.pid
+        with pytest.raises(RunDirLockedError, match=f"pid {p.pid} "):
+            prepare_run_dir(str(out))
         time.sleep(1.0)
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=120)

@@ -133,10 +133,13 @@ def save_checkpoint_atomic(obj, path, append_dict=None, format=None):
     kwargs = {"format": format} if format != "ckpt" else {}
 
     def write(tmp):
+        side = os.path.splitext(tmp)[0] + ".tmp"  # MindSpore writes "<stem>.tmp" first, then renames it to ``tmp``
         try:
             ms.save_checkpoint(save_obj, tmp, append_dict=append_dict, **kwargs)
-        finally:  # MindSpore writes "<stem>.tmp" first and renames it to the name it was given
-            side = os.path.splitext(tmp)[0] + ".tmp"
+        except (RuntimeError, ValueError, TypeError) as e:  # its messages quote the temp path: name the user's
+            reason = str(e).replace(side, path).replace(tmp, path)
+            raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
+        finally:
             if os.path.exists(side):
                 os.remove(side)
         os.chmod(tmp, 0o644)  # MindSpore leaves 0400

@@ -10,7 +10,7 @@ __all__ = ["QUICKSTART_MODEL", "QUICKSTART_DATA_DIR", "QUICKSTART_OUT_DIR", "fin
 
 QUICKSTART_MODEL = "lseg_tiny_test"
 QUICKSTART_DATA_DIR = os.path.join("data", "toy")
-QUICKSTART_OUT_DIR = os.path.join("output", "lseg_toy")
+QUICKSTART_OUT_DIR = os.path.join("output", "quickstart")  # its own folder: train.py -c lseg_toy.yaml uses output/lseg_toy
 
 
 def find_checkpoint(out_dir: str, model: str = QUICKSTART_MODEL) -> Optional[str]:

@@ -42,3 +42,18 @@ def pytest_unconfigure(config):
     import gc
 
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def tiny_lseg(tmp_path_factory):
+    """``(checkpoint path, network in eval mode)`` of a randomly initialised ``lseg_tiny_test``."""
+    import mindspore as ms
+    import mindcv
+
+    import mindcv_lseg  # noqa: F401  (registers the model)
+
+    net = mindcv.create_model("lseg_tiny_test")
+    path = tmp_path_factory.mktemp("tiny_lseg") / "tiny.ckpt"
+    ms.save_checkpoint(net, str(path))
+    net.set_train(False)
+    return path, net

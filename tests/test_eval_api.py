@@ -101,7 +101,7 @@ def test_segment_modes_embeddings_and_cache():
 
 
 def test_load_image_and_labels_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="image not found"):
+    with pytest.raises(FileNotFoundError, match="image file not found"):
         api.load_image(str(tmp_path / "nope.png"))
     (tmp_path / "bad.png").write_bytes(b"xx")
     with pytest.raises(ValueError, match="cannot read image"):

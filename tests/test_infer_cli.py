@@ -92,8 +92,8 @@ def test_folder_with_a_bad_image_keeps_good_outputs(assets, tmp_path, capsys):
     out_dir = tmp_path / "out"
     code, out, err = _run(["--model", "lseg_tiny_test", "--ckpt_path", str(assets / "tiny.ckpt"),
                            "--labels", "sky,tree", "--input", str(assets / "imgs"), "--output", str(out_dir)], capsys)
-    assert code == 2
-    assert "broken.jpg" in err and "not a valid image file" in err and "1 image(s) could not be read" in err
+    assert code == 3  # EXIT_SOME_FAILED
+    assert "broken.jpg" in err and "cannot read image" in err and "1 of 2 image(s) failed" in err
     assert (out_dir / "scene_mask.png").is_file() and (out_dir / "scene_overlay.png").is_file()
     assert not (out_dir / "scene_emb.npy").exists()
     assert "1 of 2 image(s) segmented" in out

@@ -3,10 +3,11 @@
 Per image NAME, in --output: NAME_mask.png (palette PNG, pixel value = index of the label in --labels),
 NAME_overlay.png (the image blended with the class colours, with a legend), optionally NAME_emb.npy (per-pixel
 embeddings, float32 [C, H/2, W/2]); labels.txt lists the labels in id order.
+An image above the whole-image pixel budget (--max_whole_pixels) is segmented with sliding windows (said per image);
+--max_size N segments a copy whose long side is N.
 """
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
@@ -19,8 +20,8 @@ examples:
   python tools/infer.py ... --eval_mode ms_flip --save_embeddings   # the reference evaluator, + embeddings
   python tools/infer.py ... --prompt_templates "a photo of a {}.|a picture of a {}."   # prompt ensembling
 
-exit status: 0 all images segmented; 2 a bad option, label, checkpoint or input (images that worked keep
-their outputs).
+exit status: 0 every image segmented; 2 a bad option, label, template, output, checkpoint or input (nothing is
+written); 3 some images failed (each is reported with its reason, the others are written, a summary is printed).
 """
 
 os.environ["MINDCV_LSEG_DEFER_IMPORTS"] = "1"  # parse (and answer --help) before MindSpore is imported
@@ -28,7 +29,7 @@ from mindcv_lseg.engine.config import ConfigError, Option, build_parser, parse_a
 
 os.environ.pop("MINDCV_LSEG_DEFER_IMPORTS")
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = 2  # EXIT_SOME_FAILED (3): mindcv_lseg.eval.folder
 
 EXTRA_OPTIONS = [
     Option("labels", str, "", "comma-separated labels, e.g. \"dog, grass, other\" (id i = i-th label)",
@@ -41,29 +42,16 @@ EXTRA_OPTIONS = [
     Option("alpha", float, 0.5, "overlay opacity of the class colours", min_value=0.0, max_value=1.0,
            group="Inference"),
     Option("text_cache_dir", str, "", "cache label embeddings on disk here (optional)", group="Inference"),
+    Option("max_size", int, None, "segment a copy of each image whose long side is at most this many pixels "
+           "(outputs keep the image's size)", optional=True, min_value=1, group="Inference"),
+    Option("max_whole_pixels", int, 1024 * 1024, "eval_mode whole: images with more (padded) pixels are segmented "
+           "with sliding crop_size windows instead", min_value=1, group="Inference"),
 ]
 
 
 def _fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return EXIT_BAD_INPUT
-
-
-def list_inputs(path: str):
-    """Image paths for a file or a folder (sorted, non-recursive). Raises ValueError with a specific message."""
-    from mindcv_lseg.eval.api import IMAGE_EXTENSIONS
-
-    if not path:
-        raise ValueError("no input given: pass --input photo.jpg or --input folder/")
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f)))
-        if not files:
-            raise ValueError(f"folder {path} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
-        return files
-    if not os.path.isfile(path):
-        raise ValueError(f"input not found: {path}")
-    return [path]
 
 
 def main(argv=None) -> int:
@@ -73,26 +61,30 @@ def main(argv=None) -> int:
     except ConfigError as e:
         return _fail(str(e))
 
-    from mindcv_lseg.eval.api import load_image, parse_labels, save_result, segment
-    from mindcv_lseg.fileio import atomic_write_text
+    from mindcv_lseg.eval.api import parse_labels
+    from mindcv_lseg.eval.folder import EXIT_SOME_FAILED, check_output_dir, list_images, segment_files
     from mindcv_lseg.eval.inference import InferenceConfig
+    from mindcv_lseg.eval.text_cache import check_templates
+    from mindcv_lseg.fileio import atomic_write_text
 
-    # cheap checks first: labels, inputs, then the model
+    # cheap checks first: labels, templates, inputs, output folder, then the model; nothing is written before
     try:
         labels = parse_labels(args.labels)
     except ValueError as e:
         return _fail(f"--labels: {e}")
     try:
-        inputs = list_inputs(args.input)
+        templates = check_templates([t.strip() for t in args.prompt_templates.split("|")]
+                                    if args.prompt_templates else None)
     except ValueError as e:
-        return _fail(str(e))
+        return _fail(f"--prompt_templates: {e}")
     try:
+        inputs = list_images(args.input)
+        check_output_dir(args.output)
         cfg = InferenceConfig(mode=args.eval_mode, scales=args.eval_scales, flip=args.eval_flip,
-                              base_size=args.base_size, crop_size=args.crop_size, stride=args.eval_stride)
+                              base_size=args.base_size, crop_size=args.crop_size, stride=args.eval_stride,
+                              max_whole_pixels=args.max_whole_pixels)
     except ValueError as e:
         return _fail(str(e))
-    templates = [t.strip() for t in args.prompt_templates.split("|")] if args.prompt_templates else None
-
 
     from mindcv_lseg.eval.model_io import ModelLoadError, create_eval_model, setup_context
     from mindcv_lseg.eval.text_cache import TextEmbeddingCache, checkpoint_identity
@@ -109,34 +101,19 @@ def main(argv=None) -> int:
     except ValueError as e:
         return _fail(f"--prompt_templates / --labels: {e}")
 
-    os.makedirs(args.output, exist_ok=True)
-    atomic_write_text(os.path.join(args.output, "labels.txt"), "".join(f"{lab}\n" for lab in labels))
-    failures, used = [], set()
-    for i, path in enumerate(inputs):
-        name = os.path.splitext(os.path.basename(path))[0]
-        if name in used:  # same stem, different extension
-            name = os.path.basename(path).replace(".", "_")
-        used.add(name)
-        t0 = time.time()
-        try:
-            image = load_image(path)
-        except (ValueError, OSError) as e:
-            failures.append((path, str(e)))
-            print(f"[{i + 1}/{len(inputs)}] SKIPPED {path}: {e}", file=sys.stderr)
-            continue
-        res = segment(net, image, labels, config=cfg, text_cache=cache, return_embeddings=args.save_embeddings,
-                      alpha=args.alpha)
-        written = save_result(res, args.output, name, save_embeddings=args.save_embeddings)
-        present = ", ".join(labels[k] for k in sorted(set(res.label_map.ravel().tolist())))
-        print(f"[{i + 1}/{len(inputs)}] {path} ({image.size[0]}x{image.size[1]}, {time.time() - t0:.1f}s): "
-              f"{present} -> {', '.join(os.path.basename(p) for p in written)}")
-    done = len(inputs) - len(failures)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+        atomic_write_text(os.path.join(args.output, "labels.txt"), "".join(f"{lab}\n" for lab in labels))
+    except OSError as e:
+        return _fail(f"--output: {e}")
+    done, failures = segment_files(net, inputs, labels, args.output, cfg, cache, save_embeddings=args.save_embeddings,
+                                   alpha=args.alpha, max_size=args.max_size)
     print(f"{done} of {len(inputs)} image(s) segmented into {args.output} (mode {args.eval_mode})")
     if failures:
-        print(f"error: {len(failures)} image(s) could not be read:", file=sys.stderr)
+        print(f"error: {len(failures)} of {len(inputs)} image(s) failed:", file=sys.stderr)
         for path, msg in failures:
             print(f"  {path}: {msg}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_SOME_FAILED
     return 0
 
 

@@ -7,9 +7,11 @@
 3. validates the best checkpoint with ``tools/validate.py`` (prints the per-class IoU/Acc table);
 4. writes ``image | ground truth | prediction`` panels with a legend for a few validation images.
 
-Outputs go to ``mindcv_lseg.quickstart.QUICKSTART_OUT_DIR`` (``output/lseg_toy``), where ``tools/demo.py`` finds
-them. Options: ``--epochs N`` (shorter/longer run), ``--num_images K`` (panels), ``--config``, ``--data_dir``,
-``--out_dir``.
+Outputs go to ``mindcv_lseg.quickstart.QUICKSTART_OUT_DIR`` (``output/quickstart``),
+where ``tools/demo.py`` and ``tools/validate.py`` (without arguments) find them. It is the quickstart's own folder:
+``tools/train.py -c configs/lseg_toy.yaml`` writes to ``output/lseg_toy`` and never touches it. Running the quickstart again starts over in that folder (it deletes the
+previous quickstart's results: ``train.py --overwrite``). Options: ``--epochs N`` (shorter/longer run),
+``--num_images K`` (panels), ``--config``, ``--data_dir``, ``--out_dir``.
 """
 import argparse
 import os
@@ -19,6 +21,10 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+
+from mindcv_lseg.engine.run_dir import find_run_files  # noqa: E402
+
+MARKER = ".lseg_quickstart"  # marks a folder whose results the quickstart wrote (and may replace)
 
 
 def _banner(text: str) -> None:
@@ -50,6 +56,7 @@ def write_panels(model: str, ckpt: str, data_dir: str, out_dir: str, num_images:
     from mindcv_lseg.data import create_seg_dataset
     from mindcv_lseg.eval import InferenceConfig, TextEmbeddingCache, segment
     from mindcv_lseg.eval.model_io import create_eval_model, setup_context
+    from mindcv_lseg.fileio import atomic_save
     from mindcv_lseg.viz import compare_panel
 
     setup_context(0, "CPU")
@@ -64,9 +71,7 @@ def write_panels(model: str, ckpt: str, data_dir: str, out_dir: str, num_images:
         res = segment(net, image, labels, config=InferenceConfig(mode="whole"), text_cache=cache)
         panel = compare_panel(Image.fromarray(image), gt, res.label_map, labels, ignore_index=ignore_index)
         path = os.path.join(out_dir, f"{ds.sample_name(i)}_panel.png")
-        tmp = path + f".tmp{os.getpid()}.png"
-        panel.save(tmp)
-        os.replace(tmp, path)
+        atomic_save(lambda p: panel.save(p, format="PNG"), path)
         acc = float(np.mean(res.label_map[gt != ignore_index] == gt[gt != ignore_index]))
         print(f"  {path}  (pixel accuracy {100 * acc:.1f} %)")
         paths.append(path)
@@ -79,7 +84,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "lseg_toy.yaml"))
     p.add_argument("--data_dir", default=None, help=f"toy data folder (default: {QUICKSTART_DATA_DIR})")
-    p.add_argument("--out_dir", default=None, help=f"run folder (default: {QUICKSTART_OUT_DIR})")
+    p.add_argument("--out_dir", default=None, help=f"run folder (default: {QUICKSTART_OUT_DIR}; re-running the "
+                   "quickstart replaces its results there)")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epoch_size")
     p.add_argument("--num_images", type=int, default=4, help="validation images to draw")
     args = p.parse_args(argv)
@@ -107,6 +113,13 @@ def main(argv=None) -> int:
     _banner(f"2/4 training {os.path.relpath(args.config)} -> {out_dir}")
     train = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", args.config, "--data_dir", data_dir,
              "--ckpt_save_dir", out_dir]
+    marker = os.path.join(out_dir, MARKER)
+    if os.path.isfile(marker):
+        train.append("--overwrite")  # our own earlier results; a folder of another run is refused by train.py
+    elif not find_run_files(out_dir):
+        os.makedirs(out_dir, exist_ok=True)
+        with open(marker, "w", encoding="utf-8") as f:
+            f.write("written by tools/quickstart.py; re-running it replaces the results in this folder\n")
     if args.epochs:
         train += ["--epoch_size", str(args.epochs)]
     _run(train)

@@ -1,6 +1,15 @@
 """Train LSeg (mindcv style): a flat YAML config (-c) sets the defaults, flags override them.
 
 Outputs in --ckpt_save_dir: config.yaml, train.log, metrics.csv/json, curves.png, {model}-{epoch}.ckpt, best.ckpt.
+
+Data parallel on one machine (CPU/GPU/Ascend)::
+
+    msrun --worker_num 2 --local_worker_num 2 --master_port 8129 --log_dir LOGDIR --join True \
+        python tools/train.py -c configs/lseg_toy.yaml --distribute
+
+Resume an interrupted run: ``--resume auto`` (latest checkpoint in ckpt_save_dir) or ``--resume PATH``.
+A ckpt_save_dir in use by another run, or holding another run's results, is refused (exit 2) unless ``--resume auto``
+or ``--overwrite`` (delete those results) is given; Ctrl-C stops with exit 130 (see mindcv_lseg/engine/run_dir.py).
 """
 import os
 import sys

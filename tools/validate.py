@@ -12,6 +12,9 @@ Zero-shot benchmarks (``--dataset fss1000 | pascal5i | coco20i``, HSNet layout u
 print ``Fold F, 0-shot: mIoU xx.xx, FB-IoU yy.yy`` (percent) with the per-class foreground IoU, and save
 ``metrics.json`` (``mIoU``, ``FB_IoU`` as fractions, ``per_class``) in ``--eval_output``
 (default ``<ckpt_save_dir>/zeroshot_<dataset>_fold<F>``).
+
+Without arguments it validates the quickstart's model (``output/quickstart/best.ckpt``) on the toy set if
+``tools/quickstart.py`` has run in this folder, and otherwise says what to pass. It never creates a dataset.
 """
 import os
 import sys
@@ -93,13 +96,35 @@ def validate_zeroshot(args, rank: int, group_size: int) -> int:
     return 0
 
 
+NO_ARGUMENTS_HELP = """nothing to validate: pass a config and a checkpoint, e.g.
+  python tools/validate.py -c configs/lseg_toy.yaml --ckpt_path output/lseg_toy/best.ckpt
+  python tools/validate.py -c configs/lseg_ade20k.yaml --data_dir /data/ADEChallengeData2016 --ckpt_path lseg_l16.ckpt
+(without arguments this validates the quickstart's model, once `python tools/quickstart.py` has run here;
+see --help for all options)"""
+
+
 def main(argv=None) -> int:
+    from mindcv_lseg.engine.run_dir import quickstart_validate_argv
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        argv = quickstart_validate_argv()
+        if argv is None:
+            return _fail(NO_ARGUMENTS_HELP)
+        print(f"no arguments: validating the quickstart's model ({argv[3]}) on its toy set "
+              f"(python tools/validate.py {' '.join(argv)})")
     try:
         parser = build_parser(__doc__, extra_options=EXTRA_OPTIONS, tool="validate", epilog=EPILOG,
                               prog="tools/validate.py")
         args = parse_args(argv, parser=parser)
     except ConfigError as e:
         return _fail(str(e))
+    # arguments first, before anything touches the disk or loads MindSpore
+    if not args.ckpt_path:
+        return _fail("no checkpoint given: pass --ckpt_path FILE.ckpt (e.g. output/lseg_toy/best.ckpt after "
+                     "`python tools/train.py -c configs/lseg_toy.yaml`)")
+    if not os.path.isfile(args.ckpt_path):
+        return _fail(f"checkpoint not found: {args.ckpt_path} (check the path given to --ckpt_path)")
 
 
     from mindcv_lseg.data import create_seg_dataset
@@ -129,7 +154,7 @@ def main(argv=None) -> int:
     try:
         dataset = create_seg_dataset(args.dataset, args.data_dir, args.val_split, label_set=args.label_set or None,
                                      transform="val", val_mode=args.val_mode, base_size=args.base_size,
-                                     crop_size=args.crop_size, ignore_index=args.ignore_index)
+                                     crop_size=args.crop_size, ignore_index=args.ignore_index, generate_toy=False)
     except (ValueError, OSError) as e:
         return _fail(f"dataset {args.dataset!r} at {args.data_dir!r} (split {args.val_split!r}): {e}")
     if len(dataset) == 0:

@@ -17,7 +17,7 @@ def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, 
                        crop_size: Union[int, Sequence[int], None] = None, scale_range=(0.5, 2.0),
                        hflip: Union[float, bool] = 0.5, val_mode: str = "original", ignore_index: int = 255,
                        reduce_zero_label: bool = False, mask_ignore_index: Optional[int] = 255,
-                       skip_bad: bool = False) -> SegDataset:
+                       skip_bad: bool = False, generate_toy: bool = True) -> SegDataset:
     """Create a segmentation dataset with its transform.
 
     Args:
@@ -37,6 +37,8 @@ def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, 
         ignore_index: value of ignored pixels in the returned masks (default 255; pass it to the loss).
         reduce_zero_label, mask_ignore_index: label mapping for ``"folder"`` (ADE20K fixes its own; toy has none).
         skip_bad: skip bad samples with a warning instead of raising.
+        generate_toy: ``"toy"`` only: generate the set into an empty ``root``; if False a missing toy set raises
+            ``FileNotFoundError`` (evaluation never creates data).
 
     Returns:
         a :class:`~mindcv_lseg.data.datasets.SegDataset`.
@@ -64,6 +66,9 @@ def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, 
                                 ignore_index=ignore_index, transform=transform, skip_bad=skip_bad)
     if name == "toy":
         if not os.path.isfile(os.path.join(root, "classes.txt")):
+            if not generate_toy:
+                raise FileNotFoundError(f"no toy set in {root} (no classes.txt): run `python tools/quickstart.py`, "
+                                        f"or generate it with `python -m mindcv_lseg.data.toy --out {root}`")
             from .toy import make_toy_dataset  # lazy: see mindcv_lseg/data/__init__.py
             make_toy_dataset(root)
         return FolderSegDataset(root, split, label_set, reduce_zero_label=False, mask_ignore_index=None,

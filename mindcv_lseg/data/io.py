@@ -5,9 +5,10 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-__all__ = ["SegDataError", "read_image", "read_mask", "map_mask", "IMAGE_EXTS", "MASK_EXTS"]
+__all__ = ["SegDataError", "ImageNotFoundError", "to_rgb_array", "read_image", "read_mask", "map_mask", "IMAGE_EXTS",
+           "MASK_EXTS"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MASK_EXTS = (".png", ".tif", ".tiff", ".bmp")
 
 
@@ -21,29 +22,35 @@ _INT16_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _INT_MASK_MODES = {"L", "P", "1", "I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
+class ImageNotFoundError(SegDataError, FileNotFoundError):
+    """The image or mask file does not exist (also a ``FileNotFoundError``)."""
+
+
 def _open(path: str, what: str) -> Image.Image:
     if not os.path.isfile(path):
-        raise SegDataError(f"{what} file not found: {path}")
+        raise ImageNotFoundError(f"{what} file not found: {path}")
     try:
         im = Image.open(path)
         im.load()  # decode now: truncated/corrupt files fail here, not later
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise SegDataError(f"cannot read {what} {path}: it is too large to decode safely ({e}); downscale it "
+                           "first") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise SegDataError(f"cannot read {what} {path}: {e} (unreadable or truncated file; re-export or remove it)") \
             from None
     return im
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read an image as RGB ``uint8 [H, W, 3]``.
+def to_rgb_array(im: Image.Image, name: str = "<image>") -> np.ndarray:
+    """A decoded PIL image -> RGB ``uint8 [H, W, 3]``, the one conversion every reader of the package uses.
 
     Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha is dropped). 16-bit grayscale is scaled
-    to 8 bits (``round(v / 257)``). Float (mode ``F``) images are rejected: their value range is unknown.
-    EXIF orientation is not applied (masks carry none, so rotating only the image would misalign the pair).
+    to 8 bits (``round(v / 257)``; PIL's own ``convert("RGB")`` would clip it to white). Float (mode ``F``) images
+    are rejected: their value range is unknown.
 
     Raises:
-        SegDataError: missing, unreadable/truncated, or unconvertible image (the message names the file).
+        SegDataError: unconvertible mode (the message names ``name``).
     """
-    im = _open(path, "image")
     mode = im.mode
     if mode == "RGB":
         arr = np.asarray(im, dtype=np.uint8)
@@ -52,15 +59,37 @@ def read_image(path: str) -> np.ndarray:
     elif mode in _INT16_MODES:
         v = np.asarray(im).astype(np.int64)
         if v.ndim != 2 or (v.size and (v.min() < 0 or v.max() > 65535)):
-            raise SegDataError(f"image {path}: mode {mode} with values outside 0..65535 cannot be converted to RGB")
+            raise SegDataError(f"image {name}: mode {mode} with values outside 0..65535 cannot be converted to RGB")
         g = np.rint(v / 257.0).astype(np.uint8)
         arr = np.stack([g, g, g], axis=-1)
     else:
-        raise SegDataError(f"image {path}: unsupported image mode {mode!r} (e.g. float images); "
+        raise SegDataError(f"image {name}: unsupported image mode {mode!r} (e.g. float images); "
                            "convert it to 8-bit RGB (or grayscale) PNG/JPEG")
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise SegDataError(f"image {path}: decoded to an unexpected shape {arr.shape}")
+        raise SegDataError(f"image {name}: decoded to an unexpected shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def read_image(path: str, exif_transpose: bool = False) -> np.ndarray:
+    """Read an image file as RGB ``uint8 [H, W, 3]`` (conversion: :func:`to_rgb_array`).
+
+    This is the package's one image reader: the datasets, ``tools/infer.py`` and ``segment()`` all use it.
+
+    Args:
+        path: image file.
+        exif_transpose: apply the EXIF orientation (inference: photos as shown by viewers). Off for datasets:
+            masks carry none, so rotating only the image would misalign the pair.
+
+    Raises:
+        ImageNotFoundError: no such file (a ``SegDataError`` and a ``FileNotFoundError``).
+        SegDataError: unreadable/truncated, too large to decode safely, or unconvertible image (names the file).
+    """
+    im = _open(path, "image")
+    if exif_transpose:
+        from PIL import ImageOps
+
+        im = ImageOps.exif_transpose(im)
+    return to_rgb_array(im, path)
 
 
 def read_mask(path: str) -> np.ndarray:

@@ -134,8 +134,8 @@ def make_toy_dataset(root: str, num_train: int = 96, num_val: int = 24, size: in
     if os.path.isfile(stamp_path) and open(stamp_path, encoding="utf-8").read() == stamp and not overwrite:
         return root
     if os.path.isdir(root) and os.listdir(root) and not overwrite and not os.path.isfile(stamp_path):
-        raise FileExistsError(f"toy set output folder {root} is not empty; choose an empty/new folder "
-                              "or pass overwrite=True")
+        raise FileExistsError(f"toy set output folder {root} is not empty and holds no toy set; choose an empty "
+                              "or new folder (data_dir / --data_dir), or empty this one")
     for sub in ("images", "masks", "splits"):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     for split, n in (("train", num_train), ("val", num_val)):

@@ -192,6 +192,8 @@ OPTIONS: List[Option] = [
            tools=_TRAIN),
     Option("resume", str, "", "resume training: a checkpoint path, or 'auto' for the latest in ckpt_save_dir",
            group=_CKPT, tools=_TRAIN),
+    Option("overwrite", bool, False, "start over in a ckpt_save_dir that holds another run's results, deleting "
+           "them (without it such a folder is refused; see --resume auto)", group=_CKPT, tools=_TRAIN),
     # Optimizer
     Option("opt", str, "momentum", "optimizer (momentum = SGD with momentum, as in the paper)",
            choices=("momentum", "sgd", "adamw"), group=_OPT, tools=_TRAIN),

@@ -37,17 +37,19 @@ from ..compile_notice import announce_compile
 from ..fileio import atomic_write_text
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
+from .interrupt import interrupt_signals, restore_sigint
 from .logger import MetricsHistory, create_logger, plot_curves
 from .loss import NetWithLoss, create_seg_loss
 from .optim import build_lr_schedule, create_seg_optimizer, effective_lr, updates_per_epoch
+from .run_dir import RunDirError, prepare_run_dir
 from .train_step import build_train_cells
 
 __all__ = ["init_context", "build_network", "load_partial_weights", "param_digest", "sync_bn_statistics",
            "build_datasets", "SegTrainer", "train", "run_cli"]
 
 # config keys that may legitimately differ between the run that wrote a checkpoint and the run resuming it
-_RESUME_FREE_KEYS = {"resume", "config", "progress_bar", "log_interval", "param_digest_dir", "num_parallel_workers",
-                     "epoch_size"}
+_RESUME_FREE_KEYS = {"resume", "overwrite", "config", "progress_bar", "log_interval", "param_digest_dir",
+                     "num_parallel_workers", "epoch_size"}
 
 
 # ------------------------------------------------------------------------------------------------------- context
@@ -232,14 +234,29 @@ class SegTrainer:
         self.rank, self.group_size = init_context(args.mode, args.device_target, args.distribute)
         self.is_main = self.rank == 0
         self.save_dir = args.ckpt_save_dir
-        self.logger = create_logger(self.save_dir if self.is_main else None, self.rank)
-        from mindcv.utils import set_seed
+        # rank 0 locks the folder, refuses another run's results (unless resume/overwrite) and removes the temp
+        # files of a killed save -- before anything (train.log included) is written
+        self.run_lock = None
+        if self.is_main:
+            self.run_lock = prepare_run_dir(self.save_dir, resume=args.resume, overwrite=args.overwrite)
+        try:
+            self.logger = create_logger(self.save_dir if self.is_main else None, self.rank)
+            from mindcv.utils import set_seed
 
-        # the same seed on every rank: identical initial weights (the data shards differ by rank)
-        set_seed(args.seed)
-        self.history = MetricsHistory(self.save_dir, self.rank)
-        self.ckpt = CheckpointManager(self.save_dir, args.model, args.keep_checkpoint_max, self.rank)
-        self._setup()
+            # the same seed on every rank: identical initial weights (the data shards differ by rank)
+            set_seed(args.seed)
+            self.history = MetricsHistory(self.save_dir, self.rank)
+            self.ckpt = CheckpointManager(self.save_dir, args.model, args.keep_checkpoint_max, self.rank)
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder's lock (also released when the process ends)."""
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
 
     # -------------------------------------------------------------------------------------------------- setup
     def _setup(self):
@@ -374,6 +391,7 @@ class SegTrainer:
             done()
             if close and k > 1:
                 done_update()
+            restore_sigint()  # a graph compilation installs MindSpore's SIGINT handler (see .interrupt)
             loss = float(loss.asnumpy())
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at epoch {epoch + 1}, step {step + 1}: lower lr "
@@ -460,17 +478,28 @@ class SegTrainer:
 
 
 def train(args) -> Dict:
-    """Run a whole training from a resolved config; returns the last metrics row."""
-    return SegTrainer(args).fit()
+    """Run a whole training from a resolved config; returns the last metrics row. The run folder stays locked
+    (:mod:`.run_dir`) until the run ends."""
+    trainer = SegTrainer(args)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
 
 
 def run_cli(args) -> int:
     """Entry point of ``tools/train.py``: run :func:`train`, turning user errors (bad files, data, checkpoints,
-    diverging loss) into a one-line message and exit status 1. ``LSEG_DEBUG=1`` shows the traceback instead."""
+    diverging loss) into a one-line message and exit status 1; an unusable ``ckpt_save_dir`` (a file, another run's
+    results, locked by a live run) gives exit status 2; Ctrl-C (SIGINT) or SIGTERM gives "interrupted; continue with
+    --resume auto" and exit status 130. ``LSEG_DEBUG=1`` shows the traceback instead."""
     import sys
 
     try:
-        train(args)
+        with interrupt_signals():
+            train(args)
+    except RunDirError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, FloatingPointError) as e:
         if os.environ.get("LSEG_DEBUG"):
             raise

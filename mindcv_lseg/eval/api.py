@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .. import viz
+from ..data.io import IMAGE_EXTS, read_image, to_rgb_array
 from ..fileio import atomic_save
-from .inference import InferenceConfig, normalize_image, pad_to_multiple, run_inference
+from .inference import InferenceConfig, normalize_image, pad_to_multiple, plan_inference, run_inference
 from .text_cache import TextEmbeddingCache
 
 __all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddings", "save_result",
            "IMAGE_EXTENSIONS"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+IMAGE_EXTENSIONS = IMAGE_EXTS  # the datasets' list: one reader, one list
 
 
 @dataclass
@@ -41,6 +42,11 @@ class SegResult:
         logits: float32 ``[N, H, W]`` summed raw logits of the chosen mode.
         embeddings: optional float32 ``[C, ceil(H/2), ceil(W/2)]`` L2-normalised per-pixel embeddings
             (``net.forward_features`` of the whole image, single scale).
+        mode: the inference mode that ran (``"slide"`` when a ``"whole"`` request was above the pixel budget).
+        notes: what was changed for this image (e.g. the switch to sliding windows, a ``max_size`` resize).
+
+    With ``max_size``, ``logits`` and ``embeddings`` are at the reduced size; ``label_map`` and the images are at the
+    input's size (the label map is enlarged with nearest-neighbour interpolation).
     """
 
     label_map: np.ndarray
@@ -50,6 +56,8 @@ class SegResult:
     image: Image.Image
     logits: np.ndarray = field(repr=False)
     embeddings: Optional[np.ndarray] = field(default=None, repr=False)
+    mode: str = "whole"
+    notes: List[str] = field(default_factory=list)
 
     def visualize(self) -> Image.Image:
         """The overlay with a legend (colour swatch + label name) appended."""
@@ -57,31 +65,33 @@ class SegResult:
 
 
 def load_image(image: Union[str, os.PathLike, Image.Image, np.ndarray]) -> Image.Image:
-    """PIL image / ``[H, W, 3]`` uint8 array / path -> RGB PIL image (EXIF orientation applied for files).
+    """PIL image / ``[H, W(, 3|4)]`` uint8 or uint16 array / path -> RGB PIL image.
+
+    Files are read by :func:`mindcv_lseg.data.io.read_image` (EXIF orientation applied), the reader of the datasets,
+    so grayscale, palette, RGBA and 16-bit images are converted exactly as in training and validation.
 
     Raises:
         FileNotFoundError: the path does not exist.
         ValueError: the file is not a readable image, or the array has the wrong shape/dtype.
     """
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return Image.fromarray(to_rgb_array(image), mode="RGB")
     if isinstance(image, np.ndarray):
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = image[:, :, :3]
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or \
+                image.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"image array must be uint8 [H, W, 3] (RGB), [H, W] grayscale or uint16 grayscale, "
+                             f"got {image.dtype} {image.shape}")
+        if image.dtype == np.uint16:
+            if image.ndim != 2:
+                raise ValueError(f"uint16 image arrays must be grayscale [H, W], got {image.shape}")
+            image = np.rint(image / 257.0).astype(np.uint8)
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-            raise ValueError(f"image array must be uint8 [H, W, 3] (RGB), got {image.dtype} {image.shape}")
-        return Image.fromarray(np.ascontiguousarray(image[:, :, :3]), mode="RGB")
+        return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
     if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image not found: {path}")
-        try:
-            with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im)
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"cannot read image {path}: not a valid image file ({e.__class__.__name__}: {e})") \
-                from None
+        return Image.fromarray(read_image(os.fspath(image), exif_transpose=True), mode="RGB")
     raise TypeError(f"image must be a path, a PIL image or a uint8 array, got {type(image).__name__}")
 
 
@@ -140,20 +150,23 @@ def pixel_embeddings(net, x: np.ndarray, size_divisor: int = 32, pad_value: floa
 
 def segment(net, image, labels: Union[str, Sequence[str]], mode: str = "whole", return_embeddings: bool = False,
             templates: Optional[Sequence[str]] = None, text_cache: Optional[TextEmbeddingCache] = None,
-            config: Optional[InferenceConfig] = None, alpha: float = 0.5, **config_overrides) -> SegResult:
+            config: Optional[InferenceConfig] = None, alpha: float = 0.5, max_size: Optional[int] = None,
+            **config_overrides) -> SegResult:
     """Segment one image with free-text labels.
 
     Args:
         net: LSeg network (``net(x, text) -> logits``, ``net.encode_text``, ``net.forward_features``), in eval mode.
-        image: path, PIL image, or uint8 ``[H, W, 3]`` RGB array.
+        image: path, PIL image, or uint8 ``[H, W, 3]`` RGB array (read by :func:`load_image`).
         labels: list of labels or a comma-separated string; id ``i`` in the result is ``labels[i]``.
-        mode: ``"whole"``, ``"slide"`` or ``"ms_flip"`` (see :mod:`mindcv_lseg.eval.inference`).
+        mode: ``"whole"``, ``"slide"`` or ``"ms_flip"`` (see :mod:`mindcv_lseg.eval.inference`). ``"whole"`` on an
+            image above ``config.max_whole_pixels`` runs as ``"slide"`` (``result.mode``/``result.notes`` say so).
         return_embeddings: also return per-pixel embeddings.
         templates: prompt templates such as ``("a photo of a {}.",)`` (ensembled); off by default (reference).
         text_cache: reuse text features across calls (created on the fly if None).
         config: full :class:`InferenceConfig` (overrides ``mode``).
         alpha: overlay opacity of the class colours.
-        **config_overrides: ``scales``, ``flip``, ``base_size``, ``crop_size``, ``stride`` for the config.
+        max_size: if the image's long side is larger, segment a copy resized (bilinear) to this long side.
+        **config_overrides: ``scales``, ``flip``, ``base_size``, ``crop_size``, ``stride``, ``max_whole_pixels``.
 
     Returns:
         :class:`SegResult`.
@@ -161,20 +174,38 @@ def segment(net, image, labels: Union[str, Sequence[str]], mode: str = "whole", 
     labels = parse_labels(labels)
     pil = load_image(image)
     cfg = config if config is not None else InferenceConfig(mode=mode, **config_overrides)
+    if max_size is not None and int(max_size) <= 0:
+        raise ValueError(f"max_size must be a positive number of pixels, got {max_size}")
     if text_cache is None:
         text_cache = TextEmbeddingCache(net, templates=templates)
     elif templates is not None and tuple(templates) != text_cache.templates:
         raise ValueError("templates differ from those of the given text_cache")
     text = text_cache(labels)
-    x = normalize_image(np.asarray(pil))
+    notes = []
+    work = pil
+    if max_size is not None and max(pil.size) > int(max_size):
+        f = int(max_size) / max(pil.size)
+        size = (max(1, round(pil.size[0] * f)), max(1, round(pil.size[1] * f)))
+        work = pil.resize(size, Image.BILINEAR)
+        notes.append(f"resized {pil.size[0]}x{pil.size[1]} -> {size[0]}x{size[1]} (max_size {int(max_size)})")
+    cfg, note = plan_inference(cfg, work.size[1], work.size[0])
+    if note:
+        if return_embeddings:  # embeddings come from one whole forward: same memory as "whole"
+            raise ValueError(f"per-pixel embeddings of a {work.size[0]}x{work.size[1]} image need one forward of the "
+                             f"whole image, above the budget of {cfg.max_whole_pixels / 1e6:.1f} MP: pass max_size "
+                             "(--max_size) to segment a smaller copy")
+        notes.append(note)
+    x = normalize_image(np.asarray(work))
     logits = run_inference(net, x, text, cfg)[0]
     label_map = np.argmax(logits, axis=0)  # first-max tie-breaking, as torch.argmax / the reference
     label_map = label_map.astype(np.uint8 if len(labels) <= 256 else np.int32)
+    if work is not pil:
+        label_map = np.asarray(Image.fromarray(label_map).resize(pil.size, Image.NEAREST)).astype(label_map.dtype)
     pal_img = viz.colorize(label_map) if len(labels) <= 256 else None
     ov = viz.overlay(pil, label_map, alpha)
     emb = pixel_embeddings(net, x) if return_embeddings else None
     return SegResult(label_map=label_map, palette_image=pal_img, overlay=ov, labels=labels, image=pil,
-                     logits=logits, embeddings=emb)
+                     logits=logits, embeddings=emb, mode=cfg.mode, notes=notes)
 
 
 def save_result(result: SegResult, out_dir: str, name: str, save_embeddings: bool = False) -> List[str]:

@@ -50,9 +50,20 @@ __all__ = [
     "scale_inference",
     "multi_scale_inference",
     "run_inference",
+    "plan_inference",
+    "LargeImageWarning",
+    "DEFAULT_MAX_WHOLE_PIXELS",
 ]
 
 EVAL_MODES = ("whole", "slide", "ms_flip")
+# "whole" runs one forward over the whole (padded) image: its memory grows with the pixel count (the 3x3 decoder
+# convolutions at H/2 x W/2) and, through attention, with its square. Above this many pixels it slides 480 windows.
+DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
+
+
+class LargeImageWarning(UserWarning):
+    """An image was too large for ``"whole"`` inference and was processed with sliding windows instead."""
+
 REFERENCE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
@@ -70,6 +81,8 @@ class InferenceConfig:
         stride: window stride; ``None`` means ``int(crop_size * 2 / 3)`` (reference 320).
         pad_value: value of padded pixels in the normalised image (``-mean/std = -1.0``).
         size_divisor: ``"whole"`` pads the image to a multiple of this.
+        max_whole_pixels: pixel budget of ``"whole"`` (padded ``H * W``); a larger image is processed as ``"slide"``
+            at its native resolution (windows of ``crop_size``), see :func:`plan_inference`. ``None`` = no limit.
     """
 
     mode: str = "whole"
@@ -80,6 +93,7 @@ class InferenceConfig:
     stride: Optional[int] = None
     pad_value: float = -1.0
     size_divisor: int = 32
+    max_whole_pixels: Optional[int] = DEFAULT_MAX_WHOLE_PIXELS
 
     def __post_init__(self):
         if self.mode not in EVAL_MODES:
@@ -96,6 +110,8 @@ class InferenceConfig:
                              f"must be a multiple of {self.size_divisor}")
         if self.stride is not None and int(self.stride) <= 0:
             raise ValueError(f"stride must be positive, got {self.stride}")
+        if self.max_whole_pixels is not None and int(self.max_whole_pixels) <= 0:
+            raise ValueError(f"max_whole_pixels must be positive (or None for no limit), got {self.max_whole_pixels}")
 
     def resolved(self) -> "InferenceConfig":
         """Copy with the ``None`` defaults filled in for the mode."""
@@ -257,11 +273,37 @@ def multi_scale_inference(net, x: np.ndarray, text, scales: Sequence[float], bas
     return scores
 
 
+def plan_inference(cfg: InferenceConfig, height: int, width: int) -> Tuple[InferenceConfig, Optional[str]]:
+    """The config that will actually run for an image of ``height x width``, and a note if it differs from ``cfg``.
+
+    ``"whole"`` above ``cfg.max_whole_pixels`` (counted after padding to ``size_divisor``) becomes ``"slide"`` at
+    native resolution with the same flip setting: the memory then depends on ``crop_size``, not on the image.
+    """
+    d = max(int(cfg.size_divisor), 1)
+    padded = (-(-height // d) * d) * (-(-width // d) * d)
+    if cfg.mode == "whole" and cfg.max_whole_pixels is not None and padded > cfg.max_whole_pixels:
+        slide = replace(cfg, mode="slide", scales=None)
+        note = (f"{width}x{height} image ({padded / 1e6:.1f} MP padded) is above the whole-image budget of "
+                f"{cfg.max_whole_pixels / 1e6:.1f} MP: using sliding {cfg.crop_size}x{cfg.crop_size} windows "
+                "(eval_mode slide) instead")
+        return slide, note
+    return cfg, None
+
+
 def run_inference(net, x: np.ndarray, text, cfg: InferenceConfig = InferenceConfig()) -> np.ndarray:
-    """Logits ``[1, N, H, W]`` (float32 numpy) of one normalised image ``x`` ``[1, 3, H, W]`` under ``cfg``."""
+    """Logits ``[1, N, H, W]`` (float32 numpy) of one normalised image ``x`` ``[1, 3, H, W]`` under ``cfg``.
+
+    ``"whole"`` on an image above ``cfg.max_whole_pixels`` runs as ``"slide"`` (:func:`plan_inference`) and says so
+    with a :class:`LargeImageWarning`.
+    """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected one normalised image [1, 3, H, W], got shape {x.shape}")
+    cfg, note = plan_inference(cfg, x.shape[2], x.shape[3])
+    if note:
+        import warnings
+
+        warnings.warn(note, LargeImageWarning, stacklevel=2)
     cfg = cfg.resolved()
     if cfg.mode == "whole":
         return whole_inference(net, x, text, cfg.flip, cfg.size_divisor, cfg.pad_value)

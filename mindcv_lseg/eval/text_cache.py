@@ -20,7 +20,40 @@ import numpy as np
 
 from ..fileio import atomic_save
 
-__all__ = ["TextEmbeddingCache", "checkpoint_identity", "encode_labels"]
+__all__ = ["TextEmbeddingCache", "checkpoint_identity", "encode_labels", "check_templates"]
+
+
+def check_templates(templates: Optional[Sequence[str]]) -> Optional[Tuple[str, ...]]:
+    """Check prompt templates: each must be a string with exactly one ``{}`` field (the label) and no other field.
+
+    ``{{`` and ``}}`` stand for literal braces (``str.format`` rules).
+
+    Raises:
+        ValueError: naming the template and what is wrong (``{x}``, two ``{}``, a lone ``{``, no ``{}``).
+    """
+    import string
+
+    if not templates:
+        return None
+    out = []
+    for t in templates:
+        if not isinstance(t, str):
+            raise ValueError(f"prompt template {t!r} is not a string")
+        try:
+            fields = [f for _, f, spec, conv in string.Formatter().parse(t) if f is not None]
+            specs = [(spec, conv) for _, f, spec, conv in string.Formatter().parse(t) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"prompt template {t!r} is malformed ({e}); write literal braces as '{{{{' and "
+                             "'}}'") from None
+        if fields.count("") != 1 or any(fields) or any(spec or conv for spec, conv in specs):
+            others = [f"{{{f}}}" for f in fields if f]
+            problem = (f"has the field(s) {', '.join(others)}" if others else
+                       f"has {fields.count('')} '{{}}' fields" if fields.count("") != 1 else
+                       "has a format spec or conversion in its '{}'")
+            raise ValueError(f"prompt template {t!r} {problem}: a template needs exactly one '{{}}' placeholder "
+                             "where the label goes (e.g. 'a photo of a {}.'); write literal braces as '{{' and '}}'")
+        out.append(t)
+    return tuple(out)
 
 
 def checkpoint_identity(path: Optional[str]) -> str:
@@ -45,10 +78,7 @@ def encode_labels(net, labels: Sequence[str], templates: Optional[Sequence[str]]
     if not templates:
         feats = net.encode_text(labels)
         return np.asarray(feats.asnumpy() if hasattr(feats, "asnumpy") else feats, dtype=np.float32)
-    templates = list(templates)
-    for t in templates:
-        if "{}" not in t:
-            raise ValueError(f"prompt template {t!r} has no '{{}}' placeholder for the label")
+    templates = list(check_templates(templates))
     texts = [t.format(lab) for lab in labels for t in templates]
     feats = net.encode_text(texts)
     feats = np.asarray(feats.asnumpy() if hasattr(feats, "asnumpy") else feats, dtype=np.float32)
@@ -75,7 +105,7 @@ class TextEmbeddingCache:
         self.net = net
         self.model_id = str(model_id)
         self.cache_dir = cache_dir
-        self.templates = tuple(templates) if templates else None
+        self.templates = check_templates(templates)
         self._mem: Dict[Tuple, np.ndarray] = {}
         self.hits = 0
         self.misses = 0

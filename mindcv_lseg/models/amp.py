@@ -1,9 +1,9 @@
 """Mixed precision for LSeg, mindcv's way: ``amp_level`` O0/O1/O2/O3 applied with mindcv's ``auto_mixed_precision``.
 
 Only the image branch (``encoder``: ViT + reassemble, ``scratch``: decoder up to ``head1``) is converted. Everything
-after it stays float32, as the reference keeps its LayerNorms in float32: the frozen CLIP text tower, both L2 normalisations, the
-logits (scaled cosine similarities, their optional spatial regularisation, the x2 upsampling), and the softmax / cross-entropy of the loss.
-``LSeg.pixel_embeddings`` casts the decoder output back to float32.
+after it stays float32, as the reference keeps its LayerNorms in float32: the frozen CLIP text tower, both L2
+normalisations, the logits (scaled cosine similarities, their optional spatial regularisation, the x2 upsampling),
+and the softmax / cross-entropy of the loss. ``LSeg.pixel_embeddings`` casts the decoder output back to float32.
 
 Levels (mindcv's meanings, on the image branch):
 

@@ -160,3 +160,20 @@ def test_checkpoint_from_one_impl_loads_into_the_other(tmp_path, src, dst):
     text = net.encode_text(["tree", "road"])
     np.testing.assert_allclose(other.encode_text(["tree", "road"]).asnumpy(), text.asnumpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(other(x, text).asnumpy(), net(x, text).asnumpy(), atol=2e-5, rtol=0)
+
+
+def test_native_attention_exports_to_onnx(tmp_path):
+    """MindSpore 2.10's ONNX exporter has no Unstack (mindcv's Attention); the native attention avoids it."""
+    ort = pytest.importorskip("onnxruntime")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_seed(2)
+    ref = Attention(32, num_heads=4, qkv_bias=True)
+    net = NativeAttention(ref.qkv, ref.proj, 4)
+    net.set_train(False)
+    x = np.random.RandomState(0).randn(1, 7, 32).astype(np.float32)
+    ms.export(net, ms.Tensor(x), file_name=str(tmp_path / "attn"), file_format="ONNX")
+    session = ort.InferenceSession(str(tmp_path / "attn.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, net(ms.Tensor(x)).asnumpy(), atol=1e-5, rtol=0)
+    with pytest.raises(Exception, match="Unstack"):
+        ms.export(ref, ms.Tensor(x), file_name=str(tmp_path / "mindcv_attn"), file_format="ONNX")

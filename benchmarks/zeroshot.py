@@ -81,8 +81,7 @@ def conv_choice() -> dict:
     import mindspore as ms
     from mindspore import nn
 
-    from mindcv_lseg.models.layers import FastConv2d
-    from mindcv_lseg.models.resnet_encoder import SubsampledConv1x1
+    from mindcv_lseg.models.cpu_gemm import CpuGemmConv2d, CpuSubsampledConv1x1
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
 
@@ -97,9 +96,9 @@ def conv_choice() -> dict:
     x256 = ms.Tensor(np.random.default_rng(0).random((1, 256, 120, 120), np.float32))
     return {
         "3x3 64->64 @120x120: nn.Conv2d s": timed(nn.Conv2d(64, 64, 3, pad_mode="pad", padding=1), x64, 1),
-        "3x3 64->64 @120x120: FastConv2d s": timed(FastConv2d(64, 64, 3, padding=1), x64),
+        "3x3 64->64 @120x120: CpuGemmConv2d s": timed(CpuGemmConv2d(64, 64, 3, padding=1), x64),
         "1x1/2 256->512 @120x120: nn.Conv2d s": timed(nn.Conv2d(256, 512, 1, stride=2), x256, 1),
-        "1x1/2 256->512 @120x120: SubsampledConv1x1 s": timed(SubsampledConv1x1(256, 512, 2), x256),
+        "1x1/2 256->512 @120x120: CpuSubsampledConv1x1 s": timed(CpuSubsampledConv1x1(256, 512, 2), x256),
     }
 
 

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
 
     setup_context(args.mode, args.device_target)
     try:
-        net = create_eval_model(args.model, args.ckpt_path)
+        net = create_eval_model(args.model, args.ckpt_path, impl=args.impl, amp_level=args.amp_level)
     except ModelLoadError as e:
         return _fail(str(e))
     cache = TextEmbeddingCache(net, model_id=f"{args.model}|{checkpoint_identity(args.ckpt_path)}",

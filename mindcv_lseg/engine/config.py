@@ -181,6 +181,12 @@ OPTIONS: List[Option] = [
            optional=True, min_value=0.0, max_value=0.99, group=_MODEL, tools=_TRAIN),
     Option("drop_path_rate", float, None, "stochastic-depth rate of the ViT image encoder (mindcv's drop_path_rate; "
            "null = 0)", optional=True, min_value=0.0, max_value=0.99, group=_MODEL, tools=_TRAIN),
+    Option("impl", str, "auto", "layer implementations: native (MindSpore/mindcv cells, the fast path on Ascend/GPU), "
+           "lean (CPU workarounds), auto (lean on CPU, native on Ascend/GPU)", choices=("auto", "native", "lean"),
+           group=_MODEL),
+    Option("amp_level", str, "O0", "mixed precision of the image branch, mindcv's levels: O0 float32, O1 Dense/Conv "
+           "in float16, O2 float16 except the black list (BatchNorm, LayerNorm, ...), O3 float16; the text tower, "
+           "L2 norms, logits and loss stay float32", choices=("O0", "O1", "O2", "O3"), group=_MODEL),
     # Checkpoints
     Option("ckpt_save_dir", str, "./ckpt", "directory for checkpoints, logs, metrics and the resolved config",
            group=_CKPT, tools=_TRAIN_VAL),
@@ -213,7 +219,11 @@ OPTIONS: List[Option] = [
            min_value=1, group=_OPT, tools=_TRAIN),
     Option("clip_grad", bool, False, "clip gradients by global norm", group=_OPT, tools=_TRAIN),
     Option("clip_value", float, 15.0, "global-norm clip value", above=0.0, group=_OPT, tools=_TRAIN),
-    Option("loss_scale", float, 1.0, "fixed loss scale", above=0.0, group=_OPT, tools=_TRAIN),
+    Option("loss_scale_type", str, "fixed", "loss scaling (mindcv's names): fixed, dynamic (halve on overflow and "
+           "skip the update, double after 2000 good steps) or auto (dynamic for amp_level O2, else fixed)",
+           choices=("fixed", "dynamic", "auto"), group=_OPT, tools=_TRAIN),
+    Option("loss_scale", float, 1.0, "loss scale (fixed) or initial loss scale (dynamic)", min_value=1.0, group=_OPT,
+           tools=_TRAIN),
     # Scheduler
     Option("scheduler", str, "polynomial_decay", "lr schedule (mindcv.scheduler.create_scheduler)",
            choices=("polynomial_decay", "constant", "cosine_decay", "exponential_decay", "step_decay"),

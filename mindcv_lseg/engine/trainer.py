@@ -35,6 +35,7 @@ from mindspore import nn, ops
 from ..checkpoint import CheckpointMismatchError, load_into_net
 from ..compile_notice import announce_compile
 from ..fileio import atomic_write_text
+from ..models.amp import auto_mixed_precision
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
 from .interrupt import interrupt_signals, restore_sigint
@@ -42,7 +43,7 @@ from .logger import MetricsHistory, create_logger, plot_curves
 from .loss import NetWithLoss, create_seg_loss
 from .optim import build_lr_schedule, create_seg_optimizer, effective_lr, updates_per_epoch
 from .run_dir import RunDirError, prepare_run_dir
-from .train_step import build_train_cells
+from .train_step import build_train_cells, resolve_loss_scale_type
 
 __all__ = ["init_context", "build_network", "load_partial_weights", "param_digest", "sync_bn_statistics",
            "build_datasets", "SegTrainer", "train", "run_cli"]
@@ -119,7 +120,7 @@ def build_network(args, logger=None) -> nn.Cell:
     weight_init = not (args.ckpt_path or args.backbone_ckpt)
     # mindcv drops None-valued arguments, so unset drop rates keep the model's defaults (no dropout)
     net = mindcv.create_model(args.model, weight_init=weight_init, drop_rate=getattr(args, "drop_rate", None),
-                              drop_path_rate=getattr(args, "drop_path_rate", None))
+                              drop_path_rate=getattr(args, "drop_path_rate", None), impl=args.impl)
     if args.ckpt_path:
         load_into_net(net, args.ckpt_path, strict=True)
         if logger:
@@ -293,10 +294,14 @@ class SegTrainer:
             self.net, self.lr_schedule, opt=args.opt, momentum=args.momentum, weight_decay=args.weight_decay,
             decoder_lr_mult=args.decoder_lr_mult, use_nesterov=args.use_nesterov,
             weight_decay_filter=args.weight_decay_filter)
-        self.loss_fn = create_seg_loss(args.loss, args.ignore_index)
+        self.loss_fn = create_seg_loss(args.loss, args.ignore_index, impl=self.net.impl)
+        auto_mixed_precision(self.net, args.amp_level)  # image branch only; text features are computed above
         self.net_with_loss = NetWithLoss(self.net, self.loss_fn, self.text_features)
+        loss_scale_type = resolve_loss_scale_type(args.loss_scale_type, args.amp_level)
         self.driver = build_train_cells(self.net_with_loss, self.optimizer, args.gradient_accumulation_steps,
-                                        args.loss_scale, args.clip_grad, args.clip_value, args.distribute)
+                                        args.loss_scale, args.clip_grad, args.clip_value, args.distribute, loss_scale_type)
+        log.info("impl %s, amp_level %s, loss scale %s %g", self.net.impl, args.amp_level, loss_scale_type,
+                 args.loss_scale)
 
         self.start_epoch, self.global_step, self.best_miou, self.best_epoch = 0, 0, -1.0, -1
         if self.resume_path:

@@ -17,6 +17,7 @@ from ..text.tokenizer import tokenize
 from .clip_text import CLIPTextEncoder
 from .decoder import LSegScratch
 from .dpt import Reassemble, upsample2x
+from .ops_impl import current_impl
 from .vit_encoder import ViTEncoder
 
 __all__ = ["LSeg", "LSegImageEncoder", "LOGIT_SCALE", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"]
@@ -72,12 +73,13 @@ class LSegImageEncoder(nn.Cell):
     """ViT + DPT reassemble: image [B,3,H,W] -> pyramid of 4 maps at strides 4, 8, 16, 32."""
 
     def __init__(self, image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, reassemble_channels,
-                 readout="project", weight_init=True, drop_rate=0.0, drop_path_rate=0.0):
+                 readout="project", weight_init=True, drop_rate=0.0, drop_path_rate=0.0, impl="auto"):
         super().__init__()
+        impl = current_impl(impl)
         self.patch_size = patch_size
         self.vit = ViTEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, weight_init=weight_init,
-                              drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-        self.reassemble = Reassemble(vit_dim, patch_size, reassemble_channels, readout)
+                              drop_rate=drop_rate, drop_path_rate=drop_path_rate, impl=impl)
+        self.reassemble = Reassemble(vit_dim, patch_size, reassemble_channels, readout, impl)
 
     def construct(self, x: Tensor):
         grid_h = x.shape[2] // self.patch_size
@@ -107,6 +109,9 @@ class LSeg(nn.Cell):
         image_encoder: a Cell mapping [B, 3, H, W] to the 4-level pyramid (widths ``reassemble_channels``) used
             instead of the ViT (e.g. :class:`~mindcv_lseg.models.resnet_encoder.ResNetEncoder`); the ViT arguments
             are then ignored.
+        impl: "auto" (default: "lean" on CPU, "native" on Ascend/GPU), "native" (MindSpore's and mindcv's own
+            cells, autodiff) or "lean" (CPU workarounds); same parameters either way, see
+            :mod:`mindcv_lseg.models.ops_impl`. The resolved choice is :attr:`impl`.
 
     Inputs of ``construct``:
         x: float32 [B, 3, H, W], normalised as ``(rgb/255 - 0.5)/0.5``; H and W multiples of 32.
@@ -143,18 +148,23 @@ class LSeg(nn.Cell):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         image_encoder: Optional[nn.Cell] = None,
+        impl: str = "auto",
     ):
         super().__init__()
+        self.impl = current_impl(impl)
+        self.amp_level = "O0"  # set by mindcv_lseg.models.amp.auto_mixed_precision
         self.embed_dim = embed_dim
         self.context_length = context_length
         self.logit_scale = LOGIT_SCALE
         if image_encoder is None:
             image_encoder = LSegImageEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks,
                                              reassemble_channels, readout, weight_init, drop_rate,
-                                             drop_path_rate)
+                                             drop_path_rate, self.impl)
         self.encoder = image_encoder
-        self.scratch = LSegScratch(reassemble_channels, features, embed_dim, arch_option, block_depth, activation)
-        self.clip_text = CLIPTextEncoder(vocab_size, context_length, text_width, text_layers, text_heads, embed_dim)
+        self.scratch = LSegScratch(reassemble_channels, features, embed_dim, arch_option, block_depth, activation,
+                                   self.impl)
+        self.clip_text = CLIPTextEncoder(vocab_size, context_length, text_width, text_layers, text_heads, embed_dim,
+                                         self.impl)
         for param in self.clip_text.get_parameters():
             param.requires_grad = False  # frozen: never trained, never in an optimizer
 
@@ -172,7 +182,7 @@ class LSeg(nn.Cell):
     def pixel_embeddings(self, x: Tensor) -> Tensor:
         """Unnormalised per-pixel embeddings ``head1(path_1)``: [B, 3, H, W] -> [B, embed_dim, H/2, W/2]."""
         self.check_input_size(x.shape[2], x.shape[3])
-        return self.scratch(self.encoder(x))
+        return self.scratch(self.encoder(x)).astype(ms.float32)  # float16 under mixed precision (amp.py)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """L2-normalised per-pixel embeddings: [B, 3, H, W] -> [B, embed_dim, H/2, W/2]."""

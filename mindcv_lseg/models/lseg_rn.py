@@ -8,6 +8,7 @@ from mindcv.models.registry import register_model
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .lseg import LSeg
+from .ops_impl import current_impl
 from .resnet_encoder import ResNetEncoder
 
 __all__ = ["lseg_rn101"]
@@ -62,4 +63,6 @@ def lseg_rn101(pretrained: bool = False, **kwargs) -> LSeg:
     cfg = dict(RN101_ARCH)
     cfg.update(kwargs)
     layers = cfg.pop("layers")
-    return LSeg(image_encoder=ResNetEncoder(layers), reassemble_channels=ResNetEncoder.OUT_CHANNELS, **cfg)
+    impl = current_impl(cfg.pop("impl", "auto"))
+    return LSeg(image_encoder=ResNetEncoder(layers, impl), reassemble_channels=ResNetEncoder.OUT_CHANNELS, impl=impl,
+                **cfg)

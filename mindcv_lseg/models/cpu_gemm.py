@@ -1,10 +1,11 @@
-"""Convolutions computed as matrix products (GEMMs).
+"""CPU-lean layers: convolutions computed as matrix products (GEMMs). Fast on CPU only.
 
 On CPU, MindSpore 2.10's Conv2d / Conv2dTranspose kernels run at ~0.2 GFLOP/s for any kernel larger than 1x1
 (measured here: a 3x3 256->256 conv on 96x96 takes ~60 s), while MatMul runs at tens of GFLOP/s. These cells
 keep PyTorch's parameter layout (``weight`` [out, in, kh, kw] for convs, [in, out, k, k] for the transposed conv)
 so checkpoints map one to one, and compute the same sums through 1x1 convolutions (GEMMs) and ``matmul``.
-See ``benchmarks/forward.py`` for the effect.
+See ``benchmarks/forward.py`` for the effect. On Ascend/GPU the native cells are the fast path: these are only
+built with ``impl="lean"`` (see :mod:`mindcv_lseg.models.ops_impl`).
 """
 import math
 
@@ -12,7 +13,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
-__all__ = ["linear", "SameConvGEMM", "FastConv2d", "PatchConvTranspose2d", "patchify_linear"]
+__all__ = ["linear", "SameConvGEMM", "CpuGemmConv2d", "CpuGemmConvTranspose2d", "CpuSubsampledConv1x1", "cpu_gemm_patchify"]
 
 
 def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
@@ -27,10 +28,24 @@ def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
     ``ops.broadcast_to`` followed by a same-shape op) does not.
     """
     lead = x.shape[:-1]
-    out = ops.matmul(x.reshape(-1, x.shape[-1]), weight_t)
+    out = ops.matmul(x.reshape(-1, x.shape[-1]), weight_t.astype(x.dtype))  # float16 input under mixed precision
     if bias is not None:
-        out = ops.bias_add(out, bias)
+        out = ops.bias_add(out, bias.astype(x.dtype))
     return out.reshape(lead + (weight_t.shape[1],))
+
+
+def subsample(x: Tensor, stride: int) -> Tensor:
+    """Every ``stride``-th pixel of x [B, C, H, W] (H, W multiples of ``stride``) -> [B, C, H/s, W/s].
+
+    Picked with reshape + split: MindSpore 2.10's gradient of a strided 4-D slice fails on CPU (out-of-bounds error,
+    or a hang in GRAPH mode).
+    """
+    b, c, h, w = x.shape
+    s = stride
+    x = x.reshape(b, c, h // s, s, w // s, s)
+    x = ops.split(x, (1, s - 1), axis=3)[0]
+    x = ops.split(x, (1, s - 1), axis=5)[0]
+    return x.reshape(b, c, h // s, w // s)
 
 
 def _init_bias(fan_in: int, channels: int) -> Parameter:
@@ -111,7 +126,7 @@ class SameConvGEMM(nn.Cell):
         return dx, dweight
 
 
-class FastConv2d(nn.Cell):
+class CpuGemmConv2d(nn.Cell):
     """2-D convolution (zero padding, no dilation, groups 1) computed with one 1x1 convolution (a GEMM).
 
     MindSpore's CPU kxk convolution is ~100x slower than its 1x1 one, and so are its padding and 2-D window
@@ -139,7 +154,7 @@ class FastConv2d(nn.Cell):
         self.padding = padding
         self.has_bias = has_bias
         if 2 * padding + 1 != kernel_size:
-            raise ValueError(f"FastConv2d supports 'same' padding only (padding = (kernel_size - 1) / 2), got "
+            raise ValueError(f"CpuGemmConv2d supports 'same' padding only (padding = (kernel_size - 1) / 2), got "
                              f"kernel_size={kernel_size}, padding={padding}")
         self.weight = Parameter(
             initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels, kernel_size, kernel_size), ms.float32),
@@ -151,28 +166,20 @@ class FastConv2d(nn.Cell):
 
     def _same(self, x: Tensor) -> Tensor:
         if self.kernel_size == 1:  # a plain 1x1 convolution: nothing to gather
-            return ops.conv2d(x, self.weight)
-        return self.conv(x, self.weight)
+            return ops.conv2d(x, self.weight.astype(x.dtype))  # float16 input under mixed precision
+        return self.conv(x, self.weight.astype(x.dtype))
 
     def _strided(self, x: Tensor) -> Tensor:
-        # the stride-s output is every s-th pixel of the stride-1 output; picked with reshape + split, because
-        # MindSpore 2.10's StridedSliceGrad fails on strided 4-D slices (out-of-bounds error / hang in GRAPH mode)
-        full = self._same(x)
-        b, o, h, w = full.shape
-        s = self.stride
-        full = full.reshape(b, o, h // s, s, w // s, s)
-        full = ops.split(full, (1, s - 1), axis=3)[0]
-        full = ops.split(full, (1, s - 1), axis=5)[0]
-        return full.reshape(b, o, h // s, w // s)
+        return subsample(self._same(x), self.stride)  # the stride-s output: every s-th pixel of the stride-1 one
 
     def construct(self, x: Tensor) -> Tensor:
         out = self._same(x) if self.stride == 1 else self._strided(x)
         if self.has_bias:
-            out = ops.bias_add(out, self.bias)  # see ``linear``
+            out = ops.bias_add(out, self.bias.astype(out.dtype))  # see ``linear``
         return out
 
 
-class PatchConvTranspose2d(nn.Cell):
+class CpuGemmConvTranspose2d(nn.Cell):
     """Transposed convolution with kernel = stride and no padding (non-overlapping patches), as a matmul.
 
     Parameters: ``weight`` [in, out, k, k] (PyTorch and MindSpore layout), ``bias`` [out].
@@ -198,11 +205,11 @@ class PatchConvTranspose2d(nn.Cell):
         out = out.reshape(b, h, w, self.out_channels, k, k).transpose(0, 3, 1, 4, 2, 5)
         out = out.reshape(b, self.out_channels, h * k, w * k)
         if self.has_bias:
-            out = ops.bias_add(out, self.bias)  # see ``linear``
+            out = ops.bias_add(out, self.bias.astype(out.dtype))  # see ``linear``
         return out
 
 
-def patchify_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def cpu_gemm_patchify(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """A conv with kernel = stride = p and no padding (ViT patch embedding) as space-to-depth + matmul.
 
     x [B, C, H, W], weight [D, C, p, p], bias [D] -> tokens [B, (H/p)*(W/p), D] in row-major grid order.
@@ -213,3 +220,25 @@ def patchify_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     x = x[:, :, : gh * p, : gw * p].reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5)
     x = x.reshape(b, gh * gw, c * p * p)
     return linear(x, weight.reshape(d, -1).T, bias)
+
+
+class CpuSubsampledConv1x1(nn.Cell):
+    """A 1x1 convolution with stride s and no bias, computed as "keep every s-th pixel, then a 1x1 conv".
+
+    Same sums as the strided conv, without MindSpore's slow strided CPU kernel. H and W must be multiples of s.
+
+    Args:
+        in_channels, out_channels, stride: as the convolution it replaces.
+
+    Parameter: ``weight`` [out, in, 1, 1] (``nn.Conv2d`` layout). [B, in, H, W] -> [B, out, H/s, W/s].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.weight = Parameter(
+            initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels, 1, 1), ms.float32), name="weight"
+        )
+
+    def construct(self, x: Tensor) -> Tensor:
+        return ops.conv2d(subsample(x, self.stride), self.weight.astype(x.dtype))

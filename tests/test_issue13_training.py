@@ -192,7 +192,7 @@ def test_issue13_item6_temp_files_of_a_killed_checkpoint_save_are_cleaned_on_sta
     temps = find_temp_files(str(run))
     assert len(temps) == 3, os.listdir(run)  # metrics temp, our checkpoint temp, MindSpore's own temp
     assert any(t.startswith(".tmp_metrics_") for t in temps)
-    assert sum(t.startswith(".lseg_tiny_test-0003.ckpt.") for t in temps) == 2
+    assert sum(t.startswith(".tmp_lseg_tiny_test-0003_") for t in temps) == 2
     messages = []
 
     class Log:

@@ -35,9 +35,9 @@ LOCK_NAME = ".lseg_run.lock"
 _RUN_FILES = ("config.yaml", "train.log", "metrics.csv", "metrics.json", "curves.png", "best.ckpt")
 _CKPT_RE = re.compile(r"^.+-\d{4,}\.ckpt$")
 _VALIDATE_RE = re.compile(r"^validate_[a-z_]+$")
-# temp files of interrupted atomic writes: fileio.atomic_save, checkpoint.save_checkpoint_atomic (and MindSpore's
-# own temp beside it), CheckpointManager.save_best's hard link
-_TEMP_RE = re.compile(r"^(" + re.escape(TEMP_PREFIX) + r".+|\..+\.tmp(\.ckpt|\.safetensors)?|\.best\.ckpt\.link\d+)$")
+# temp files of interrupted atomic writes: every file (checkpoints, the best.ckpt link, MindSpore's own "<stem>.tmp"
+# beside a checkpoint's temp) is written through fileio.atomic_save, whose temp names start with TEMP_PREFIX
+_TEMP_RE = re.compile("^" + re.escape(TEMP_PREFIX) + ".+$")
 
 
 class RunDirError(ValueError):

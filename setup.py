@@ -23,6 +23,8 @@ setup(
     ],
     extras_require={
         # torch is only used by tests to write reference checkpoints in PyTorch formats
-        "test": ["pytest", "torch==2.13.0"],
+        "test": ["pytest", "torch==2.13.0", "onnxruntime"],
+        # run ONNX exports (tools/export.py --file_format ONNX) with ONNX Runtime
+        "onnx": ["onnxruntime"],
     },
 )

@@ -2,6 +2,10 @@
 
     python tools/infer.py --model lseg_vitl16_384 --ckpt_path lseg_l16.ckpt --labels "dog, grass, other" \
         --input photo.jpg|folder/ --output out/ [--eval_mode whole|slide|ms_flip] [--save_embeddings]
+    python tools/infer.py --deploy_dir export/ --labels "dog, grass, other" --input photo.jpg --output out/
+
+``--deploy_dir`` runs the graphs written by ``tools/export.py`` (MINDIR with MindSpore, ONNX with ONNX Runtime)
+instead of the eager network; ``--model``/``--ckpt_path`` are then not used and ``--crop_size`` is the exported size.
 
 Per image NAME: ``out/NAME_mask.png`` (palette PNG, pixel value = index of the label in --labels),
 ``out/NAME_overlay.png`` (image blended with the class colours + a legend), optionally ``out/NAME_emb.npy``
@@ -28,6 +32,8 @@ EXTRA_OPTIONS = [
            "(several separated by '|'); off by default (reference)", optional=True, group="Inference"),
     Option("alpha", float, 0.5, "overlay opacity of the class colours", min_value=0.0, group="Inference"),
     Option("text_cache_dir", str, "", "cache label embeddings on disk here (optional)", group="Inference"),
+    Option("deploy_dir", str, "", "run the exported graphs in this folder (tools/export.py) instead of the "
+           "eager network", group="Inference"),
 ]
 
 
@@ -85,12 +91,22 @@ def main(argv=None) -> int:
     from mindcv_lseg.eval.text_cache import TextEmbeddingCache, checkpoint_identity
 
     setup_context(args.mode, args.device_target)
-    try:
-        net = create_eval_model(args.model, args.ckpt_path)
-    except ModelLoadError as e:
-        return _fail(str(e))
-    cache = TextEmbeddingCache(net, model_id=f"{args.model}|{checkpoint_identity(args.ckpt_path)}",
-                               cache_dir=args.text_cache_dir or None, templates=templates)
+    if args.deploy_dir:
+        from mindcv_lseg.deploy import DeployError, load_deployed
+
+        try:
+            net = load_deployed(args.deploy_dir)
+            cfg = net.inference_config(cfg)
+        except (DeployError, ValueError) as e:
+            return _fail(f"--deploy_dir: {e}")
+        model_id = f"deploy:{net.model}|{checkpoint_identity(args.deploy_dir)}"
+    else:
+        try:
+            net = create_eval_model(args.model, args.ckpt_path)
+        except ModelLoadError as e:
+            return _fail(str(e))
+        model_id = f"{args.model}|{checkpoint_identity(args.ckpt_path)}"
+    cache = TextEmbeddingCache(net, model_id=model_id, cache_dir=args.text_cache_dir or None, templates=templates)
     try:
         cache(labels)
     except ValueError as e:

@@ -15,13 +15,15 @@ def _short(msg: str, max_lines: int = 8) -> str:
                                           if len(lines) > max_lines else []))
 
 
-def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: bool = True):
+def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: bool = True,
+                      impl: Optional[str] = None):
     """``mindcv.create_model(name)`` + strict checkpoint load, in eval mode.
 
     Args:
         name: registered model name (``lseg_vitl16_384``, ``lseg_vitb32``, ``lseg_tiny_test``).
         ckpt_path: MindSpore checkpoint of this variant (e.g. from ``tools/convert.py`` or ``tools/train.py``).
         require_ckpt: raise if no checkpoint is given (random weights are useless outside tests).
+        impl: ``"auto"``, ``"native"`` or ``"lean"`` for ``mindcv.create_model``; ``None`` = the model's default.
 
     Raises:
         ModelLoadError: with a message naming the model / file and what to do.
@@ -40,7 +42,7 @@ def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: 
                                  f"weights with tools/convert.py or train one with tools/train.py)")
     elif not os.path.isfile(ckpt_path):
         raise ModelLoadError(f"checkpoint not found: {ckpt_path} (check the path given to --ckpt_path)")
-    net = mindcv.create_model(name)
+    net = mindcv.create_model(name, **({} if impl is None else {"impl": impl}))
     if ckpt_path:
         hint = f"Is it a checkpoint of another variant? Pass the matching --model ({', '.join(lseg_models)})."
         try:

@@ -7,7 +7,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from mindcv_lseg.engine.loss import NetWithLoss, SegCrossEntropy, create_seg_loss
+from mindcv_lseg.engine.loss import LeanSegCrossEntropy, NetWithLoss, SegCrossEntropy, create_seg_loss
 from mindcv_lseg.engine.optim import (build_lr_schedule, create_seg_optimizer, effective_lr, split_param_groups,
                                       updates_per_epoch)
 from mindcv_lseg.engine.train_step import build_train_cells
@@ -53,14 +53,16 @@ def test_loss_matches_numpy_reference_on_random_input():
     assert _loss(logits, labels) == pytest.approx(float(ref), rel=1e-5)
 
 
+@pytest.mark.parametrize("loss_cls", [LeanSegCrossEntropy, SegCrossEntropy])
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
-def test_loss_gradient_matches_autodiff_and_hand_formula(mode):
-    """The hand-written backward equals autodiff of ops.cross_entropy and (softmax - onehot) * valid / count."""
+def test_loss_gradient_matches_autodiff_and_hand_formula(mode, loss_cls):
+    """Both implementations' gradient (lean: hand-written backward) equals autodiff of ops.cross_entropy and
+    (softmax - onehot) * valid / count."""
     rng = np.random.RandomState(2)
     logits = rng.randn(2, 4, 3, 5).astype(np.float32)
     labels = rng.randint(0, 4, (2, 3, 5))
     labels[0, 0, :3] = 255
-    fn = SegCrossEntropy(255)
+    fn = loss_cls(255)
 
     def autodiff(x, y):
         per_pixel = ms.ops.cross_entropy(x, y, ignore_index=255, reduction="none")
@@ -78,6 +80,13 @@ def test_loss_gradient_matches_autodiff_and_hand_formula(mode):
     np.testing.assert_allclose(got, (p - onehot) * valid[:, None] / valid.sum(), rtol=1e-5, atol=1e-7)
     all_ignored = ms.grad(fn)(x, ms.Tensor(np.full_like(labels, 255, dtype=np.int32))).asnumpy()
     assert np.all(all_ignored == 0)
+
+
+def test_create_seg_loss_picks_the_impl():
+    assert type(create_seg_loss("CE", 255, impl="lean")) is LeanSegCrossEntropy
+    assert type(create_seg_loss("CE", 255, impl="native")) is SegCrossEntropy
+    with pytest.raises(ValueError, match="impl must be one of 'auto', 'native', 'lean'"):
+        create_seg_loss("CE", 255, impl="fast")
 
 
 def test_create_seg_loss_rejects_unknown():

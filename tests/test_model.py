@@ -11,7 +11,7 @@ from mindspore import nn, ops
 import mindcv_lseg
 from mindcv_lseg.models.activations import ErfGELU
 from mindcv_lseg.models.decoder import SpatialRegBlock
-from mindcv_lseg.models.layers import FastConv2d, PatchConvTranspose2d, linear, patchify_linear
+from mindcv_lseg.models.cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, cpu_gemm_patchify, linear
 from mindcv_lseg.models.lseg import LOGIT_SCALE
 
 
@@ -149,7 +149,7 @@ def _torch_like_conv(x, w, b, stride, pad):
 @pytest.mark.parametrize("k, stride, pad, bias", [(3, 1, 1, False), (3, 2, 1, True), (1, 1, 0, True), (5, 1, 2, True)])
 def test_fast_conv_matches_direct_convolution(k, stride, pad, bias):
     rng = np.random.default_rng(1)
-    conv = FastConv2d(5, 7, k, stride=stride, padding=pad, has_bias=bias)
+    conv = CpuGemmConv2d(5, 7, k, stride=stride, padding=pad, has_bias=bias)
     x = rng.normal(size=(2, 5, 12, 10)).astype(np.float32)
     out = conv(ms.Tensor(x)).asnumpy()
     ref = _torch_like_conv(x, conv.weight.asnumpy(), conv.bias.asnumpy() if bias else None, stride, pad)
@@ -161,7 +161,7 @@ def test_fast_conv_matches_direct_convolution(k, stride, pad, bias):
 
 def test_patch_conv_transpose_matches_mindspore():
     rng = np.random.default_rng(2)
-    layer = PatchConvTranspose2d(6, 4, 2)
+    layer = CpuGemmConvTranspose2d(6, 4, 2)
     ref = nn.Conv2dTranspose(6, 4, 2, stride=2, pad_mode="valid", has_bias=True)
     ref.weight.set_data(layer.weight.value())
     ref.bias.set_data(layer.bias.value())
@@ -169,12 +169,12 @@ def test_patch_conv_transpose_matches_mindspore():
     np.testing.assert_allclose(layer(x).asnumpy(), ref(x).asnumpy(), atol=1e-5)
 
 
-def test_patchify_linear_matches_strided_conv():
+def test_cpu_gemm_patchify_matches_strided_conv():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(1, 3, 32, 64)).astype(np.float32)
     w = rng.normal(size=(8, 3, 16, 16)).astype(np.float32)
     b = rng.normal(size=(8,)).astype(np.float32)
-    tokens = patchify_linear(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b)).asnumpy()
+    tokens = cpu_gemm_patchify(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b)).asnumpy()
     ref = _torch_like_conv(x, w, b, 16, 0)  # [1, 8, 2, 4]
     np.testing.assert_allclose(tokens, ref.reshape(1, 8, 8).transpose(0, 2, 1), atol=1e-4)
 
@@ -229,7 +229,7 @@ def test_fast_conv_gradients_match_mindspore_conv(k, stride, pad):
     """Input and parameter gradients of the GEMM convolution (hand-written backward for k > 1) equal the native
     kernel's autodiff (regression: strided-slice grads failed)."""
     rng = np.random.default_rng(5)
-    conv = FastConv2d(4, 6, k, stride=stride, padding=pad, has_bias=True)
+    conv = CpuGemmConv2d(4, 6, k, stride=stride, padding=pad, has_bias=True)
     x = ms.Tensor(rng.normal(size=(2, 4, 8, 12)).astype(np.float32))
     params = conv.trainable_params()
     target = ms.Tensor(rng.normal(size=(2, 6, 8 // stride, 12 // stride)).astype(np.float32))
@@ -253,7 +253,7 @@ def test_fast_conv_gradients_match_mindspore_conv(k, stride, pad):
 def test_same_conv_gemm_backward_in_graph_mode():
     """The hand-written backward compiles inside a GRAPH-mode cell and matches PYNATIVE autodiff of the native conv."""
     rng = np.random.default_rng(7)
-    conv = FastConv2d(3, 5, 3, padding=1)
+    conv = CpuGemmConv2d(3, 5, 3, padding=1)
     x = ms.Tensor(rng.normal(size=(1, 3, 6, 7)).astype(np.float32))
 
     class Loss(nn.Cell):

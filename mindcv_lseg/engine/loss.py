@@ -9,16 +9,11 @@ ignored, so one empty crop cannot poison the weights.
 import mindspore as ms
 from mindspore import nn, ops
 
-__all__ = ["SegCrossEntropy", "create_seg_loss", "NetWithLoss"]
+__all__ = ["SegCrossEntropy", "LeanSegCrossEntropy", "create_seg_loss", "NetWithLoss"]
 
 
 class SegCrossEntropy(nn.Cell):
-    """Mean pixel-wise softmax cross-entropy over the pixels whose label is not ``ignore_index``.
-
-    The backward pass is hand-written: ``dL/dlogits = (softmax(logits) - onehot(label)) * valid / count``, computed
-    from the logits when the gradient is needed. Automatic differentiation of ``ops.cross_entropy`` keeps several
-    [B, N, H, W] intermediates (log-softmax, its gradient chain) alive until the backward pass: with 150 labels at
-    480x480 each is 138 MB.
+    """Mean pixel-wise softmax cross-entropy over the pixels whose label is not ``ignore_index`` (autodiff).
 
     Args:
         ignore_index: label value that contributes neither to the sum nor to the pixel count.
@@ -51,6 +46,15 @@ class SegCrossEntropy(nn.Cell):
         valid, count = self._valid_and_count(labels)
         return (per_pixel * valid).sum() / count
 
+
+class LeanSegCrossEntropy(SegCrossEntropy):
+    """:class:`SegCrossEntropy` with a hand-written backward pass (``impl="lean"``).
+
+    ``dL/dlogits = (softmax(logits) - onehot(label)) * valid / count``, computed from the logits when the gradient
+    is needed. Automatic differentiation of ``ops.cross_entropy`` keeps several [B, N, H, W] intermediates
+    (log-softmax, its gradient chain) alive until the backward pass: with 150 labels at 480x480 each is 138 MB.
+    """
+
     def bprop(self, logits, labels, out, dout):
         logits = ops.depend(logits, dout)  # recompute the softmax in the backward pass, not before
         labels = self.cast(labels, ms.int32)
@@ -62,11 +66,17 @@ class SegCrossEntropy(nn.Cell):
         return (self.softmax(logits) - onehot) * scale, self.zeros_like(labels)
 
 
-def create_seg_loss(name: str = "CE", ignore_index: int = 255) -> nn.Cell:
-    """Build the training loss by name (only ``"CE"``: pixel-wise cross-entropy with ``ignore_index``)."""
+def create_seg_loss(name: str = "CE", ignore_index: int = 255, impl: str = "auto") -> nn.Cell:
+    """Build the training loss by name (only ``"CE"``: pixel-wise cross-entropy with ``ignore_index``).
+
+    ``impl`` ("auto", "native", "lean") picks autodiff or the hand-written backward, as for the model
+    (:mod:`mindcv_lseg.models.ops_impl`).
+    """
+    from ..models.ops_impl import current_impl, seg_cross_entropy
+
     if name.upper() != "CE":
         raise ValueError(f"unsupported loss {name!r}: only 'CE' (pixel-wise cross-entropy) is implemented")
-    return SegCrossEntropy(ignore_index)
+    return seg_cross_entropy(ignore_index, current_impl(impl))
 
 
 class NetWithLoss(nn.Cell):

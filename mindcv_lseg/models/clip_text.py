@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from .layers import linear
+from .ops_impl import Linear, current_impl
 
 __all__ = ["QuickGELU", "MultiheadSelfAttention", "ResidualAttentionBlock", "CLIPTextEncoder"]
 
@@ -27,9 +27,10 @@ class MultiheadSelfAttention(nn.Cell):
 
     ``in_proj_weight`` [3C, C] holds the q, k, v projections (rows in that order), ``in_proj_bias`` [3C];
     ``out_proj`` is a Dense(C, C). Inputs: x [N, L, C], additive mask [L, L]; output [N, L, C].
+    ``impl`` picks the input projection's matmul (see :mod:`.ops_impl`).
     """
 
-    def __init__(self, width: int, num_heads: int):
+    def __init__(self, width: int, num_heads: int, impl: str = "auto"):
         super().__init__()
         if width % num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
@@ -39,10 +40,11 @@ class MultiheadSelfAttention(nn.Cell):
         self.in_proj_weight = Parameter(initializer(Normal(width ** -0.5), (3 * width, width), ms.float32))
         self.in_proj_bias = Parameter(initializer("zeros", (3 * width,), ms.float32))
         self.out_proj = nn.Dense(width, width, has_bias=True)
+        self.in_proj = Linear(current_impl(impl))
 
     def construct(self, x: Tensor, mask: Tensor) -> Tensor:
         n, length, width = x.shape
-        qkv = linear(x, self.in_proj_weight.T, self.in_proj_bias)
+        qkv = self.in_proj(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.reshape(n, length, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]  # [N, heads, L, hd]
         attn = ops.softmax(ops.matmul(q, k.swapaxes(-1, -2)) + mask, axis=-1)
@@ -64,10 +66,10 @@ class _MLP(nn.Cell):
 class ResidualAttentionBlock(nn.Cell):
     """``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``. [N, L, C] -> same."""
 
-    def __init__(self, width: int, num_heads: int):
+    def __init__(self, width: int, num_heads: int, impl: str = "auto"):
         super().__init__()
         self.ln_1 = nn.LayerNorm((width,), epsilon=1e-5)
-        self.attn = MultiheadSelfAttention(width, num_heads)
+        self.attn = MultiheadSelfAttention(width, num_heads, impl)
         self.ln_2 = nn.LayerNorm((width,), epsilon=1e-5)
         self.mlp = _MLP(width)
 
@@ -84,6 +86,7 @@ class CLIPTextEncoder(nn.Cell):
         context_length: 77.
         width, layers, heads: transformer shape (512 / 12 / 8 for CLIP ViT-B/32).
         embed_dim: output width of ``text_projection`` (512 for ViT-B/32).
+        impl: "auto", "native" or "lean" (see :mod:`.ops_impl`).
 
     Inputs: tokens int32 [N, L], L <= context_length (start token, ids, end token = the largest id, zero padding).
         The attention is causal, so the features at the end token do not depend on the padding after it:
@@ -99,14 +102,16 @@ class CLIPTextEncoder(nn.Cell):
         layers: int = 12,
         heads: int = 8,
         embed_dim: int = 512,
+        impl: str = "auto",
     ):
         super().__init__()
+        impl = current_impl(impl)
         self.context_length = context_length
         self.width = width
         self.embed_dim = embed_dim
         self.token_embedding = nn.Embedding(vocab_size, width, embedding_table=Normal(0.02))
         self.positional_embedding = Parameter(initializer(Normal(0.01), (context_length, width), ms.float32))
-        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, impl) for _ in range(layers)])
         self.ln_final = nn.LayerNorm((width,), epsilon=1e-5)
         self.text_projection = Parameter(initializer(Normal(width ** -0.5), (width, embed_dim), ms.float32))
         mask = np.triu(np.full((context_length, context_length), -np.inf, dtype=np.float32), 1)

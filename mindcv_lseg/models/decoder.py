@@ -6,6 +6,7 @@ from typing import Sequence, Tuple
 from mindspore import Tensor, nn
 
 from .dpt import FeatureFusionBlock, conv3x3
+from .ops_impl import current_impl
 
 __all__ = ["DepthwiseConv", "SpatialRegBlock", "LSegScratch"]
 
@@ -13,9 +14,9 @@ __all__ = ["DepthwiseConv", "SpatialRegBlock", "LSegScratch"]
 class DepthwiseConv(nn.Cell):
     """One 3x3 conv (1 -> 1 channel, with bias) applied to every channel independently. [B,N,h,w] -> same."""
 
-    def __init__(self):
+    def __init__(self, impl: str = "auto"):
         super().__init__()
-        self.depthwise = conv3x3(1, 1, has_bias=True)
+        self.depthwise = conv3x3(1, 1, has_bias=True, impl=impl)
 
     def construct(self, x: Tensor) -> Tensor:
         b, n, h, w = x.shape
@@ -32,7 +33,7 @@ class SpatialRegBlock(nn.Cell):
     the activation. bottleneck: ``dw(x) + max_n(x)``; depthwise: ``dw(x)``. [B,N,h,w] -> same.
     """
 
-    def __init__(self, arch_option: int, block_depth: int, activation: str = "lrelu"):
+    def __init__(self, arch_option: int, block_depth: int, activation: str = "lrelu", impl: str = "auto"):
         super().__init__()
         if arch_option not in (1, 2):
             raise ValueError(f"arch_option must be 0 (none), 1 (bottleneck) or 2 (depthwise), got {arch_option}")
@@ -40,7 +41,7 @@ class SpatialRegBlock(nn.Cell):
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         self.bottleneck = arch_option == 1
         self.repeats = max(int(block_depth), 1)
-        self.depthwise = DepthwiseConv()
+        self.depthwise = DepthwiseConv(impl)
         self.act = _ACTIVATIONS[activation]()
 
     def _block(self, x: Tensor) -> Tensor:
@@ -62,6 +63,7 @@ class LSegScratch(nn.Cell):
         features: decoder width (256).
         out_channels: embedding width = text embedding width (512).
         arch_option, block_depth, activation: optional spatial regularisation of the logits (0 = none).
+        impl: "auto", "native" or "lean" (see :mod:`.ops_impl`).
 
     ``construct`` inputs: 4 maps [B, in_channels[k], H/2**(k+2), W/2**(k+2)]; output: [B, out_channels, H/2, W/2]
     (not normalised). ``regularize`` maps logits [B, N, H/2, W/2] to the same shape.
@@ -75,20 +77,22 @@ class LSegScratch(nn.Cell):
         arch_option: int = 0,
         block_depth: int = 0,
         activation: str = "lrelu",
+        impl: str = "auto",
     ):
         super().__init__()
-        self.layer1_rn = conv3x3(in_channels[0], features)
-        self.layer2_rn = conv3x3(in_channels[1], features)
-        self.layer3_rn = conv3x3(in_channels[2], features)
-        self.layer4_rn = conv3x3(in_channels[3], features)
-        self.refinenet1 = FeatureFusionBlock(features)
-        self.refinenet2 = FeatureFusionBlock(features)
-        self.refinenet3 = FeatureFusionBlock(features)
-        self.refinenet4 = FeatureFusionBlock(features, use_skip=False)
+        impl = current_impl(impl)
+        self.layer1_rn = conv3x3(in_channels[0], features, impl=impl)
+        self.layer2_rn = conv3x3(in_channels[1], features, impl=impl)
+        self.layer3_rn = conv3x3(in_channels[2], features, impl=impl)
+        self.layer4_rn = conv3x3(in_channels[3], features, impl=impl)
+        self.refinenet1 = FeatureFusionBlock(features, impl=impl)
+        self.refinenet2 = FeatureFusionBlock(features, impl=impl)
+        self.refinenet3 = FeatureFusionBlock(features, impl=impl)
+        self.refinenet4 = FeatureFusionBlock(features, use_skip=False, impl=impl)
         self.head1 = nn.Conv2d(features, out_channels, 1, pad_mode="valid", has_bias=True)
         self.has_head_block = arch_option != 0
         if self.has_head_block:
-            self.head_block = SpatialRegBlock(arch_option, block_depth, activation)
+            self.head_block = SpatialRegBlock(arch_option, block_depth, activation, impl)
 
     def construct(self, layers: Tuple[Tensor, ...]) -> Tensor:
         path_4 = self.refinenet4(self.layer4_rn(layers[3]))

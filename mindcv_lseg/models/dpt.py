@@ -8,8 +8,7 @@ from typing import Sequence, Tuple
 
 from mindspore import Tensor, nn, ops
 
-from .activations import ErfGELU
-from .layers import FastConv2d, PatchConvTranspose2d
+from .ops_impl import conv2d, conv_transpose2d, current_impl, gelu_layer
 
 __all__ = [
     "ProjectReadout",
@@ -46,10 +45,10 @@ class AddReadout(nn.Cell):
 class ProjectReadout(nn.Cell):
     """readout='project': ``GELU(Linear([patch, cls]))``, patch token first. [B, 1+N, C] -> [B, N, C]."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, impl: str = "auto"):
         super().__init__()
         self.project = nn.Dense(2 * dim, dim, has_bias=True)
-        self.act = ErfGELU()
+        self.act = gelu_layer(current_impl(impl))()
 
     def construct(self, x: Tensor) -> Tensor:
         patches = x[:, 1:]
@@ -57,9 +56,9 @@ class ProjectReadout(nn.Cell):
         return self.act(self.project(ops.concat((patches, readout), axis=-1)))
 
 
-def _make_readout(readout: str, dim: int) -> nn.Cell:
+def _make_readout(readout: str, dim: int, impl: str) -> nn.Cell:
     if readout == "project":
-        return ProjectReadout(dim)
+        return ProjectReadout(dim, impl)
     if readout == "add":
         return AddReadout()
     if readout == "ignore":
@@ -77,17 +76,18 @@ class ReassembleBranch(nn.Cell):
     Output: [B, out_channels, scale*H/p, scale*W/p].
     """
 
-    def __init__(self, vit_dim: int, out_channels: int, scale: float, readout: str = "project"):
+    def __init__(self, vit_dim: int, out_channels: int, scale: float, readout: str = "project", impl: str = "auto"):
         super().__init__()
-        self.readout = _make_readout(readout, vit_dim)
+        impl = current_impl(impl)
+        self.readout = _make_readout(readout, vit_dim, impl)
         self.proj = nn.Conv2d(vit_dim, out_channels, 1, pad_mode="valid", has_bias=True)
         if scale > 1:
             factor = int(scale)
-            self.resample = PatchConvTranspose2d(out_channels, out_channels, factor, has_bias=True)
+            self.resample = conv_transpose2d(out_channels, out_channels, factor, has_bias=True, impl=impl)
         elif scale == 1:
             self.resample = nn.Identity()
         elif scale == 0.5:
-            self.resample = FastConv2d(out_channels, out_channels, 3, stride=2, padding=1, has_bias=True)
+            self.resample = conv2d(out_channels, out_channels, 3, stride=2, padding=1, has_bias=True, impl=impl)
         else:
             raise ValueError(f"reassemble scale must be an integer >= 1 or 0.5, got {scale}")
 
@@ -106,16 +106,19 @@ class Reassemble(nn.Cell):
         patch_size: ViT patch size (16 or 32); branch k resamples by ``patch_size / 2**(k+2)``.
         out_channels: the four output widths (reference: [256, 512, 1024, 1024] for ViT-L/16, [96, 192, 384, 768] for ViT-B/32).
         readout: 'project' (reference), 'add' or 'ignore'.
+        impl: "auto", "native" or "lean" (see :mod:`.ops_impl`).
 
     Inputs: tuple of 4 token tensors [B, 1 + (H/p)(W/p), vit_dim], the grid size (H/p, W/p).
     Outputs: tuple of 4 maps [B, out_channels[k], H/2**(k+2), W/2**(k+2)].
     """
 
-    def __init__(self, vit_dim: int, patch_size: int, out_channels: Sequence[int], readout: str = "project"):
+    def __init__(self, vit_dim: int, patch_size: int, out_channels: Sequence[int], readout: str = "project",
+                 impl: str = "auto"):
         super().__init__()
+        impl = current_impl(impl)
         scales = [patch_size / 2 ** (k + 2) for k in range(4)]
         self.branches = nn.CellList(
-            [ReassembleBranch(vit_dim, c, s, readout) for c, s in zip(out_channels, scales)]
+            [ReassembleBranch(vit_dim, c, s, readout, impl) for c, s in zip(out_channels, scales)]
         )
 
     def construct(self, tokens: Tuple[Tensor, ...], grid_h: int, grid_w: int) -> Tuple[Tensor, ...]:
@@ -127,18 +130,18 @@ class Reassemble(nn.Cell):
         )
 
 
-def conv3x3(in_channels: int, out_channels: int, has_bias: bool = False) -> FastConv2d:
+def conv3x3(in_channels: int, out_channels: int, has_bias: bool = False, impl: str = "auto") -> nn.Cell:
     """3x3 convolution, stride 1, zero padding 1 (PyTorch's ``padding=1``)."""
-    return FastConv2d(in_channels, out_channels, 3, stride=1, padding=1, has_bias=has_bias)
+    return conv2d(in_channels, out_channels, 3, stride=1, padding=1, has_bias=has_bias, impl=current_impl(impl))
 
 
 class ResidualConvUnit(nn.Cell):
     """``x + BN(conv(ReLU(BN(conv(ReLU(x))))))`` with 3x3 convs (no bias), BatchNorm eps 1e-5. [B,C,h,w] -> same."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, impl: str = "auto"):
         super().__init__()
-        self.conv1 = conv3x3(channels, channels)
-        self.conv2 = conv3x3(channels, channels)
+        self.conv1 = conv3x3(channels, channels, impl=impl)
+        self.conv2 = conv3x3(channels, channels, impl=impl)
         self.bn1 = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
         self.bn2 = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
         self.relu = nn.ReLU()
@@ -158,12 +161,12 @@ class FeatureFusionBlock(nn.Cell):
     float32 rounding, far inside the parity tolerance). [B,C,h,w] (+ [B,C,h,w]) -> [B,C,2h,2w].
     """
 
-    def __init__(self, channels: int, use_skip: bool = True):
+    def __init__(self, channels: int, use_skip: bool = True, impl: str = "auto"):
         super().__init__()
         self.use_skip = use_skip
         if use_skip:
-            self.res_conf_unit1 = ResidualConvUnit(channels)
-        self.res_conf_unit2 = ResidualConvUnit(channels)
+            self.res_conf_unit1 = ResidualConvUnit(channels, impl)
+        self.res_conf_unit2 = ResidualConvUnit(channels, impl)
         self.out_conv = nn.Conv2d(channels, channels, 1, pad_mode="valid", has_bias=True)
 
     def construct(self, x: Tensor, skip: Tensor = None) -> Tensor:

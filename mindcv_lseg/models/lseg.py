@@ -17,6 +17,7 @@ from ..text.tokenizer import tokenize
 from .clip_text import CLIPTextEncoder
 from .decoder import LSegScratch
 from .dpt import Reassemble, upsample2x
+from .ops_impl import current_impl
 from .vit_encoder import ViTEncoder
 
 __all__ = ["LSeg", "LSegImageEncoder", "LOGIT_SCALE", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"]
@@ -72,11 +73,13 @@ class LSegImageEncoder(nn.Cell):
     """ViT + DPT reassemble: image [B,3,H,W] -> pyramid of 4 maps at strides 4, 8, 16, 32."""
 
     def __init__(self, image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, reassemble_channels,
-                 readout="project", weight_init=True):
+                 readout="project", weight_init=True, impl="auto"):
         super().__init__()
+        impl = current_impl(impl)
         self.patch_size = patch_size
-        self.vit = ViTEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, weight_init=weight_init)
-        self.reassemble = Reassemble(vit_dim, patch_size, reassemble_channels, readout)
+        self.vit = ViTEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, weight_init=weight_init,
+                              impl=impl)
+        self.reassemble = Reassemble(vit_dim, patch_size, reassemble_channels, readout, impl)
 
     def construct(self, x: Tensor):
         grid_h = x.shape[2] // self.patch_size
@@ -101,6 +104,9 @@ class LSeg(nn.Cell):
         arch_option, block_depth, activation: optional spatial regularisation of the logits (0 = none, as released models).
         vocab_size, context_length: CLIP tokenizer constants.
         weight_init: run mindcv's slow ViT initialisation; pass False when weights are loaded afterwards.
+        impl: "auto" (default: "lean" on CPU, "native" on Ascend/GPU), "native" (MindSpore's and mindcv's own
+            cells, autodiff) or "lean" (CPU workarounds); same parameters either way, see
+            :mod:`mindcv_lseg.models.ops_impl`. The resolved choice is :attr:`impl`.
 
     Inputs of ``construct``:
         x: float32 [B, 3, H, W], normalised as ``(rgb/255 - 0.5)/0.5``; H and W multiples of 32.
@@ -133,15 +139,19 @@ class LSeg(nn.Cell):
         vocab_size: int = 49408,
         context_length: int = 77,
         weight_init: bool = True,
+        impl: str = "auto",
     ):
         super().__init__()
+        self.impl = current_impl(impl)
         self.embed_dim = embed_dim
         self.context_length = context_length
         self.logit_scale = LOGIT_SCALE
         self.encoder = LSegImageEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks,
-                                        reassemble_channels, readout, weight_init)
-        self.scratch = LSegScratch(reassemble_channels, features, embed_dim, arch_option, block_depth, activation)
-        self.clip_text = CLIPTextEncoder(vocab_size, context_length, text_width, text_layers, text_heads, embed_dim)
+                                        reassemble_channels, readout, weight_init, self.impl)
+        self.scratch = LSegScratch(reassemble_channels, features, embed_dim, arch_option, block_depth, activation,
+                                   self.impl)
+        self.clip_text = CLIPTextEncoder(vocab_size, context_length, text_width, text_layers, text_heads, embed_dim,
+                                         self.impl)
         for param in self.clip_text.get_parameters():
             param.requires_grad = False  # frozen: never trained, never in an optimizer
 

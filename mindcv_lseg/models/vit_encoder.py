@@ -11,9 +11,7 @@ from typing import Sequence, Tuple
 from mindcv.models.vit import VisionTransformer
 from mindspore import Tensor, nn, ops
 
-from .activations import ErfGELU
-from .attention import LeanAttention
-from .layers import patchify_linear
+from .ops_impl import PatchEmbedding, current_impl, gelu_layer, vit_attention
 
 __all__ = ["ViTEncoder", "resize_pos_embed"]
 
@@ -41,8 +39,8 @@ def resize_pos_embed(pos_embed: Tensor, grid_size: int, grid_h: int, grid_w: int
 class ViTEncoder(VisionTransformer):
     """mindcv ViT that returns the token sequences after the hooked blocks.
 
-    Constructed as the reference's timm ViT: exact-erf GELU (:class:`ErfGELU`, memory-lean backward), LayerNorm
-    epsilon 1e-6, qkv bias, class token.
+    Constructed as the reference's timm ViT: exact-erf GELU, LayerNorm epsilon 1e-6, qkv bias, class token.
+    The GELU, the attention and the patch embedding come from :mod:`.ops_impl` (``impl``).
     No classifier is built; the final LayerNorm (``norm``) is not applied (LSeg uses raw block outputs) but is
     kept so that checkpoints round-trip. Only ``construct`` differs from mindcv's ``VisionTransformer``.
 
@@ -52,6 +50,7 @@ class ViTEncoder(VisionTransformer):
         embed_dim, depth, num_heads, mlp_ratio: transformer shape.
         hooks: indices (0-based) of the blocks whose outputs are returned, ascending.
         weight_init: run mindcv's (slow) truncated-normal initialisation; pass False when weights are loaded.
+        impl: "auto", "native" or "lean" (see :mod:`.ops_impl`).
 
     Inputs:
         x: [B, 3, H, W] float32 with H and W multiples of ``patch_size``.
@@ -70,7 +69,9 @@ class ViTEncoder(VisionTransformer):
         hooks: Sequence[int] = (5, 11, 17, 23),
         mlp_ratio: float = 4.0,
         weight_init: bool = True,
+        impl: str = "auto",
     ):
+        impl = current_impl(impl)
         hooks = tuple(int(h) for h in hooks)
         if list(hooks) != sorted(set(hooks)) or hooks[-1] >= depth or hooks[0] < 0:
             raise ValueError(f"hooks must be distinct ascending block indices in [0, {depth}), got {hooks}")
@@ -83,12 +84,13 @@ class ViTEncoder(VisionTransformer):
             mlp_ratio=mlp_ratio,
             qkv_bias=True,
             weight_init=weight_init,
-            act_layer=ErfGELU,
+            act_layer=gelu_layer(impl),
             norm_layer=partial(nn.LayerNorm, epsilon=1e-6),
             num_classes=0,
         )
-        for block in self.blocks:  # same qkv/proj cells, memory-lean construct and backward (see attention.py)
-            block.attn = LeanAttention(block.attn.qkv, block.attn.proj, num_heads)
+        for block in self.blocks:  # same qkv/proj cells (and parameters), the impl's construct
+            block.attn = vit_attention(block.attn, num_heads, impl)
+        self.patch_embedding = PatchEmbedding(patch_size, impl)
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.grid_size = image_size // patch_size
@@ -99,8 +101,8 @@ class ViTEncoder(VisionTransformer):
         b, _, h, w = x.shape
         grid_h = h // self.patch_size
         grid_w = w // self.patch_size
-        # mindcv's patch_embed.proj parameters, applied as a matmul (CPU conv kernels are slow, see layers.py)
-        tokens = patchify_linear(x, self.patch_embed.proj.weight, self.patch_embed.proj.bias)  # [B, gh*gw, C]
+        # mindcv's patch_embed.proj parameters; mindcv's PatchEmbed insists on the stored image size
+        tokens = self.patch_embedding(x, self.patch_embed.proj.weight, self.patch_embed.proj.bias)  # [B, gh*gw, C]
         cls_token = ops.broadcast_to(self.cls_token, (b, -1, -1))
         tokens = ops.concat((cls_token, tokens), axis=1)
         tokens = tokens + resize_pos_embed(self.pos_embed, self.grid_size, grid_h, grid_w)

@@ -1,10 +1,11 @@
-"""Convolutions computed as matrix products (GEMMs).
+"""CPU-lean layers: convolutions computed as matrix products (GEMMs). Fast on CPU only.
 
 On CPU, MindSpore 2.10's Conv2d / Conv2dTranspose kernels run at ~0.2 GFLOP/s for any kernel larger than 1x1
 (measured here: a 3x3 256->256 conv on 96x96 takes ~60 s), while MatMul runs at tens of GFLOP/s. These cells
 keep PyTorch's parameter layout (``weight`` [out, in, kh, kw] for convs, [in, out, k, k] for the transposed conv)
 so checkpoints map one to one, and compute the same sums through 1x1 convolutions (GEMMs) and ``matmul``.
-See ``benchmarks/forward.py`` for the effect.
+See ``benchmarks/forward.py`` for the effect. On Ascend/GPU the native cells are the fast path: these are only
+built with ``impl="lean"`` (see :mod:`mindcv_lseg.models.ops_impl`).
 """
 import math
 
@@ -12,7 +13,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
-__all__ = ["linear", "SameConvGEMM", "FastConv2d", "PatchConvTranspose2d", "patchify_linear"]
+__all__ = ["linear", "SameConvGEMM", "CpuGemmConv2d", "CpuGemmConvTranspose2d", "cpu_gemm_patchify"]
 
 
 def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
@@ -111,7 +112,7 @@ class SameConvGEMM(nn.Cell):
         return dx, dweight
 
 
-class FastConv2d(nn.Cell):
+class CpuGemmConv2d(nn.Cell):
     """2-D convolution (zero padding, no dilation, groups 1) computed with one 1x1 convolution (a GEMM).
 
     MindSpore's CPU kxk convolution is ~100x slower than its 1x1 one, and so are its padding and 2-D window
@@ -139,7 +140,7 @@ class FastConv2d(nn.Cell):
         self.padding = padding
         self.has_bias = has_bias
         if 2 * padding + 1 != kernel_size:
-            raise ValueError(f"FastConv2d supports 'same' padding only (padding = (kernel_size - 1) / 2), got "
+            raise ValueError(f"CpuGemmConv2d supports 'same' padding only (padding = (kernel_size - 1) / 2), got "
                              f"kernel_size={kernel_size}, padding={padding}")
         self.weight = Parameter(
             initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels, kernel_size, kernel_size), ms.float32),
@@ -172,7 +173,7 @@ class FastConv2d(nn.Cell):
         return out
 
 
-class PatchConvTranspose2d(nn.Cell):
+class CpuGemmConvTranspose2d(nn.Cell):
     """Transposed convolution with kernel = stride and no padding (non-overlapping patches), as a matmul.
 
     Parameters: ``weight`` [in, out, k, k] (PyTorch and MindSpore layout), ``bias`` [out].
@@ -202,7 +203,7 @@ class PatchConvTranspose2d(nn.Cell):
         return out
 
 
-def patchify_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def cpu_gemm_patchify(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """A conv with kernel = stride = p and no padding (ViT patch embedding) as space-to-depth + matmul.
 
     x [B, C, H, W], weight [D, C, p, p], bias [D] -> tokens [B, (H/p)*(W/p), D] in row-major grid order.

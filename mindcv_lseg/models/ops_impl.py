@@ -1,0 +1,212 @@
+"""The one place where LSeg's two implementations of its layers differ: ``impl="native"`` and ``impl="lean"``.
+
+``native``: MindSpore's and mindcv's own cells and ops with automatic differentiation everywhere -- ``nn.Conv2d``
+(``pad_mode="pad"``, PyTorch layout), ``nn.Conv2dTranspose``, mindcv's ViT ``Attention`` and ``Mlp`` with the exact
+GELU (``nn.GELU(approximate=False)``), ``ops.dense``, ``ops.cross_entropy``. The fast path on Ascend and GPU, and
+what exports to MINDIR/ONNX.
+
+``lean``: the CPU workarounds. MindSpore 2.10's CPU kxk convolution runs at ~0.1 GFLOP/s (a 3x3 256->256 conv on
+96x96 takes ~55 s, its GEMM form well under a second), and automatic differentiation in GRAPH mode on CPU keeps many
+activation-sized intermediates until the backward pass. The lean cells compute the same values as GEMMs
+(:mod:`.cpu_gemm`) and with hand-written backward passes (:mod:`.attention`, :mod:`.activations`, the loss).
+
+``auto`` resolves to ``lean`` on CPU and to ``native`` on Ascend/GPU (:func:`resolve_impl`).
+
+Both implementations create the same parameters (names, shapes, layouts), so every checkpoint loads into both.
+Every model file builds the layers that differ through the factories below; removing a workaround is a change here.
+"""
+from functools import partial
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from mindcv.models.vit import Attention
+
+from .activations import ErfGELU
+from .attention import LeanAttention
+from .cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, cpu_gemm_patchify
+from .cpu_gemm import linear as gemm_linear
+
+__all__ = [
+    "IMPLS",
+    "resolve_impl",
+    "current_impl",
+    "conv2d",
+    "conv_transpose2d",
+    "gelu_layer",
+    "vit_attention",
+    "PatchEmbedding",
+    "Linear",
+    "seg_cross_entropy",
+    "NativeAttention",
+]
+
+IMPLS = ("auto", "native", "lean")
+_DEVICES = ("CPU", "GPU", "Ascend")
+
+
+def resolve_impl(impl: str, device_target: str) -> str:
+    """``"native"`` or ``"lean"`` for an ``impl`` choice on a device target.
+
+    Args:
+        impl: ``"auto"``, ``"native"`` or ``"lean"``.
+        device_target: ``"CPU"``, ``"GPU"`` or ``"Ascend"`` (as ``mindspore.get_context("device_target")``).
+
+    Returns:
+        ``impl`` itself unless it is ``"auto"``; for ``"auto"``: ``"lean"`` on CPU, ``"native"`` on GPU/Ascend.
+
+    Raises:
+        ValueError: unknown ``impl`` or (for ``"auto"``) unknown device target.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(repr(i) for i in IMPLS)}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    if device_target not in _DEVICES:
+        raise ValueError(f"impl='auto' needs a device target in {_DEVICES}, got {device_target!r}; "
+                         f"pass impl='native' or impl='lean' explicitly")
+    return "lean" if device_target == "CPU" else "native"
+
+
+def current_impl(impl: str) -> str:
+    """:func:`resolve_impl` for the device target of the current MindSpore context."""
+    if impl in ("native", "lean"):
+        return impl
+    return resolve_impl(impl, ms.get_context("device_target"))
+
+
+def _check(impl: str) -> None:
+    if impl not in ("native", "lean"):
+        raise ValueError(f"a resolved impl ('native' or 'lean') is needed here, got {impl!r} (see resolve_impl)")
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+           has_bias: bool = False, *, impl: str) -> nn.Cell:
+    """Zero-padded 2-D convolution as PyTorch's ``nn.Conv2d(in, out, k, stride, padding, bias=has_bias)``.
+
+    Parameters ``weight`` [out, in, k, k] and ``bias`` [out] in both implementations. lean: :class:`CpuGemmConv2d`
+    ("same" padding only); native: ``nn.Conv2d(pad_mode="pad")``. Input [B, in, H, W] -> [B, out, H/s, W/s].
+    """
+    _check(impl)
+    if impl == "lean":
+        return CpuGemmConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                             has_bias=has_bias)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad", padding=padding,
+                     has_bias=has_bias)
+
+
+def conv_transpose2d(in_channels: int, out_channels: int, kernel_size: int, has_bias: bool = True, *,
+                     impl: str) -> nn.Cell:
+    """Transposed convolution with kernel = stride and no padding: [B, in, h, w] -> [B, out, k*h, k*w].
+
+    Parameters ``weight`` [in, out, k, k] and ``bias`` [out]. lean: :class:`CpuGemmConvTranspose2d` (a matmul);
+    native: ``nn.Conv2dTranspose(pad_mode="valid")``.
+    """
+    _check(impl)
+    if impl == "lean":
+        return CpuGemmConvTranspose2d(in_channels, out_channels, kernel_size, has_bias=has_bias)
+    return nn.Conv2dTranspose(in_channels, out_channels, kernel_size, stride=kernel_size, pad_mode="valid",
+                              has_bias=has_bias)
+
+
+def gelu_layer(impl: str):
+    """The exact (erf) GELU as a cell class (mindcv's ``act_layer``). lean: :class:`ErfGELU` (hand-written
+    backward); native: ``nn.GELU(approximate=False)``."""
+    _check(impl)
+    return ErfGELU if impl == "lean" else partial(nn.GELU, approximate=False)
+
+
+class NativeAttention(Attention):
+    """mindcv's ViT ``Attention`` whose ``construct`` splits q, k, v by slicing instead of ``Unstack``.
+
+    Same cells and parameters (``qkv``, ``proj``, identity ``q_norm``/``k_norm``, dropouts) and the same arithmetic
+    as mindcv's (scores scaled after ``q k^T``, softmax in float32, autodiff); MindSpore 2.10's ONNX exporter has no
+    ``Unstack``, so the original cannot be exported. Input x [B, T, C] -> [B, T, C].
+
+    Args:
+        qkv: Dense(C, 3C) of an existing mindcv ``Attention`` (kept, with its weights).
+        proj: Dense(C, C) of it.
+        num_heads: number of heads.
+    """
+
+    def __init__(self, qkv: nn.Dense, proj: nn.Dense, num_heads: int):
+        super().__init__(qkv.in_channels, num_heads, qkv_bias=qkv.has_bias)
+        self.qkv = qkv
+        self.proj = proj
+
+    def _heads(self, x: Tensor, b: int, n: int) -> Tensor:
+        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # [B, heads, T, hd]
+
+    def construct(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x)
+        q = self.q_norm(self._heads(qkv[:, :, :c], b, n))
+        k = self.k_norm(self._heads(qkv[:, :, c : 2 * c], b, n))
+        v = self._heads(qkv[:, :, 2 * c :], b, n)
+        attn = self.mul(self.q_matmul_k(q, k), self.scale)
+        attn = ops.softmax(attn.astype(ms.float32), axis=-1).astype(v.dtype)
+        attn = self.attn_drop(attn)
+        out = self.attn_matmul_v(attn, v).transpose(0, 2, 1, 3).reshape(b, n, c)
+        return self.proj_drop(self.proj(out))
+
+
+def vit_attention(attn: Attention, num_heads: int, impl: str) -> nn.Cell:
+    """Replacement for a mindcv ViT block's ``attn``, reusing its ``qkv``/``proj`` cells (same parameters).
+
+    lean: :class:`LeanAttention` (hand-written attention backward); native: :class:`NativeAttention`.
+    """
+    _check(impl)
+    if impl == "lean":
+        return LeanAttention(attn.qkv, attn.proj, num_heads)
+    return NativeAttention(attn.qkv, attn.proj, num_heads)
+
+
+class PatchEmbedding(nn.Cell):
+    """ViT patch embedding: the conv with kernel = stride = p and no padding of mindcv's ``patch_embed.proj``.
+
+    The parameters stay in mindcv's ``patch_embed.proj`` and are passed in. lean: space-to-depth + one matmul
+    (:func:`cpu_gemm_patchify`); native: ``ops.conv2d``.
+    Inputs: x [B, C, H, W] (H, W multiples of p), weight [D, C, p, p], bias [D].
+    Output: tokens [B, (H/p)*(W/p), D] in row-major grid order.
+    """
+
+    def __init__(self, patch_size: int, impl: str):
+        super().__init__()
+        _check(impl)
+        self.lean = impl == "lean"
+        self.patch_size = patch_size
+
+    def construct(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        if self.lean:
+            return cpu_gemm_patchify(x, weight, bias)
+        out = ops.conv2d(x, weight, bias, stride=self.patch_size)
+        b, d, gh, gw = out.shape
+        return out.reshape(b, d, gh * gw).transpose(0, 2, 1)
+
+
+class Linear(nn.Cell):
+    """``x W^T + b`` over the last axis, for weights held as parameters elsewhere (CLIP's ``in_proj_weight``).
+
+    Inputs: x [..., in], weight [out, in] (PyTorch layout), bias [out]. Output [..., out].
+    lean: leading axes flattened into one 2-D GEMM + ``bias_add`` (GRAPH mode on CPU otherwise broadcasts the
+    weight over the batch, see :func:`~.cpu_gemm.linear`); native: ``ops.dense``.
+    """
+
+    def __init__(self, impl: str):
+        super().__init__()
+        _check(impl)
+        self.lean = impl == "lean"
+
+    def construct(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        if self.lean:
+            return gemm_linear(x, weight.T, bias)
+        return ops.dense(x, weight, bias)
+
+
+def seg_cross_entropy(ignore_index: int, impl: str) -> nn.Cell:
+    """The training loss (mean pixel cross-entropy with ``ignore_index``). lean: hand-written backward
+    (:class:`~mindcv_lseg.engine.loss.LeanSegCrossEntropy`); native: autodiff of ``ops.cross_entropy``."""
+    from ..engine.loss import LeanSegCrossEntropy, SegCrossEntropy
+
+    _check(impl)
+    return LeanSegCrossEntropy(ignore_index) if impl == "lean" else SegCrossEntropy(ignore_index)

@@ -34,7 +34,7 @@ class PolyGELU(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         ax = ops.abs(x)
         z = ax * _INV_SQRT2
-        t = 1.0 / (1.0 + _AS_P * z)
+        t = ops.ones_like(z) / (1.0 + _AS_P * z)  # a scalar numerator would become Reciprocal (not exported)
         a1, a2, a3, a4, a5 = _AS_A
         erfc = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * ops.exp(-(z * z))
         return 0.5 * (x + ax * (1.0 - erfc))
@@ -96,14 +96,17 @@ def _interp_matrix(out_size: int, in_size: int, align_corners: bool) -> Tensor:
 
 
 class MatmulBilinearResize(nn.Cell):
-    """Bilinear resize ``[B, C, h, w] -> [B, C, out_h, out_w]`` as ``M_h x M_w^T`` (interpolation matrices)."""
+    """Bilinear resize ``[B, C, h, w] -> [B, C, out_h, out_w]`` as ``M_h x M_w^T`` with the interpolation matrices
+    of PyTorch's rule (same call as :class:`mindcv_lseg.models.ops_impl.BilinearResize`)."""
 
-    def construct(self, x: Tensor, out_h: int, out_w: int, align_corners: bool) -> Tensor:
+    def __init__(self, align_corners: bool):
+        super().__init__()
+        self.align_corners = align_corners
+
+    def construct(self, x: Tensor, out_h: int, out_w: int) -> Tensor:
         h, w = x.shape[-2:]
-        if (h, w) == (out_h, out_w):
-            return x
-        x = ops.matmul(x, _interp_matrix(out_w, w, align_corners).T)
-        return ops.matmul(_interp_matrix(out_h, h, align_corners), x)
+        x = ops.matmul(x, _interp_matrix(out_w, w, self.align_corners).T)
+        return ops.matmul(_interp_matrix(out_h, h, self.align_corners), x)
 
 
 def make_onnx_exportable(net: nn.Cell) -> nn.Cell:
@@ -125,7 +128,7 @@ def make_onnx_exportable(net: nn.Cell) -> nn.Cell:
             elif isinstance(child, nn.Conv2dTranspose):
                 new = MatmulConvTranspose2d(child, child.kernel_size[0], child.out_channels)
             elif isinstance(child, ops_impl.BilinearResize):
-                new = MatmulBilinearResize()
+                new = MatmulBilinearResize(child.align_corners)
             if new is not None:
                 cell._cells[attr] = new  # noqa: SLF001
                 replacements += 1

@@ -1,7 +1,7 @@
 """Export LSeg to deployable graphs (MINDIR for MindSpore, ONNX for ONNX Runtime) plus NAME_deploy.json.
 
     python tools/export.py --model lseg_vitb32 --ckpt_path lseg_b32.ckpt [--part image|text|both] \
-        [--file_format MINDIR|ONNX] [--image_size H W] [--num_labels N] [--output_dir DIR]
+        [--file_format MINDIR|ONNX] [--image_size H W] [--num_labels N] [--output_dir DIR] [--impl native|lean]
 
 Writes DIR/NAME_image.{mindir,onnx} (image [1,3,H,W] -> L2-normalised embeddings [1,E,H/2,W/2]),
 DIR/NAME_text.{mindir,onnx} (tokens int32 [N,77] -> raw text features [N,E]) and DIR/NAME_deploy.json.
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image graph input size, multiples of 32 (default: the model's input_size, 480 480)")
     p.add_argument("--num_labels", default="5", help="labels per text-graph call (longer lists are chunked)")
     p.add_argument("--output_dir", default="./export", help="folder for the files (default ./export)")
+    p.add_argument("--impl", default="native",
+                   help="native (default; Ascend/GPU, ONNX) or lean (MINDIR for MindSpore on CPU: fast CPU convs)")
     return p
 
 
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
             except ValueError:
                 raise ExportError(f"--image_size takes two integers H W, got {' '.join(args.image_size)}") from None
         spec = check_export_args(args.model, args.ckpt_path, args.part, args.file_format, size, num_labels,
-                                 args.output_dir)
+                                 args.output_dir, args.impl)
         import mindspore as ms
 
         ms.set_context(mode=ms.GRAPH_MODE)

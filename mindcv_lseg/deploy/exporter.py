@@ -13,7 +13,8 @@ The logits are not part of the graphs: ``logit_scale * <embedding, text / |text|
 upsampling (``align_corners=True``), as in ``LSeg.construct``; :mod:`mindcv_lseg.deploy.runner` computes them.
 
 Shapes are fixed at export time (``--image_size``, ``--num_labels``): see ``docs/export.md`` for why. The network is
-built with ``impl="native"`` (MindSpore's own cells); for ONNX the cells that MindSpore 2.10's ONNX exporter cannot
+built with ``impl="native"`` (MindSpore's own cells; ``impl="lean"`` is offered for MINDIR run by MindSpore on CPU);
+for ONNX the cells that MindSpore 2.10's ONNX exporter cannot
 translate are swapped for equivalent formulations first (:mod:`mindcv_lseg.deploy.onnx_compat`).
 
 Every argument is checked before anything is built or written; the graphs are exported into a temporary folder and
@@ -44,7 +45,8 @@ def deploy_json_path(output_dir: str, model: str) -> str:
 class ExportSpec:
     """Checked export arguments (see :func:`check_export_args`)."""
 
-    def __init__(self, model, ckpt_path, part, file_format, image_size, num_labels, output_dir):
+    def __init__(self, model, ckpt_path, part, file_format, image_size, num_labels, output_dir, impl="native"):
+        self.impl = impl
         self.model = model
         self.ckpt_path = ckpt_path
         self.part = part
@@ -63,7 +65,7 @@ class ExportSpec:
 
 def check_export_args(model: str, ckpt_path: Optional[str], part: str = "both", file_format: str = "MINDIR",
                       image_size: Optional[Sequence[int]] = None, num_labels: int = 5,
-                      output_dir: str = "./export") -> ExportSpec:
+                      output_dir: str = "./export", impl: str = "native") -> ExportSpec:
     """Validate export arguments without building anything.
 
     Args:
@@ -74,6 +76,8 @@ def check_export_args(model: str, ckpt_path: Optional[str], part: str = "both", 
         image_size: ``(H, W)``, positive multiples of 32; ``None`` = the model's ``default_cfg`` input size.
         num_labels: rows of the text graph's ``tokens`` input (the runner pads / chunks label lists to it).
         output_dir: folder for the files (created; must not be a file).
+        impl: ``"native"`` (default: MindSpore's own cells, for Ascend/GPU and for ONNX) or ``"lean"`` (MINDIR only:
+            the CPU formulations, for MindSpore on CPU, whose kxk convolution kernels are ~100x slower).
 
     Raises:
         ExportError: naming the argument, the bad value and what is expected.
@@ -108,11 +112,16 @@ def check_export_args(model: str, ckpt_path: Optional[str], part: str = "both", 
                           f"{' '.join(str(s) for s in image_size)}")
     if isinstance(num_labels, bool) or int(num_labels) != num_labels or int(num_labels) < 1:
         raise ExportError(f"--num_labels must be a positive integer, got {num_labels!r}")
+    if impl not in ("native", "lean"):
+        raise ExportError(f"--impl must be native or lean, got {impl!r}")
+    if impl == "lean" and fmt == "ONNX":
+        raise ExportError("--impl lean exports to MINDIR only (its CPU formulations are not ONNX-exportable); "
+                          "ONNX exports use --impl native")
     if not output_dir:
         raise ExportError("--output_dir: no folder given")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ExportError(f"--output_dir: {output_dir} exists and is not a folder")
-    return ExportSpec(model, ckpt_path, part, fmt, size, int(num_labels), output_dir)
+    return ExportSpec(model, ckpt_path, part, fmt, size, int(num_labels), output_dir, impl)
 
 
 def _image_cell(net):
@@ -164,8 +173,8 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
 
     Args:
         spec: from :func:`check_export_args`.
-        net: an already loaded network (``impl="native"``, eval mode) to export instead of loading ``spec.ckpt_path``
-            (tests reuse one network for both formats).
+        net: an already loaded network (eval mode) to export instead of loading ``spec.ckpt_path``; an ONNX export
+            swaps some of its cells in place (:func:`~mindcv_lseg.deploy.onnx_compat.make_onnx_exportable`).
         log: progress printer.
     """
     import numpy as np
@@ -178,7 +187,7 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
         from ..eval.model_io import ModelLoadError, create_eval_model
 
         try:
-            net = create_eval_model(spec.model, spec.ckpt_path, impl="native")
+            net = create_eval_model(spec.model, spec.ckpt_path, impl=spec.impl)
         except ModelLoadError as e:
             raise ExportError(str(e)) from None
     cfg = _default_cfg(spec.model)

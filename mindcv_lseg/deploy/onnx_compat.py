@@ -7,7 +7,8 @@ for ``Conv2dTranspose`` (a wrong ``output_shape`` attribute), for a stand-alone 
 for ``ArgMax`` + ``GatherNd`` (a dangling ``Cast`` input); see ``docs/export.md``. :func:`make_onnx_exportable`
 replaces, in place and sharing the same parameters, each cell that would produce one of them by a cell made of ops
 the exporter translates correctly (matmul, elementwise arithmetic, ``Exp``, ``Abs``, ``Floor``, ``OneHot``, reshape,
-transpose). Outputs agree with the replaced cells to float32 rounding (GELU: ``|error| <= 7.5e-8 |x|``).
+transpose). Outputs agree with the replaced cells to float32 rounding (GELU, run by MindSpore on CPU: max abs error 5.8e-7 on
+[-12, 12], against 4.5e-7 for MindSpore's own exact ``ops.gelu``; its CPU ``Exp`` is off by up to 5e-6 relative).
 """
 import math
 

@@ -161,15 +161,19 @@ class DeployedLSeg:
         feats = self._image(self._check_image(x))
         return feats[:, :, : -(-h // 2), : -(-w // 2)]
 
-    def __call__(self, x, text) -> np.ndarray:
-        """Logits float32 ``[1, N, h, w]`` = x2 bilinear upsampling of ``logit_scale * <embedding, text/|text|>``."""
-        h, w = x.shape[2:]
-        feats = self._image(self._check_image(x))[0]  # [E, H/2, W/2]
+    def logits(self, embeddings: np.ndarray, text) -> np.ndarray:
+        """``[1, E, h, w]`` embeddings + raw text features ``[N, E]`` -> logits ``[1, N, 2h, 2w]``: x2 bilinear
+        upsampling (``align_corners=True``) of ``logit_scale * <embedding, text / |text|>``, as ``LSeg.construct``."""
         text = np.asarray(text.asnumpy() if hasattr(text, "asnumpy") else text, dtype=np.float32)
         text = text / np.sqrt((text * text).sum(axis=-1, keepdims=True))
-        e, fh, fw = feats.shape
-        logits = (text @ (self.logit_scale * feats).reshape(e, fh * fw)).reshape(1, -1, fh, fw)
-        return resize_bilinear(logits, 2 * fh, 2 * fw)[:, :, :h, :w]
+        _, e, fh, fw = embeddings.shape
+        logits = (text @ (self.logit_scale * embeddings[0]).reshape(e, fh * fw)).reshape(1, -1, fh, fw)
+        return resize_bilinear(logits, 2 * fh, 2 * fw)
+
+    def __call__(self, x, text) -> np.ndarray:
+        """Logits float32 ``[1, N, h, w]`` of a normalised image ``[1, 3, h, w]`` and raw text features ``[N, E]``."""
+        h, w = x.shape[2:]
+        return self.logits(self._image(self._check_image(x)), text)[:, :, :h, :w]
 
     # ----------------------------------------------------------------- the eager API
     def inference_config(self, config: Optional[InferenceConfig] = None, mode: str = "whole",

@@ -156,16 +156,22 @@ def _text_cell(net):
     return TextFeatures(net)
 
 
-def _export_graph(cell, example, path: str, file_format: str, input_name: str, output_name: str) -> None:
+def _export_graph(cell, example, path: str, file_format: str, input_name: str, output_name: str) -> str:
+    """Export ``cell`` to ``path``; returns the file name to load (MindSpore writes a MINDIR whose parameters exceed
+    1 GB as ``PREFIX_graph.mindir`` plus a ``PREFIX_variables/`` folder, e.g. the ViT-L/16 image graph)."""
     import mindspore as ms
 
     cell.set_train(False)
     if file_format == "MINDIR":
-        ms.export(cell, example, file_name=path[: -len(".mindir")], file_format="MINDIR")
+        prefix = path[: -len(".mindir")]
+        ms.export(cell, example, file_name=prefix, file_format="MINDIR")
+        if not os.path.isfile(path) and os.path.isfile(prefix + "_graph.mindir"):
+            path = prefix + "_graph.mindir"
     else:
         ms.onnx.export(cell, example, file_name=path, input_names=[input_name], output_names=[output_name])
     if not os.path.isfile(path):
         raise ExportError(f"MindSpore wrote no {file_format} file for {os.path.basename(path)}")
+    return os.path.basename(path)
 
 
 def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
@@ -224,11 +230,14 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
                 shapes = ([spec.num_labels, context_length], [spec.num_labels, embed_dim])
             log(f"exporting {part} graph -> {spec.file_name(part)} (input {names[0]} {shapes[0]}, "
                 f"output {names[1]} {shapes[1]})")
-            _export_graph(cell, example, path, spec.file_format, *names)
-            info[part] = {"file": spec.file_name(part), "input_shape": shapes[0], "output_shape": shapes[1]}
+            file = _export_graph(cell, example, path, spec.file_format, *names)
+            info[part] = {"file": file, "input_shape": shapes[0], "output_shape": shapes[1]}
         os.makedirs(spec.output_dir, exist_ok=True)
-        for name in sorted(os.listdir(tmp)):  # the graphs (and any external-data files ONNX wrote)
-            os.replace(os.path.join(tmp, name), os.path.join(spec.output_dir, name))
+        for name in sorted(os.listdir(tmp)):  # the graphs (and any parameter files / folders beside them)
+            dst = os.path.join(spec.output_dir, name)
+            if os.path.isdir(dst):
+                shutil.rmtree(dst)
+            os.replace(os.path.join(tmp, name), dst)
         from ..fileio import atomic_write_text
 
         atomic_write_text(deploy_json_path(spec.output_dir, spec.model), json.dumps(info, indent=2) + "\n")

@@ -26,7 +26,7 @@ def one(model: str, steps: int, crop: int, batch: int, num_labels: int, mode: in
 
     sys.path.insert(0, ROOT)
     import mindcv_lseg.models  # noqa: F401
-    from mindcv_lseg.engine.loss import NetWithLoss, SegCrossEntropy
+    from mindcv_lseg.engine.loss import NetWithLoss, create_seg_loss
     from mindcv_lseg.engine.optim import create_seg_optimizer
     from mindcv_lseg.engine.train_step import build_train_cells
 
@@ -36,7 +36,8 @@ def one(model: str, steps: int, crop: int, batch: int, num_labels: int, mode: in
     build = time.time() - t0
     text = ms.Tensor(net.encode_text([f"label {i}" for i in range(num_labels)]).asnumpy())
     opt = create_seg_optimizer(net, [2.5e-4] * (steps + 2), momentum=0.9, weight_decay=1e-4)
-    driver = build_train_cells(NetWithLoss(net, SegCrossEntropy(255), text), opt, grad_accumulation=accum)
+    loss_fn = create_seg_loss("CE", 255, impl=net.impl)
+    driver = build_train_cells(NetWithLoss(net, loss_fn, text), opt, grad_accumulation=accum)
     rng = np.random.RandomState(0)
     x = ms.Tensor(rng.uniform(-1, 1, (batch, 3, crop, crop)).astype(np.float32))
     y = ms.Tensor(rng.randint(0, num_labels, (batch, crop, crop)).astype(np.int32))

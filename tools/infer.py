@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         model_id = f"deploy:{net.model}|{checkpoint_identity(args.deploy_dir)}"
     else:
         try:
-            net = create_eval_model(args.model, args.ckpt_path)
+            net = create_eval_model(args.model, args.ckpt_path, impl=args.impl, amp_level=args.amp_level)
         except ModelLoadError as e:
             return _fail(str(e))
         model_id = f"{args.model}|{checkpoint_identity(args.ckpt_path)}"

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     if len(dataset) == 0:
         return _fail(f"dataset {args.dataset!r} at {args.data_dir!r} has no samples in split {args.val_split!r}")
     try:
-        net = create_eval_model(args.model, args.ckpt_path)
+        net = create_eval_model(args.model, args.ckpt_path, impl=args.impl, amp_level=args.amp_level)
     except ModelLoadError as e:
         return _fail(str(e))
     labels = list(dataset.label_set.labels)

@@ -136,6 +136,12 @@ OPTIONS: List[Option] = [
            "for validate/infer the checkpoint to evaluate", group=_MODEL),
     Option("backbone_ckpt", str, "", "converted image-encoder weights (tools/convert.py --part image)", group=_MODEL),
     Option("text_ckpt", str, "", "converted CLIP text-encoder weights (tools/convert.py --part text)", group=_MODEL),
+    Option("impl", str, "auto", "layer implementations: native (MindSpore/mindcv cells, the fast path on Ascend/GPU), "
+           "lean (CPU workarounds), auto (lean on CPU, native on Ascend/GPU)", choices=("auto", "native", "lean"),
+           group=_MODEL),
+    Option("amp_level", str, "O0", "mixed precision of the image branch, mindcv's levels: O0 float32, O1 Dense/Conv "
+           "in float16, O2 float16 except the black list (BatchNorm, LayerNorm, ...), O3 float16; the text tower, "
+           "L2 norms, logits and loss stay float32", choices=("O0", "O1", "O2", "O3"), group=_MODEL),
     # Checkpoints
     Option("ckpt_save_dir", str, "./ckpt", "directory for checkpoints, logs, metrics and the resolved config",
            group=_CKPT),
@@ -161,7 +167,10 @@ OPTIONS: List[Option] = [
            group=_OPT),
     Option("clip_grad", bool, False, "clip gradients by global norm", group=_OPT),
     Option("clip_value", float, 15.0, "global-norm clip value", min_value=0.0, group=_OPT),
-    Option("loss_scale", float, 1.0, "fixed loss scale", min_value=0.0, group=_OPT),
+    Option("loss_scale_type", str, "fixed", "loss scaling (mindcv's names): fixed, dynamic (halve on overflow and "
+           "skip the update, double after 2000 good steps) or auto (dynamic for amp_level O2, else fixed)",
+           choices=("fixed", "dynamic", "auto"), group=_OPT),
+    Option("loss_scale", float, 1.0, "loss scale (fixed) or initial loss scale (dynamic)", min_value=1.0, group=_OPT),
     # Scheduler
     Option("scheduler", str, "polynomial_decay", "lr schedule (mindcv.scheduler.create_scheduler)",
            choices=("polynomial_decay", "constant", "cosine_decay", "exponential_decay", "step_decay"),

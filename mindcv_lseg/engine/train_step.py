@@ -15,7 +15,8 @@ All three are GRAPH-mode friendly (``construct`` only uses tensors and hyper-map
 import mindspore as ms
 from mindspore import nn, ops
 
-__all__ = ["TrainStep", "AccumulateStep", "ApplyAccumulated", "build_train_cells", "create_grad_reducer"]
+__all__ = ["TrainStep", "AccumulateStep", "ApplyAccumulated", "build_train_cells", "create_grad_reducer",
+           "resolve_loss_scale_type"]
 
 _scale = ops.MultitypeFuncGraph("scale")
 _add = ops.MultitypeFuncGraph("add")
@@ -37,6 +38,16 @@ def _zero_grad(acc):
     return ops.assign(acc, ops.zeros_like(acc))
 
 
+def resolve_loss_scale_type(loss_scale_type: str, amp_level: str = "O0") -> str:
+    """mindcv's ``loss_scale_type`` -> "fixed" or "dynamic"; "auto" is "dynamic" for amp_level O2 (as
+    ``mindspore.Model``'s O2 preset) and "fixed" otherwise."""
+    if loss_scale_type not in ("fixed", "dynamic", "auto"):
+        raise ValueError(f"loss_scale_type must be 'fixed', 'dynamic' or 'auto', got {loss_scale_type!r}")
+    if loss_scale_type == "auto":
+        return "dynamic" if amp_level == "O2" else "fixed"
+    return loss_scale_type
+
+
 def create_grad_reducer(parameters, distribute: bool):
     """``nn.DistributedGradReducer`` (mean over ranks) when data-parallel, else identity."""
     if not distribute:
@@ -52,9 +63,11 @@ class TrainStep(nn.Cell):
     Args:
         network: cell returning a scalar loss from the inputs (e.g. :class:`~mindcv_lseg.engine.loss.NetWithLoss`).
         optimizer: MindSpore optimizer over the trainable parameters.
-        loss_scale: fixed loss scale (gradients are divided back before clipping/updating).
+        loss_scale: loss scale (gradients are divided back before clipping/updating); the initial one if dynamic.
         clip_grad: clip gradients by global norm ``clip_value`` (after the rank reduction).
         distribute: average gradients over ranks (data parallel).
+        dynamic_loss_scale: if the gradients overflow (inf/nan), skip the update and halve the scale; double it
+            after 2000 steps without overflow (``nn.DynamicLossScaleUpdateCell``, mindcv's "dynamic").
 
     Inputs:
         ``*inputs`` of ``network`` (image ``[B,3,H,W]`` float32, label ``[B,H,W]`` int32).
@@ -63,7 +76,8 @@ class TrainStep(nn.Cell):
         Scalar loss (of this rank's micro-batch, unscaled).
     """
 
-    def __init__(self, network, optimizer, loss_scale=1.0, clip_grad=False, clip_value=15.0, distribute=False):
+    def __init__(self, network, optimizer, loss_scale=1.0, clip_grad=False, clip_value=15.0, distribute=False,
+                 dynamic_loss_scale=False):
         super().__init__(auto_prefix=False)
         self.network = network
         self.network.set_grad()
@@ -71,20 +85,30 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.hyper_map = ops.HyperMap()
-        self.sens = ms.Tensor(float(loss_scale), ms.float32)
-        self.inv_sens = ms.Tensor(1.0 / float(loss_scale), ms.float32)
+        self.dynamic = bool(dynamic_loss_scale)
+        self.scale_sense = ms.Parameter(ms.Tensor(float(loss_scale), ms.float32), name="scale_sense",
+                                        requires_grad=False)
+        self.update_scale = nn.DynamicLossScaleUpdateCell(float(loss_scale), 2, 2000) if self.dynamic else None
         self.clip_grad = bool(clip_grad)
         self.clip_value = float(clip_value)
         self.grad_reducer = create_grad_reducer(self.weights, distribute)
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
-        sens = ops.fill(ops.dtype(loss), ops.shape(loss), 1.0) * self.sens
+        scale = self.scale_sense * 1.0  # a copy: the dynamic update below changes the parameter
+        sens = ops.fill(ops.dtype(loss), ops.shape(loss), 1.0) * scale
         grads = self.grad(self.network, self.weights)(*inputs, sens)
-        grads = self.hyper_map(ops.partial(_scale, self.inv_sens), grads)
+        grads = self.hyper_map(ops.partial(_scale, ops.reciprocal(scale)), grads)
         grads = self.grad_reducer(grads)
-        if self.clip_grad:
+        if self.clip_grad and not self.dynamic:
             grads = ops.clip_by_global_norm(grads, clip_norm=self.clip_value)
+        if self.dynamic:
+            overflow = self.update_scale(self.scale_sense, ops.logical_not(ms.amp.all_finite(grads)))
+            if not overflow:
+                if self.clip_grad:
+                    grads = ops.clip_by_global_norm(grads, clip_norm=self.clip_value)
+                loss = ops.depend(loss, self.optimizer(grads))
+            return loss
         loss = ops.depend(loss, self.optimizer(grads))
         return loss
 
@@ -186,14 +210,21 @@ class _SingleTrainer:
 
 
 def build_train_cells(network, optimizer, grad_accumulation=1, loss_scale=1.0, clip_grad=False, clip_value=15.0,
-                      distribute=False):
+                      distribute=False, loss_scale_type="fixed"):
     """Build the train driver: ``driver.step(image, label, close_window) -> (loss, updated)``.
 
     With ``grad_accumulation == 1`` every call updates (``close_window`` is ignored); otherwise the caller closes a
-    window every ``grad_accumulation`` micro-batches and at the end of each epoch.
+    window every ``grad_accumulation`` micro-batches and at the end of each epoch. ``loss_scale_type`` is "fixed"
+    or "dynamic" (see :func:`resolve_loss_scale_type`); "dynamic" needs ``grad_accumulation == 1``.
     """
+    if loss_scale_type not in ("fixed", "dynamic"):
+        raise ValueError(f"loss_scale_type must be 'fixed' or 'dynamic' here, got {loss_scale_type!r}")
     if grad_accumulation <= 1:
-        return _SingleTrainer(TrainStep(network, optimizer, loss_scale, clip_grad, clip_value, distribute))
+        return _SingleTrainer(TrainStep(network, optimizer, loss_scale, clip_grad, clip_value, distribute,
+                                        dynamic_loss_scale=loss_scale_type == "dynamic"))
+    if loss_scale_type == "dynamic":
+        raise ValueError("loss_scale_type 'dynamic' works with grad_accumulation 1 only; use a fixed loss scale "
+                         "with gradient accumulation")
     weights = optimizer.parameters
     accum = weights.clone(prefix="accum_grad", init="zeros")
     return _AccumulatingTrainer(AccumulateStep(network, weights, accum, loss_scale),

@@ -33,12 +33,13 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..checkpoint import CheckpointMismatchError, load_checkpoint_checked, load_into_net
+from ..models.amp import auto_mixed_precision
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
 from .logger import MetricsHistory, create_logger, plot_curves
 from .loss import NetWithLoss, create_seg_loss
 from .optim import build_lr_schedule, create_seg_optimizer, effective_lr, updates_per_epoch
-from .train_step import build_train_cells
+from .train_step import build_train_cells, resolve_loss_scale_type
 
 __all__ = ["init_context", "build_network", "load_partial_weights", "param_digest", "sync_bn_statistics",
            "build_datasets", "SegTrainer", "train", "run_cli"]
@@ -121,7 +122,7 @@ def build_network(args, logger=None) -> nn.Cell:
         raise ValueError(f"unknown model {args.model!r}; LSeg models: {lseg}")
     # mindcv's slow truncated-normal ViT init is skipped when the encoder weights are loaded afterwards
     weight_init = not (args.ckpt_path or args.backbone_ckpt)
-    net = mindcv.create_model(args.model, weight_init=weight_init)
+    net = mindcv.create_model(args.model, weight_init=weight_init, impl=args.impl)
     if args.ckpt_path:
         load_into_net(net, args.ckpt_path, strict=True)
         if logger:
@@ -285,10 +286,14 @@ class SegTrainer:
             self.net, self.lr_schedule, opt=args.opt, momentum=args.momentum, weight_decay=args.weight_decay,
             decoder_lr_mult=args.decoder_lr_mult, use_nesterov=args.use_nesterov,
             filter_bias_and_bn=args.filter_bias_and_bn)
-        self.loss_fn = create_seg_loss(args.loss, args.ignore_index)
+        self.loss_fn = create_seg_loss(args.loss, args.ignore_index, impl=self.net.impl)
+        auto_mixed_precision(self.net, args.amp_level)  # image branch only; text features are computed above
         self.net_with_loss = NetWithLoss(self.net, self.loss_fn, self.text_features)
+        loss_scale_type = resolve_loss_scale_type(args.loss_scale_type, args.amp_level)
         self.driver = build_train_cells(self.net_with_loss, self.optimizer, args.grad_accumulation, args.loss_scale,
-                                        args.clip_grad, args.clip_value, args.distribute)
+                                        args.clip_grad, args.clip_value, args.distribute, loss_scale_type)
+        log.info("impl %s, amp_level %s, loss scale %s %g", self.net.impl, args.amp_level, loss_scale_type,
+                 args.loss_scale)
 
         self.start_epoch, self.global_step, self.best_miou, self.best_epoch = 0, 0, -1.0, -1
         if self.resume_path:

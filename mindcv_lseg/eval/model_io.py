@@ -15,15 +15,16 @@ def _short(msg: str, max_lines: int = 8) -> str:
                                           if len(lines) > max_lines else []))
 
 
-def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: bool = True,
-                      impl: Optional[str] = None):
-    """``mindcv.create_model(name)`` + strict checkpoint load, in eval mode.
+def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: bool = True, impl: str = "auto",
+                      amp_level: str = "O0"):
+    """``mindcv.create_model(name, impl=impl)`` + strict checkpoint load + mixed precision, in eval mode.
 
     Args:
         name: registered model name (``lseg_vitl16_384``, ``lseg_vitb32``, ``lseg_tiny_test``).
         ckpt_path: MindSpore checkpoint of this variant (e.g. from ``tools/convert.py`` or ``tools/train.py``).
         require_ckpt: raise if no checkpoint is given (random weights are useless outside tests).
-        impl: ``"auto"``, ``"native"`` or ``"lean"`` for ``mindcv.create_model``; ``None`` = the model's default.
+        impl: "auto", "native" or "lean" (:mod:`mindcv_lseg.models.ops_impl`).
+        amp_level: "O0".."O3" (:func:`mindcv_lseg.models.amp.auto_mixed_precision`).
 
     Raises:
         ModelLoadError: with a message naming the model / file and what to do.
@@ -42,7 +43,7 @@ def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: 
                                  f"weights with tools/convert.py or train one with tools/train.py)")
     elif not os.path.isfile(ckpt_path):
         raise ModelLoadError(f"checkpoint not found: {ckpt_path} (check the path given to --ckpt_path)")
-    net = mindcv.create_model(name, **({} if impl is None else {"impl": impl}))
+    net = mindcv.create_model(name, impl=impl)
     if ckpt_path:
         hint = f"Is it a checkpoint of another variant? Pass the matching --model ({', '.join(lseg_models)})."
         try:
@@ -57,6 +58,9 @@ def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: 
 
             msg = format_mismatch(missing, foreign, header=f"checkpoint {ckpt_path} does not match the network {name}")
             raise ModelLoadError(f"cannot load {ckpt_path} into {name}: {_short(msg)}\n{hint}")
+    from ..models.amp import auto_mixed_precision
+
+    auto_mixed_precision(net, amp_level)
     net.set_train(False)
     return net
 

@@ -28,9 +28,9 @@ def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
     ``ops.broadcast_to`` followed by a same-shape op) does not.
     """
     lead = x.shape[:-1]
-    out = ops.matmul(x.reshape(-1, x.shape[-1]), weight_t)
+    out = ops.matmul(x.reshape(-1, x.shape[-1]), weight_t.astype(x.dtype))  # float16 input under mixed precision
     if bias is not None:
-        out = ops.bias_add(out, bias)
+        out = ops.bias_add(out, bias.astype(x.dtype))
     return out.reshape(lead + (weight_t.shape[1],))
 
 
@@ -152,8 +152,8 @@ class CpuGemmConv2d(nn.Cell):
 
     def _same(self, x: Tensor) -> Tensor:
         if self.kernel_size == 1:  # a plain 1x1 convolution: nothing to gather
-            return ops.conv2d(x, self.weight)
-        return self.conv(x, self.weight)
+            return ops.conv2d(x, self.weight.astype(x.dtype))  # float16 input under mixed precision
+        return self.conv(x, self.weight.astype(x.dtype))
 
     def _strided(self, x: Tensor) -> Tensor:
         # the stride-s output is every s-th pixel of the stride-1 output; picked with reshape + split, because
@@ -169,7 +169,7 @@ class CpuGemmConv2d(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         out = self._same(x) if self.stride == 1 else self._strided(x)
         if self.has_bias:
-            out = ops.bias_add(out, self.bias)  # see ``linear``
+            out = ops.bias_add(out, self.bias.astype(out.dtype))  # see ``linear``
         return out
 
 
@@ -199,7 +199,7 @@ class CpuGemmConvTranspose2d(nn.Cell):
         out = out.reshape(b, h, w, self.out_channels, k, k).transpose(0, 3, 1, 4, 2, 5)
         out = out.reshape(b, self.out_channels, h * k, w * k)
         if self.has_bias:
-            out = ops.bias_add(out, self.bias)  # see ``linear``
+            out = ops.bias_add(out, self.bias.astype(out.dtype))  # see ``linear``
         return out
 
 

@@ -143,6 +143,7 @@ class LSeg(nn.Cell):
     ):
         super().__init__()
         self.impl = current_impl(impl)
+        self.amp_level = "O0"  # set by mindcv_lseg.models.amp.auto_mixed_precision
         self.embed_dim = embed_dim
         self.context_length = context_length
         self.logit_scale = LOGIT_SCALE
@@ -169,7 +170,7 @@ class LSeg(nn.Cell):
     def pixel_embeddings(self, x: Tensor) -> Tensor:
         """Unnormalised per-pixel embeddings ``head1(path_1)``: [B, 3, H, W] -> [B, embed_dim, H/2, W/2]."""
         self.check_input_size(x.shape[2], x.shape[3])
-        return self.scratch(self.encoder(x))
+        return self.scratch(self.encoder(x)).astype(ms.float32)  # float16 under mixed precision (amp.py)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """L2-normalised per-pixel embeddings: [B, 3, H, W] -> [B, embed_dim, H/2, W/2]."""

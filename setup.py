@@ -27,8 +27,10 @@ setup(
     extras_require={
         # the interactive page (tools/demo.py); gradio 6.31 needs pillow<13, which pip resolves
         "demo": ["gradio==6.31.0"],
+        # run ONNX exports (tools/export.py --file_format ONNX) with ONNX Runtime
+        "onnx": ["onnxruntime"],
         # torch is only used by tests to write reference checkpoints in PyTorch formats; gradio + playwright drive the
         # demo page in Debian's chromium (tests/test_demo_page.py; playwright's own browser download is not used)
-        "test": ["pytest", "torch==2.13.0", "gradio==6.31.0", "playwright==1.65.2"],
+        "test": ["pytest", "torch==2.13.0", "gradio==6.31.0", "playwright==1.65.2", "onnxruntime"],
     },
 )

@@ -5,6 +5,9 @@ NAME_overlay.png (the image blended with the class colours, with a legend), opti
 embeddings, float32 [C, H/2, W/2]); labels.txt lists the labels in id order.
 An image above the whole-image pixel budget (--max_whole_pixels) is segmented with sliding windows (said per image);
 --max_size N segments a copy whose long side is N.
+
+``--deploy_dir`` runs the graphs written by ``tools/export.py`` (MINDIR with MindSpore, ONNX with ONNX Runtime)
+instead of the eager network; ``--model``/``--ckpt_path`` are then not used and ``--crop_size`` is the exported size.
 """
 import os
 import sys
@@ -46,6 +49,8 @@ EXTRA_OPTIONS = [
            "(outputs keep the image's size)", optional=True, min_value=1, group="Inference"),
     Option("max_whole_pixels", int, 1024 * 1024, "eval_mode whole: images with more (padded) pixels are segmented "
            "with sliding crop_size windows instead", min_value=1, group="Inference"),
+    Option("deploy_dir", str, "", "run the exported graphs in this folder (tools/export.py) instead of the "
+           "eager network", group="Inference"),
 ]
 
 
@@ -90,12 +95,22 @@ def main(argv=None) -> int:
     from mindcv_lseg.eval.text_cache import TextEmbeddingCache, checkpoint_identity
 
     setup_context(args.mode, args.device_target)
-    try:
-        net = create_eval_model(args.model, args.ckpt_path, impl=args.impl, amp_level=args.amp_level)
-    except ModelLoadError as e:
-        return _fail(str(e))
-    cache = TextEmbeddingCache(net, model_id=f"{args.model}|{checkpoint_identity(args.ckpt_path)}",
-                               cache_dir=args.text_cache_dir or None, templates=templates)
+    if args.deploy_dir:
+        from mindcv_lseg.deploy import DeployError, load_deployed
+
+        try:
+            net = load_deployed(args.deploy_dir)
+            cfg = net.inference_config(cfg)
+        except (DeployError, ValueError) as e:
+            return _fail(f"--deploy_dir: {e}")
+        model_id = f"deploy:{net.model}|{checkpoint_identity(args.deploy_dir)}"
+    else:
+        try:
+            net = create_eval_model(args.model, args.ckpt_path, impl=args.impl, amp_level=args.amp_level)
+        except ModelLoadError as e:
+            return _fail(str(e))
+        model_id = f"{args.model}|{checkpoint_identity(args.ckpt_path)}"
+    cache = TextEmbeddingCache(net, model_id=model_id, cache_dir=args.text_cache_dir or None, templates=templates)
     try:
         cache(labels)
     except ValueError as e:

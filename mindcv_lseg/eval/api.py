@@ -113,11 +113,14 @@ _FEATURE_CELLS = weakref.WeakKeyDictionary()
 
 
 def _features_cell(net):
-    """A Cell whose ``construct`` is ``net.forward_features`` (compiled as one graph in GRAPH mode), cached per net."""
+    """A Cell whose ``construct`` is ``net.forward_features`` (compiled as one graph in GRAPH mode), cached per net;
+    for a network that is not a Cell (an exported graph, :mod:`mindcv_lseg.deploy`) its own ``forward_features``."""
+    from mindspore import nn
+
+    if not isinstance(net, nn.Cell):
+        return net.forward_features
     cell = _FEATURE_CELLS.get(net)
     if cell is None:
-        from mindspore import nn
-
         class _ForwardFeatures(nn.Cell):
             def __init__(self, inner):
                 super().__init__(auto_prefix=False)
@@ -142,7 +145,8 @@ def pixel_embeddings(net, x: np.ndarray, size_divisor: int = 32, pad_value: floa
     from ..compile_notice import announce_compile
 
     done = announce_compile(net, "embedding", xp.shape, "net.forward_features is a second graph")
-    feats = _features_cell(net)(ms.Tensor(np.ascontiguousarray(xp), ms.float32)).asnumpy()
+    feats = _features_cell(net)(ms.Tensor(np.ascontiguousarray(xp), ms.float32))
+    feats = feats.asnumpy() if hasattr(feats, "asnumpy") else np.asarray(feats)
     done()
     fh, fw = feats.shape[2], feats.shape[3]
     return feats[0, :, : -(-h * fh // ph), : -(-w * fw // pw)].astype(np.float32)

@@ -116,6 +116,8 @@ class CLIPTextEncoder(nn.Cell):
         self.text_projection = Parameter(initializer(Normal(width ** -0.5), (width, embed_dim), ms.float32))
         mask = np.triu(np.full((context_length, context_length), -np.inf, dtype=np.float32), 1)
         self.attn_mask = Tensor(mask)
+        self.one, self.zero = Tensor(1.0, ms.float32), Tensor(0.0, ms.float32)
+        self.pool = ops.BatchMatMul()
 
     def construct(self, tokens: Tensor) -> Tensor:
         length = tokens.shape[1]
@@ -124,7 +126,8 @@ class CLIPTextEncoder(nn.Cell):
         for block in self.resblocks:
             x = block(x, mask)
         x = self.ln_final(x)
-        eot = tokens.argmax(axis=-1).astype(ms.int32)
-        rows = ops.arange(tokens.shape[0], dtype=ms.int32)
-        pooled = ops.gather_nd(x, ops.stack((rows, eot), axis=-1))  # [N, width]
+        # the row at the end token, picked by a one-hot product (exact: one 1, zeros elsewhere); MindSpore 2.10's
+        # ONNX exporter mistranslates ArgMax + GatherNd
+        eot = ops.one_hot(tokens.argmax(axis=-1).astype(ms.int32), length, self.one, self.zero)  # [N, L]
+        pooled = self.pool(eot.expand_dims(1), x).squeeze(1)  # [N, width]
         return ops.matmul(pooled, self.text_projection)

@@ -9,7 +9,7 @@ from typing import Sequence, Tuple
 
 from mindspore import Tensor, nn, ops
 
-from .ops_impl import conv2d, conv_transpose2d, current_impl, gelu_layer
+from .ops_impl import BilinearResize, conv2d, conv_transpose2d, current_impl, gelu_layer
 
 __all__ = [
     "ProjectReadout",
@@ -169,9 +169,10 @@ class FeatureFusionBlock(nn.Cell):
             self.res_conf_unit1 = ResidualConvUnit(channels, impl)
         self.res_conf_unit2 = ResidualConvUnit(channels, impl)
         self.out_conv = nn.Conv2d(channels, channels, 1, pad_mode="valid", has_bias=True)
+        self.upsample = BilinearResize(align_corners=True)
 
     def construct(self, x: Tensor, skip: Tensor = None) -> Tensor:
         if self.use_skip:
             x = x + self.res_conf_unit1(skip)
-        x = self.res_conf_unit2(x)
-        return upsample2x(self.out_conv(x))
+        x = self.out_conv(self.res_conf_unit2(x))
+        return self.upsample(x, 2 * x.shape[2], 2 * x.shape[3])  # = upsample2x

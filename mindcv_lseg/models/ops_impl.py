@@ -42,6 +42,7 @@ __all__ = [
     "Linear",
     "seg_cross_entropy",
     "NativeAttention",
+    "BilinearResize",
 ]
 
 IMPLS = ("auto", "native", "lean")
@@ -239,3 +240,23 @@ def seg_cross_entropy(ignore_index: int, impl: str) -> nn.Cell:
 
     _check(impl)
     return LeanSegCrossEntropy(ignore_index) if impl == "lean" else SegCrossEntropy(ignore_index)
+
+
+class BilinearResize(nn.Cell):
+    """Bilinear resize ``[B, C, h, w] -> [B, C, out_h, out_w]`` (PyTorch's ``F.interpolate(mode="bilinear")``).
+
+    The same ``ops.interpolate`` in both implementations; a cell rather than a function so that an exporter can swap
+    in a formulation its format supports (MindSpore 2.10's ONNX exporter has no ``ResizeBilinearV2``, see
+    :mod:`mindcv_lseg.deploy.onnx_compat`).
+
+    Args:
+        align_corners: PyTorch's ``align_corners`` (True: the decoder's x2 upsampling; False: half-pixel centres, the
+            ViT position-embedding resize).
+    """
+
+    def __init__(self, align_corners: bool):
+        super().__init__()
+        self.align_corners = align_corners
+
+    def construct(self, x: Tensor, out_h: int, out_w: int) -> Tensor:
+        return ops.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=self.align_corners)

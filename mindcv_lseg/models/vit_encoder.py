@@ -11,12 +11,12 @@ from typing import Sequence, Tuple
 from mindcv.models.vit import VisionTransformer
 from mindspore import Tensor, nn, ops
 
-from .ops_impl import PatchEmbedding, current_impl, gelu_layer, vit_attention
+from .ops_impl import BilinearResize, PatchEmbedding, current_impl, gelu_layer, vit_attention
 
 __all__ = ["ViTEncoder", "resize_pos_embed"]
 
 
-def resize_pos_embed(pos_embed: Tensor, grid_size: int, grid_h: int, grid_w: int) -> Tensor:
+def resize_pos_embed(pos_embed: Tensor, grid_size: int, grid_h: int, grid_w: int, resize=None) -> Tensor:
     """Resample ViT position embeddings to a new token grid.
 
     Args:
@@ -31,7 +31,10 @@ def resize_pos_embed(pos_embed: Tensor, grid_size: int, grid_h: int, grid_w: int
     channels = pos_embed.shape[-1]
     cls_pos = pos_embed[:, :1]
     grid = pos_embed[:, 1:].reshape(1, grid_size, grid_size, channels).transpose(0, 3, 1, 2)
-    grid = ops.interpolate(grid, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
+    if resize is None:
+        grid = ops.interpolate(grid, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
+    else:
+        grid = resize(grid, grid_h, grid_w)
     grid = grid.transpose(0, 2, 3, 1).reshape(1, grid_h * grid_w, channels)
     return ops.concat((cls_pos, grid), axis=1)
 
@@ -105,6 +108,7 @@ class ViTEncoder(VisionTransformer):
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.grid_size = image_size // patch_size
+        self.pos_resize = BilinearResize(align_corners=False)
         self.run_depth = hooks[-1] + 1  # blocks after the last hook are never run
         self.is_hook = tuple(i in hooks for i in range(self.run_depth))
 
@@ -116,7 +120,10 @@ class ViTEncoder(VisionTransformer):
         tokens = self.patch_embedding(x, self.patch_embed.proj.weight, self.patch_embed.proj.bias)  # [B, gh*gw, C]
         cls_token = ops.broadcast_to(self.cls_token, (b, -1, -1))
         tokens = ops.concat((cls_token, tokens), axis=1)
-        tokens = tokens + resize_pos_embed(self.pos_embed, self.grid_size, grid_h, grid_w)
+        if grid_h == self.grid_size and grid_w == self.grid_size:  # half-pixel resize to the same size = identity
+            tokens = tokens + self.pos_embed
+        else:
+            tokens = tokens + resize_pos_embed(self.pos_embed, self.grid_size, grid_h, grid_w, self.pos_resize)
         if self.use_pos_drop:
             tokens = self.pos_drop(tokens)
         outs = ()

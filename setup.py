@@ -1,4 +1,5 @@
 """mindcv-lseg: LSeg (Language-driven Semantic Segmentation) for MindSpore, as a mindcv plug-in."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -9,9 +10,18 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["mindcv_lseg", "mindcv_lseg.*"]),
-    package_data={"mindcv_lseg": ["text/*.txt.gz", "text/*.txt", "text/LICENSE*", "data/fewshot_splits/*.txt",
-                                  "data/fewshot_splits/*.md", "data/fewshot_splits/*/*.txt",
-                                  "data/fewshot_splits/*/*/*.txt", "data/fewshot_splits/*/*/*.pkl"]},
+    package_data={
+        "mindcv_lseg": [
+            "text/*.txt.gz",
+            "text/*.txt",
+            "text/LICENSE*",
+            "data/fewshot_splits/*.txt",
+            "data/fewshot_splits/*.md",
+            "data/fewshot_splits/*/*.txt",
+            "data/fewshot_splits/*/*/*.txt",
+            "data/fewshot_splits/*/*/*.pkl",
+        ]
+    },
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=[

@@ -8,6 +8,7 @@ child only).
     python benchmarks/convert_memory.py                       # ViT-L/16 (1.65 GiB), Lightning .ckpt and .npz
     python benchmarks/convert_memory.py --variant clip_vitb32_384 --formats npz
 """
+
 import argparse
 import json
 import os
@@ -48,26 +49,63 @@ def main(argv=None):
         dst = os.path.join(work, "%s_from_%s.ckpt" % (model, fmt))
         if not os.path.exists(src):
             print("generating %s ..." % src, flush=True)
-            subprocess.run([sys.executable, os.path.join(REPO, "tests", "parity_weights.py"),
-                            "--variant", args.variant, "--seed", "0", "--out", src], check=True)
-        code, rss, secs, out = run_measured([sys.executable, os.path.join(REPO, "tools", "convert.py"),
-                                             "--model", model, "--src", src, "--dst", dst, "--quiet"])
+            subprocess.run(
+                [
+                    sys.executable,
+                    os.path.join(REPO, "tests", "parity_weights.py"),
+                    "--variant",
+                    args.variant,
+                    "--seed",
+                    "0",
+                    "--out",
+                    src,
+                ],
+                check=True,
+            )
+        code, rss, secs, out = run_measured(
+            [
+                sys.executable,
+                os.path.join(REPO, "tools", "convert.py"),
+                "--model",
+                model,
+                "--src",
+                src,
+                "--dst",
+                dst,
+                "--quiet",
+            ]
+        )
         if code != 0:
             print(out)
             raise SystemExit("conversion failed (exit %d)" % code)
         size = os.path.getsize(src)
-        res = {"variant": args.variant, "format": fmt, "file_bytes": size, "peak_rss_bytes": rss,
-               "rss_over_file": round(rss / size, 3), "seconds": round(secs, 1),
-               "output_bytes": os.path.getsize(dst)}
+        res = {
+            "variant": args.variant,
+            "format": fmt,
+            "file_bytes": size,
+            "peak_rss_bytes": rss,
+            "rss_over_file": round(rss / size, 3),
+            "seconds": round(secs, 1),
+            "output_bytes": os.path.getsize(dst),
+        }
         results.append(res)
-        print("%-4s file %.2f GiB  peak RSS %.2f GiB  ratio %.2fx  %.1f s" % (
-            fmt, size / 2 ** 30, rss / 2 ** 30, rss / size, secs), flush=True)
+        print(
+            "%-4s file %.2f GiB  peak RSS %.2f GiB  ratio %.2fx  %.1f s"
+            % (fmt, size / 2**30, rss / 2**30, rss / size, secs),
+            flush=True,
+        )
         if not args.keep:
             os.remove(dst)
             os.remove(src)
-    print(json.dumps({"machine": "%s, %d CPUs, Python %s" % (platform.machine(), os.cpu_count(),
-                                                               platform.python_version()),
-                      "results": results}, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": "%s, %d CPUs, Python %s" % (platform.machine(), os.cpu_count(), platform.python_version()),
+                "results": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

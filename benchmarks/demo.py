@@ -12,6 +12,7 @@ Per model (random weights, saved to a temp checkpoint: speed does not depend on 
 
 Timings on a machine shared with other jobs vary a lot; the ratio to the same-run baseline is the stable figure.
 """
+
 import argparse
 import json
 import os
@@ -60,8 +61,8 @@ def _image(path, h, w, seed):
 
 
 def bench_model(model, work, size, n, labels):
-    import mindspore as ms
     import mindcv
+    import mindspore as ms
 
     import mindcv_lseg
     from mindcv_lseg.eval import TextEmbeddingCache
@@ -96,9 +97,25 @@ def bench_model(model, work, size, n, labels):
     url = f"http://127.0.0.1:{port}/"
     log = open(os.path.join(work, f"{model}_demo.log"), "w")
     t_start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "demo.py"), "--model", model,
-                             "--ckpt_path", ckpt, "--port", str(port), "--labels", ", ".join(labels),
-                             "--examples", img], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "demo.py"),
+            "--model",
+            model,
+            "--ckpt_path",
+            ckpt,
+            "--port",
+            str(port),
+            "--labels",
+            ", ".join(labels),
+            "--examples",
+            img,
+        ],
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_http(url, proc)
         t_ready = time.perf_counter() - t_start
@@ -118,8 +135,17 @@ def bench_model(model, work, size, n, labels):
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
-    return dict(model=model, size=f"{h}x{w}", direct_first=direct_first, direct=direct, ready=t_ready,
-                first=t_first, per_request=per_request, ratio=per_request / direct, new_size=new_size)
+    return dict(
+        model=model,
+        size=f"{h}x{w}",
+        direct_first=direct_first,
+        direct=direct,
+        ready=t_ready,
+        first=t_first,
+        per_request=per_request,
+        ratio=per_request / direct,
+        new_size=new_size,
+    )
 
 
 def main(argv=None):
@@ -139,8 +165,19 @@ def main(argv=None):
     for model in args.models:
         with tempfile.TemporaryDirectory(prefix="lseg_bench_demo_") as work:
             # each model in its own process: the baseline's network is freed before the next one
-            cmd = [sys.executable, os.path.abspath(__file__), "--one", model, work, "--size", *map(str, args.size),
-                   "--requests", str(args.requests), "--labels", args.labels]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--one",
+                model,
+                work,
+                "--size",
+                *map(str, args.size),
+                "--requests",
+                str(args.requests),
+                "--labels",
+                args.labels,
+            ]
             r = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
             if r.returncode != 0 or not line:
@@ -149,12 +186,16 @@ def main(argv=None):
             rows.append(json.loads(line[-1][7:]))
             print(rows[-1], flush=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (2 cores)")
-    print("| model | image | start -> page ready | start -> first result | per request (median) | segment() direct "
-          "| ratio | request at a new size |")
+    print(
+        "| model | image | start -> page ready | start -> first result | per request (median) | segment() direct "
+        "| ratio | request at a new size |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['size']} | {r['ready']:.1f} s | {r['first']:.1f} s | {r['per_request']:.2f} s "
-              f"| {r['direct']:.2f} s | {r['ratio']:.2f}x | {r['new_size']:.1f} s |")
+        print(
+            f"| {r['model']} | {r['size']} | {r['ready']:.1f} s | {r['first']:.1f} s | {r['per_request']:.2f} s "
+            f"| {r['direct']:.2f} s | {r['ratio']:.2f}x | {r['new_size']:.1f} s |"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ on this shared 2-core machine are not (see README).
     python benchmarks/deploy.py                                   # lseg_vitb32 and lseg_vitl16_384
     python benchmarks/deploy.py --models lseg_vitb32 --runs 3
 """
+
 import argparse
 import json
 import os
@@ -92,6 +93,7 @@ def step_time(kind, model, ckpt, out_dir, warmup, runs):
 
         def call():
             return net(xt, net.encode_text(LABELS)).asnumpy()
+
     else:
         from mindcv_lseg.deploy import load_deployed
 
@@ -99,6 +101,7 @@ def step_time(kind, model, ckpt, out_dir, warmup, runs):
 
         def call():
             return net(x, net.encode_text(LABELS))
+
     load = time.perf_counter() - start
     start = time.perf_counter()
     out = call()
@@ -116,11 +119,12 @@ def _child(args):
 
 
 def _run(*args):
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *map(str, args)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", *map(str, args)], capture_output=True, text=True
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
     raise RuntimeError(f"step {args[0]} {args[1:]} failed (exit {proc.returncode}):\n{tail}")
 
@@ -152,19 +156,27 @@ def main():
             dirs = {kind: os.path.join(work, f"{model}_{kind.lower()}") for kind in exports}
             for kind, (fmt, impl) in exports.items():
                 row[f"export_{kind}"] = _run("export", model, ckpt, fmt, dirs[kind], impl)
-                print(f"{model}: exported {kind} in {row[f'export_{kind}']['export_s']:.0f} s, peak RSS "
-                      f"{row[f'export_{kind}']['export_peak_rss_gb']:.2f} GB", flush=True)
+                print(
+                    f"{model}: exported {kind} in {row[f'export_{kind}']['export_s']:.0f} s, peak RSS "
+                    f"{row[f'export_{kind}']['export_peak_rss_gb']:.2f} GB",
+                    flush=True,
+                )
             for kind in ["eager_lean"] + list(exports):
                 runs = 0 if kind == "MINDIR_native" else a.runs
                 row[kind] = _run("time", kind, model, ckpt, dirs.get(kind, "-"), a.warmup, runs)
-                print(f"{model}: {kind:10s} median {row[kind]['median_s']:.3f} s  first {row[kind]['first_s']:.2f} s"
-                      f"  peak RSS {row[kind]['peak_rss_gb']:.2f} GB", flush=True)
+                print(
+                    f"{model}: {kind:10s} median {row[kind]['median_s']:.3f} s  first {row[kind]['first_s']:.2f} s"
+                    f"  peak RSS {row[kind]['peak_rss_gb']:.2f} GB",
+                    flush=True,
+                )
             rows.append(row)
     finally:
         if not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print("\n| model | eager lean (GRAPH) | MINDIR lean (GraphCell) | ONNX Runtime (native) | "
-          "peak RSS lean / MINDIR / ONNX |")
+    print(
+        "\n| model | eager lean (GRAPH) | MINDIR lean (GraphCell) | ONNX Runtime (native) | "
+        "peak RSS lean / MINDIR / ONNX |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
         base = r["eager_lean"]["median_s"]

@@ -7,6 +7,7 @@ Random weights (speed does not depend on them). ``whole`` pads the image to a mu
 The number of forwards of ``ms_flip`` on an ADE20K-sized image (~512x683) is what makes the reference protocol
 expensive: multiply it by the per-forward time to estimate a full validation run.
 """
+
 import argparse
 import os
 import resource
@@ -28,8 +29,9 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     import numpy as np
-    import mindspore as ms
+
     import mindcv
+    import mindspore as ms
 
     import mindcv_lseg  # noqa: F401
     from mindcv_lseg.eval import inference as I
@@ -67,8 +69,10 @@ def main(argv=None):
         steady = [d for _, d in calls[1:]] or [d for _, d in calls]
         rows.append((mode, len(calls), total, float(np.median(steady)), shapes, out.shape))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nimage {h}x{w}, crop {args.crop_size}, base {args.base_size}, {args.labels} labels, "
-          f"{'GRAPH' if args.graph else 'PYNATIVE'} mode, {os.cpu_count()} CPUs")
+    print(
+        f"\nimage {h}x{w}, crop {args.crop_size}, base {args.base_size}, {args.labels} labels, "
+        f"{'GRAPH' if args.graph else 'PYNATIVE'} mode, {os.cpu_count()} CPUs"
+    )
     print(f"{'mode':<8} {'forwards':>8} {'total s':>8} {'s/forward (median)':>19}  input shapes")
     for mode, n, total, med, shapes, _ in rows:
         print(f"{mode:<8} {n:>8} {total:>8.1f} {med:>19.2f}  {shapes}")

@@ -8,6 +8,7 @@ machine can be compared.
     python benchmarks/forward.py                       # both models, GRAPH and PYNATIVE
     python benchmarks/forward.py --models lseg_vitb32 --modes graph --runs 3
 """
+
 import argparse
 import json
 import os
@@ -70,9 +71,17 @@ def measure(model, mode, size, warmup, runs, ckpt=""):
     net(x, text).asnumpy()
     first = time.perf_counter() - start
     forward = _median_time(lambda: net(x, text).asnumpy(), max(warmup - 1, 0), runs)
-    result = dict(model=model, mode=mode, size=size, build_s=build, text_first_s=text_first, text_s=text_median,
-                  first_forward_s=first, forward_s=forward,
-                  peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)  # before the baseline
+    result = dict(
+        model=model,
+        mode=mode,
+        size=size,
+        build_s=build,
+        text_first_s=text_first,
+        text_s=text_median,
+        first_forward_s=first,
+        forward_s=forward,
+        peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    )  # before the baseline
     baseline = BASELINES.get(model)
     if baseline and size == 384:  # mindcv's ViT only takes its own input size
         vit = mindcv.create_model(baseline, weight_init=False)
@@ -99,39 +108,62 @@ def main(argv=None):
         write_checkpoint(args.models[0], args.ckpt)
         return 0
     if args.child:
-        print("RESULT " + json.dumps(measure(args.models[0], args.modes[0], args.size, args.warmup, args.runs,
-                                             args.ckpt)))
+        print(
+            "RESULT " + json.dumps(measure(args.models[0], args.modes[0], args.size, args.warmup, args.runs, args.ckpt))
+        )
         return 0
 
     results = []
     tmp = tempfile.mkdtemp(prefix="lseg_bench_")
     for model in args.models:
         ckpt = os.path.join(tmp, model + ".ckpt")
-        subprocess.run([sys.executable, __file__, "--save", "--models", model, "--ckpt", ckpt], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, __file__, "--save", "--models", model, "--ckpt", ckpt], check=True, capture_output=True
+        )
         for mode in args.modes:
-            cmd = [sys.executable, __file__, "--child", "--models", model, "--modes", mode, "--size", str(args.size),
-                   "--warmup", str(args.warmup), "--runs", str(args.runs), "--ckpt", ckpt]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--models",
+                model,
+                "--modes",
+                mode,
+                "--size",
+                str(args.size),
+                "--warmup",
+                str(args.warmup),
+                "--runs",
+                str(args.runs),
+                "--ckpt",
+                ckpt,
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not lines:
                 print(f"{model} {mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
-            res = json.loads(lines[-1][len("RESULT "):])
+            res = json.loads(lines[-1][len("RESULT ") :])
             results.append(res)
             print(json.dumps(res), flush=True)
         os.remove(ckpt)
     os.rmdir(tmp)
 
     load = os.getloadavg()[0]
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, load average {load:.1f}")
-    print("| model | mode | forward (median) | text, 5 labels | peak RSS (incl. loading) | mindcv ViT alone "
-          "(baseline) | first call |")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, load average {load:.1f}"
+    )
+    print(
+        "| model | mode | forward (median) | text, 5 labels | peak RSS (incl. loading) | mindcv ViT alone "
+        "(baseline) | first call |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         base = f"{r['baseline_forward_s']:.2f} s ({r['baseline']})" if "baseline" in r else "-"
-        print(f"| {r['model']} | {r['mode']} | {r['forward_s']:.2f} s | {r['text_s']:.3f} s | {r['peak_rss_gb']:.2f} GB "
-              f"| {base} | {r['first_forward_s']:.1f} s |")
+        print(
+            f"| {r['model']} | {r['mode']} | {r['forward_s']:.2f} s | {r['text_s']:.3f} s | {r['peak_rss_gb']:.2f} GB "
+            f"| {base} | {r['first_forward_s']:.1f} s |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

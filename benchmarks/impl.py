@@ -13,6 +13,7 @@ per forward here; use ``--size 128`` for a quick look.
     python benchmarks/impl.py                                   # lseg_vitb32, 384x384
     python benchmarks/impl.py --size 128 --train_steps 2 --runs 1
 """
+
 import argparse
 import json
 import os
@@ -89,9 +90,12 @@ def main():
     a = ap.parse_args()
     if a.one:
         impl, kind = a.one
-        res = forward(a.model, impl, a.size, a.runs) if kind == "forward" else train_step(a.model, impl, a.size,
-                                                                                          a.train_steps)
-        res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+        res = (
+            forward(a.model, impl, a.size, a.runs)
+            if kind == "forward"
+            else train_step(a.model, impl, a.size, a.train_steps)
+        )
+        res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         print("RESULT " + json.dumps(res), flush=True)
         return
     print(f"{a.model}, {a.size}x{a.size}, batch 1, {len(LABELS)} labels, fp32, GRAPH mode, {os.cpu_count()} cores")
@@ -99,8 +103,21 @@ def main():
     results = {}
     for kind in ("forward", "train_step"):
         for impl in a.impls:
-            cmd = [sys.executable, os.path.abspath(__file__), "--one", impl, kind, "--model", a.model,
-                   "--size", str(a.size), "--runs", str(a.runs), "--train_steps", str(a.train_steps)]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--one",
+                impl,
+                kind,
+                "--model",
+                a.model,
+                "--size",
+                str(a.size),
+                "--runs",
+                str(a.runs),
+                "--train_steps",
+                str(a.train_steps),
+            ]
             env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -108,8 +125,10 @@ def main():
                 print(f"{impl:<7} {kind:<11} failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
                 continue
             res = results[(impl, kind)] = json.loads(line[0][7:])
-            print(f"{impl:<7} {kind:<11} {res['first_s']:>9.2f} {res['median_s']:>9.2f} {res['peak_rss_gb']:>11.2f}",
-                  flush=True)
+            print(
+                f"{impl:<7} {kind:<11} {res['first_s']:>9.2f} {res['median_s']:>9.2f} {res['peak_rss_gb']:>11.2f}",
+                flush=True,
+            )
     for kind in ("forward", "train_step"):
         if ("lean", kind) in results and ("native", kind) in results:
             ratio = results[("native", kind)]["median_s"] / results[("lean", kind)]["median_s"]

@@ -8,6 +8,7 @@ epochs of ``create_seg_loader`` (decode + flip + rescale [260, 1040] + pad + cro
 Each epoch creates a fresh MindSpore iterator, so worker processes are started per epoch; the start-up (time to
 the first batch) is reported separately from the epoch throughput.
 """
+
 import argparse
 import os
 import platform
@@ -36,7 +37,8 @@ def make_tree(root, n, h=512, w=683, seed=0):
             img.save(os.path.join(base, "images", split, f"ADE_{split}_{i:08d}.jpg"), quality=90)
             m = rng.integers(0, 151, (h // 32, w // 32), dtype=np.uint8)
             Image.fromarray(m, "L").resize((w, h), Image.NEAREST).save(
-                os.path.join(base, "annotations", split, f"ADE_{split}_{i:08d}.png"))
+                os.path.join(base, "annotations", split, f"ADE_{split}_{i:08d}.png")
+            )
     return root
 
 
@@ -65,8 +67,10 @@ def main():
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
     a = p.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; python "
-          f"{platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; python "
+        f"{platform.python_version()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         make_tree(tmp, a.num_images)
@@ -81,9 +85,11 @@ def main():
         print(f"one sample in-process (read + augment): {per * 1000:.1f} ms -> {1 / per:.1f} images/s")
         for w in a.workers:
             rates, firsts = time_loader(ds, a.batch_size, w, a.epochs)
-            print(f"workers={w}: {statistics.median(rates):.1f} images/s (median of {len(rates)} epochs of "
-                  f"{len(ds)} images: {', '.join(f'{r:.1f}' for r in rates)}), batch {a.batch_size}, crop 480; "
-                  f"first batch after {statistics.median(firsts):.2f} s")
+            print(
+                f"workers={w}: {statistics.median(rates):.1f} images/s (median of {len(rates)} epochs of "
+                f"{len(ds)} images: {', '.join(f'{r:.1f}' for r in rates)}), batch {a.batch_size}, crop 480; "
+                f"first batch after {statistics.median(firsts):.2f} s"
+            )
         if hasattr(os, "getloadavg"):
             print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
 

@@ -6,6 +6,7 @@ Warm  = vocabulary loaded and every label already in the BPE cache (the steady s
 Usage:
     python benchmarks/tokenizer.py [--repeats 5] [--warm-iters 50]
 """
+
 import argparse
 import statistics
 import time
@@ -44,7 +45,7 @@ def main():
     load, cold_tok = [], []
     for _ in range(args.repeats):
         tk.get_tokenizer.cache_clear()
-        load.append(_time(tk.get_tokenizer))                 # read merges + build vocab
+        load.append(_time(tk.get_tokenizer))  # read merges + build vocab
         cold_tok.append(_time(lambda: tk.tokenize(labels)))  # empty BPE cache
     cold_total = [a + b for a, b in zip(load, cold_tok)]
     warm = [_time(lambda: tk.tokenize(labels)) for _ in range(args.warm_iters)]
@@ -55,8 +56,10 @@ def main():
     print(f"vocab load (once per process):       {med(load) * 1e3:8.1f} ms   (median of {args.repeats})")
     print(f"cold tokenize (empty BPE cache):     {med(cold_tok) * 1e3:8.2f} ms  = {n / med(cold_tok):9.0f} labels/s")
     print(f"cold total (load + tokenize):        {med(cold_total) * 1e3:8.1f} ms")
-    print(f"warm tokenize (cached):              {med(warm) * 1e3:8.2f} ms  = {n / med(warm):9.0f} labels/s"
-          f"   (median of {args.warm_iters})")
+    print(
+        f"warm tokenize (cached):              {med(warm) * 1e3:8.2f} ms  = {n / med(warm):9.0f} labels/s"
+        f"   (median of {args.warm_iters})"
+    )
 
 
 if __name__ == "__main__":

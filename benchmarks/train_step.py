@@ -7,6 +7,7 @@ The first step includes graph compilation and is reported separately; the step t
     python benchmarks/train_step.py [--models lseg_vitb32 lseg_vitl16_384] [--steps 3] [--crop 480] \
         [--gradient_accumulation_steps 2]
 """
+
 import argparse
 import json
 import os
@@ -22,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def one(model: str, steps: int, crop: int, batch: int, num_labels: int, mode: int, accum: int) -> dict:
     import numpy as np
 
-    import mindspore as ms
     import mindcv
+    import mindspore as ms
 
     sys.path.insert(0, ROOT)
     import mindcv_lseg.models  # noqa: F401
@@ -48,9 +49,18 @@ def one(model: str, steps: int, crop: int, batch: int, num_labels: int, mode: in
         driver.step(x, y, (i + 1) % accum == 0)[0].asnumpy()
         times.append(time.time() - t)
     rest = sorted(times[1:]) or times
-    return {"model": model, "batch": batch, "crop": crop, "labels": num_labels, "accum": accum, "build_s": build,
-            "first_step_s": times[0], "step_s_median": rest[len(rest) // 2], "steps": steps,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
+    return {
+        "model": model,
+        "batch": batch,
+        "crop": crop,
+        "labels": num_labels,
+        "accum": accum,
+        "build_s": build,
+        "first_step_s": times[0],
+        "step_s_median": rest[len(rest) // 2],
+        "steps": steps,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
 
 
 def main():
@@ -61,29 +71,55 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--labels", type=int, default=150)
     ap.add_argument("--mode", type=int, default=0)
-    ap.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                    help="micro-batches per update (the paper config: 2); steps alternate accumulate / update")
+    ap.add_argument(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=1,
+        help="micro-batches per update (the paper config: 2); steps alternate accumulate / update",
+    )
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         accum = a.gradient_accumulation_steps
         print("RESULT " + json.dumps(one(a.one, a.steps, a.crop, a.batch, a.labels, a.mode, accum)), flush=True)
         return
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, fp32, "
-          f"{'GRAPH' if a.mode == 0 else 'PYNATIVE'}, gradient accumulation {a.gradient_accumulation_steps}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, fp32, "
+        f"{'GRAPH' if a.mode == 0 else 'PYNATIVE'}, gradient accumulation {a.gradient_accumulation_steps}"
+    )
     print(f"{'model':<18} {'batch':>5} {'crop':>5} {'first step s':>12} {'step s':>8} {'peak RSS GB':>11}")
     for m in a.models:
-        r = subprocess.run([sys.executable, __file__, "--one", m, "--steps", str(a.steps), "--crop", str(a.crop),
-                            "--batch", str(a.batch), "--labels", str(a.labels), "--mode", str(a.mode),
-                            "--gradient_accumulation_steps", str(a.gradient_accumulation_steps)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                m,
+                "--steps",
+                str(a.steps),
+                "--crop",
+                str(a.crop),
+                "--batch",
+                str(a.batch),
+                "--labels",
+                str(a.labels),
+                "--mode",
+                str(a.mode),
+                "--gradient_accumulation_steps",
+                str(a.gradient_accumulation_steps),
+            ],
+            capture_output=True,
+            text=True,
+        )
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
         if r.returncode != 0 or not line:
             print(f"{m:<18} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:] }")
             continue
         res = json.loads(line[0][7:])
-        print(f"{m:<18} {res['batch']:>5} {res['crop']:>5} {res['first_step_s']:>12.1f} {res['step_s_median']:>8.2f} "
-              f"{res['peak_rss_gb']:>11.2f}")
+        print(
+            f"{m:<18} {res['batch']:>5} {res['crop']:>5} {res['first_step_s']:>12.1f} {res['step_s_median']:>8.2f} "
+            f"{res['peak_rss_gb']:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the time at which val mIoU first reaches the target (default 0.9). Writes ``OUT/
 
     python benchmarks/train_toy.py [--out output/bench_toy] [--target 0.9] [extra train.py flags ...]
 """
+
 import argparse
 import json
 import os
@@ -23,9 +24,19 @@ def main():
     ap.add_argument("--data_dir", default=os.path.join(ROOT, "data", "toy"))
     ap.add_argument("--target", type=float, default=0.9)
     args, extra = ap.parse_known_args()
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", os.path.join(ROOT, "configs",
-           "lseg_toy.yaml"), "--data_dir", args.data_dir, "--ckpt_save_dir", args.out, "--progress_bar", "false",
-           *extra]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "train.py"),
+        "-c",
+        os.path.join(ROOT, "configs", "lseg_toy.yaml"),
+        "--data_dir",
+        args.data_dir,
+        "--ckpt_save_dir",
+        args.out,
+        "--progress_bar",
+        "false",
+        *extra,
+    ]
     t0 = time.time()
     r = subprocess.run(cmd, cwd=ROOT)
     wall = time.time() - t0
@@ -36,7 +47,8 @@ def main():
     hit = next((row for row in rows if (row.get("val_miou") or 0) >= args.target), None)
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
-        "command": " ".join(cmd), "wall_time_s": wall,
+        "command": " ".join(cmd),
+        "wall_time_s": wall,
         "target_miou": args.target,
         "reached_at_epoch": hit["epoch"] if hit else None,
         "reached_after_s": hit["elapsed"] if hit else None,

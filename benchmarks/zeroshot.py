@@ -9,6 +9,7 @@ MatMul (2048^3) is timed as a machine-speed baseline, so figures from a busy mac
     python benchmarks/zeroshot.py                      # GRAPH and PYNATIVE, 3 timed episodes each
     python benchmarks/zeroshot.py --conv               # also: mindcv nn.Conv2d vs the GEMM convs used by the encoder
 """
+
 import argparse
 import json
 import os
@@ -45,8 +46,8 @@ def child(mode: str, episodes: int) -> dict:
     import mindcv_lseg  # noqa: F401
     from mindcv_lseg.data.fewshot import FSS1000Dataset
     from mindcv_lseg.data.fewshot_fake import make_fake_fss
-    from mindcv_lseg.eval.zeroshot import evaluate_zeroshot
     from mindcv_lseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from mindcv_lseg.eval.zeroshot import evaluate_zeroshot
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     baseline = _matmul_gflops()
@@ -115,8 +116,9 @@ def main(argv=None):
         return 0
     jobs = list(args.modes) + (["conv"] if args.conv else [])
     for job in jobs:
-        proc = subprocess.run([sys.executable, __file__, "--child", job, "--episodes", str(args.episodes)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", job, "--episodes", str(args.episodes)], capture_output=True, text=True
+        )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             print(f"{job}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)

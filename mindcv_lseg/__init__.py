@@ -7,14 +7,22 @@ environment variable ``MINDCV_LSEG_DEFER_IMPORTS=1`` around their first import o
 defines itself; the models are registered when ``mindcv_lseg.models`` is imported (the trainer and the evaluation
 helpers do that), and the names below are imported on first use.
 """
+
 import os as _os
 
 __version__ = "0.1.0"
 
 __all__ = ["LSeg", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test", "tokenize", "segment", "SegResult"]
 
-_LAZY = {"LSeg": ".models", "lseg_vitl16_384": ".models", "lseg_vitb32": ".models", "lseg_tiny_test": ".models",
-         "tokenize": ".text.tokenizer", "segment": ".eval.api", "SegResult": ".eval.api"}
+_LAZY = {
+    "LSeg": ".models",
+    "lseg_vitl16_384": ".models",
+    "lseg_vitb32": ".models",
+    "lseg_tiny_test": ".models",
+    "tokenize": ".text.tokenizer",
+    "segment": ".eval.api",
+    "SegResult": ".eval.api",
+}
 
 
 def __getattr__(name):

@@ -10,6 +10,7 @@
 * :func:`load_into_net` loads a checkpoint of this project into a network and refuses (strict) with the list of
   missing / unexpected / mis-shaped parameters.
 """
+
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -79,8 +80,10 @@ def _to_save_list(obj):
             else:
                 items.append((entry["name"], entry["data"]))
     else:
-        raise TypeError("save_checkpoint_atomic: obj must be a Cell, a list of {'name','data'} or a dict, got %s"
-                        % type(obj).__name__)
+        raise TypeError(
+            "save_checkpoint_atomic: obj must be a Cell, a list of {'name','data'} or a dict, got %s"
+            % type(obj).__name__
+        )
     out = []
     for name, data in items:
         if isinstance(data, np.ndarray):
@@ -200,13 +203,15 @@ def sniff_mindspore_format(path):
         if len(head) >= 9 and head[8:9] == b"{":
             n = int.from_bytes(head[:8], "little")
             if 8 + n > size:
-                raise CheckpointTruncatedError("safetensors file %s is truncated: header says %d bytes, file has %d"
-                                               % (path, 8 + n, size))
+                raise CheckpointTruncatedError(
+                    "safetensors file %s is truncated: header says %d bytes, file has %d" % (path, 8 + n, size)
+                )
             return "safetensors"
         if head[:1] != b"\x0a":
             raise CheckpointFormatError(
                 "%s is not a MindSpore checkpoint (.ckpt protobuf or .safetensors); for PyTorch / CLIP / timm / npz "
-                "weights run tools/convert.py first" % path)
+                "weights run tools/convert.py first" % path
+            )
         f.seek(0)
         pos = 0
         while pos < size:
@@ -223,7 +228,8 @@ def sniff_mindspore_format(path):
             if end > size:
                 raise CheckpointTruncatedError(
                     "checkpoint file %s is truncated: a record ends at byte %d but the file has only %d bytes "
-                    "(interrupted download or save?)" % (path, end, size))
+                    "(interrupted download or save?)" % (path, end, size)
+                )
             f.seek(end)
             pos = end
     return "ckpt"
@@ -251,8 +257,10 @@ def load_checkpoint_checked(path, format=None, **kwargs):
     try:
         return ms.load_checkpoint(os.fspath(path), format=kind, **kwargs)
     except Exception as e:  # mindspore's message is generic; keep it for context
-        raise CheckpointTruncatedError("failed to read checkpoint %s (corrupt or truncated %s file): %s"
-                                       % (path, kind, str(e).splitlines()[0] if str(e) else type(e).__name__)) from e
+        raise CheckpointTruncatedError(
+            "failed to read checkpoint %s (corrupt or truncated %s file): %s"
+            % (path, kind, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        ) from e
 
 
 @dataclass
@@ -339,9 +347,21 @@ def net_shapes(net) -> "OrderedDict[str, tuple]":
     return OrderedDict((p.name, tuple(p.shape)) for _, p in net.parameters_and_names())
 
 
-_CKPT_NP_TYPES = {"Int8": np.int8, "UInt8": np.uint8, "Int16": np.int16, "UInt16": np.uint16, "Int32": np.int32,
-                  "UInt32": np.uint32, "Int64": np.int64, "UInt64": np.uint64, "Float16": np.float16,
-                  "Float32": np.float32, "Float64": np.float64, "Bool": np.bool_, "BFloat16": "bfloat16"}
+_CKPT_NP_TYPES = {
+    "Int8": np.int8,
+    "UInt8": np.uint8,
+    "Int16": np.int16,
+    "UInt16": np.uint16,
+    "Int32": np.int32,
+    "UInt32": np.uint32,
+    "Int64": np.int64,
+    "UInt64": np.uint64,
+    "Float16": np.float16,
+    "Float32": np.float32,
+    "Float64": np.float64,
+    "Bool": np.bool_,
+    "BFloat16": "bfloat16",
+}
 
 
 def iter_ckpt_records(path, with_data=True):
@@ -390,8 +410,9 @@ def iter_ckpt_records(path, with_data=True):
                 if t.tensor_type == "str":
                     continue
                 if t.tensor_type not in _CKPT_NP_TYPES:
-                    raise CheckpointFormatError("%s: unsupported tensor type %s for %s" % (path, t.tensor_type,
-                                                                                          value.tag))
+                    raise CheckpointFormatError(
+                        "%s: unsupported tensor type %s for %s" % (path, t.tensor_type, value.tag)
+                    )
                 if pending is not None and pending[0] == value.tag:
                     pending[3].append(t.tensor_content if with_data else b"")
                     continue
@@ -462,9 +483,12 @@ def load_into_net(net, path, strict=True, prefix=""):
     problems = match_state(shapes, net_shapes(wanted), scope=top_level_names(params))
     if problems.mismatched or (strict and problems):
         what = f"the {prefix}* parameters of " if prefix else ""
-        raise CheckpointMismatchError(problems.message(
-            "checkpoint %s does not match %sthe network %s (wrong model variant or not converted?)"
-            % (path, what, type(net).__name__)))
+        raise CheckpointMismatchError(
+            problems.message(
+                "checkpoint %s does not match %sthe network %s (wrong model variant or not converted?)"
+                % (path, what, type(net).__name__)
+            )
+        )
     for name, _, arr in _iter_checkpoint(path, kind):
         p = wanted.get(name)
         if p is None:

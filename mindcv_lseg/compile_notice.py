@@ -6,6 +6,7 @@ such a call (``compiling the training graph for 8x3x128x128 (first step, ~15 s o
 a function that reports the time taken afterwards. It is called outside the graphs (Python side, once per call
 site and shape), never inside a ``construct``.
 """
+
 import sys
 import time
 import weakref
@@ -35,8 +36,14 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def announce_compile(cell, what: str, shape: Sequence[int], detail: str = "", model: Optional[str] = None,
-                     log: Callable[[str], None] = _stderr) -> Callable[[], None]:
+def announce_compile(
+    cell,
+    what: str,
+    shape: Sequence[int],
+    detail: str = "",
+    model: Optional[str] = None,
+    log: Callable[[str], None] = _stderr,
+) -> Callable[[], None]:
     """Announce a graph compilation before ``cell`` is first called with an input of ``shape`` (GRAPH mode only).
 
     Args:

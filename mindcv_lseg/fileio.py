@@ -6,6 +6,7 @@ the ``0600`` of the temp file; errors name the destination the caller asked for,
 Temp files start with :data:`TEMP_PREFIX`, so leftovers of a killed process can be recognised and removed
 (:mod:`mindcv_lseg.engine.run_dir`).
 """
+
 import os
 import tempfile
 from typing import Callable

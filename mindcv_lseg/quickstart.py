@@ -3,6 +3,7 @@
 The demo (``tools/demo.py`` without arguments) and the quickstart both read these, so moving the quickstart's output
 folder means changing it here only. Paths are relative to the working directory, as the quickstart's own defaults.
 """
+
 import os
 from typing import Optional
 
@@ -10,7 +11,9 @@ __all__ = ["QUICKSTART_MODEL", "QUICKSTART_DATA_DIR", "QUICKSTART_OUT_DIR", "fin
 
 QUICKSTART_MODEL = "lseg_tiny_test"
 QUICKSTART_DATA_DIR = os.path.join("data", "toy")
-QUICKSTART_OUT_DIR = os.path.join("output", "quickstart")  # its own folder: train.py -c lseg_toy.yaml uses output/lseg_toy
+QUICKSTART_OUT_DIR = os.path.join(
+    "output", "quickstart"
+)  # its own folder: train.py -c lseg_toy.yaml uses output/lseg_toy
 
 
 def find_checkpoint(out_dir: str, model: str = QUICKSTART_MODEL) -> Optional[str]:

@@ -11,6 +11,7 @@ still sees a working MindSpore: it finalises the cells that are already garbage 
 then replaces ``Cell.__del__`` by a finaliser that keeps the objects it needs in default arguments (which survive
 the clearing) and skips the release of compiled-graph resources, which die with the process.
 """
+
 import atexit
 import gc
 import sys

@@ -8,6 +8,7 @@
 * :func:`add_legend` — appends a panel (colour swatch + label name per line) to the right of the overlay (below it
   for tall narrow images), drawn with PIL's default font.
 """
+
 import colorsys
 from typing import Optional, Sequence
 
@@ -52,8 +53,9 @@ def colorize(label_map: np.ndarray, palette: Optional[np.ndarray] = None) -> Ima
     return img
 
 
-def overlay(image: Image.Image, label_map: np.ndarray, alpha: float = 0.5,
-            palette: Optional[np.ndarray] = None) -> Image.Image:
+def overlay(
+    image: Image.Image, label_map: np.ndarray, alpha: float = 0.5, palette: Optional[np.ndarray] = None
+) -> Image.Image:
     """``(1 - alpha) * image + alpha * colour(label_map)`` as an RGB PIL image of the image's size."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -74,8 +76,13 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def add_legend(image: Image.Image, labels: Sequence[str], palette: Optional[np.ndarray] = None,
-               font_size: Optional[int] = None, present: Optional[Sequence[int]] = None) -> Image.Image:
+def add_legend(
+    image: Image.Image,
+    labels: Sequence[str],
+    palette: Optional[np.ndarray] = None,
+    font_size: Optional[int] = None,
+    present: Optional[Sequence[int]] = None,
+) -> Image.Image:
     """Append a legend panel (one row per label: colour swatch + name) to an RGB image.
 
     Args:
@@ -128,8 +135,13 @@ def add_legend(image: Image.Image, labels: Sequence[str], palette: Optional[np.n
     return canvas
 
 
-def visualize(image: Image.Image, label_map: np.ndarray, labels: Sequence[str], alpha: float = 0.5,
-              palette: Optional[np.ndarray] = None) -> Image.Image:
+def visualize(
+    image: Image.Image,
+    label_map: np.ndarray,
+    labels: Sequence[str],
+    alpha: float = 0.5,
+    palette: Optional[np.ndarray] = None,
+) -> Image.Image:
     """Overlay + legend in one call (legend rows greyed out for labels absent from ``label_map``)."""
     ov = overlay(image, label_map, alpha, palette)
     return add_legend(ov, labels, palette, present=np.unique(label_map).tolist())
@@ -145,8 +157,15 @@ def _caption(image: Image.Image, text: str) -> Image.Image:
     return canvas
 
 
-def compare_panel(image: Image.Image, gt_map: Optional[np.ndarray], pred_map: np.ndarray, labels: Sequence[str],
-                  alpha: float = 1.0, ignore_index: int = 255, gap: int = 4) -> Image.Image:
+def compare_panel(
+    image: Image.Image,
+    gt_map: Optional[np.ndarray],
+    pred_map: np.ndarray,
+    labels: Sequence[str],
+    alpha: float = 1.0,
+    ignore_index: int = 255,
+    gap: int = 4,
+) -> Image.Image:
     """``[image | ground truth | prediction] + legend`` in one RGB image (captions on top).
 
     ``alpha=1`` (default) draws solid class colours, easiest to compare; lower values blend in the image.

@@ -3,6 +3,7 @@
 ``official_layout`` reproduces lang-seg's ``state_dict`` key order, shapes and dtypes (checked against the public
 manifests in test_convert_sources.py), so tiny files built from it have exactly the real key layout.
 """
+
 import os
 from collections import OrderedDict
 
@@ -12,25 +13,61 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # hyper-parameters of the real variants and of lseg_tiny_test
-VITB32 = dict(image_size=384, patch_size=32, vit_dim=768, vit_depth=12, reassemble=(96, 192, 384, 768), features=256,
-              text_width=512, text_layers=12, embed_dim=512, vocab=49408, context=77,
-              clip_vis_width=768, clip_vis_layers=12, clip_vis_patch=32, clip_vis_image=224, num_classes=1000)
+VITB32 = dict(
+    image_size=384,
+    patch_size=32,
+    vit_dim=768,
+    vit_depth=12,
+    reassemble=(96, 192, 384, 768),
+    features=256,
+    text_width=512,
+    text_layers=12,
+    embed_dim=512,
+    vocab=49408,
+    context=77,
+    clip_vis_width=768,
+    clip_vis_layers=12,
+    clip_vis_patch=32,
+    clip_vis_image=224,
+    num_classes=1000,
+)
 VITL16 = dict(VITB32, patch_size=16, vit_dim=1024, vit_depth=24, reassemble=(256, 512, 1024, 1024))
-TINY = dict(image_size=64, patch_size=16, vit_dim=64, vit_depth=4, reassemble=(16, 32, 64, 64), features=32,
-            text_width=64, text_layers=2, embed_dim=64, vocab=49408, context=77,
-            clip_vis_width=32, clip_vis_layers=1, clip_vis_patch=16, clip_vis_image=32, num_classes=10)
+TINY = dict(
+    image_size=64,
+    patch_size=16,
+    vit_dim=64,
+    vit_depth=4,
+    reassemble=(16, 32, 64, 64),
+    features=32,
+    text_width=64,
+    text_layers=2,
+    embed_dim=64,
+    vocab=49408,
+    context=77,
+    clip_vis_width=32,
+    clip_vis_layers=1,
+    clip_vis_patch=16,
+    clip_vis_image=32,
+    num_classes=10,
+)
 
 F16, F32, I64 = "float16", "float32", "int64"
 
 
 def _clip_block(prefix, w):
     return [
-        (prefix + "attn.in_proj_weight", (3 * w, w), F16), (prefix + "attn.in_proj_bias", (3 * w,), F16),
-        (prefix + "attn.out_proj.weight", (w, w), F16), (prefix + "attn.out_proj.bias", (w,), F16),
-        (prefix + "ln_1.weight", (w,), F32), (prefix + "ln_1.bias", (w,), F32),
-        (prefix + "mlp.c_fc.weight", (4 * w, w), F16), (prefix + "mlp.c_fc.bias", (4 * w,), F16),
-        (prefix + "mlp.c_proj.weight", (w, 4 * w), F16), (prefix + "mlp.c_proj.bias", (w,), F16),
-        (prefix + "ln_2.weight", (w,), F32), (prefix + "ln_2.bias", (w,), F32),
+        (prefix + "attn.in_proj_weight", (3 * w, w), F16),
+        (prefix + "attn.in_proj_bias", (3 * w,), F16),
+        (prefix + "attn.out_proj.weight", (w, w), F16),
+        (prefix + "attn.out_proj.bias", (w,), F16),
+        (prefix + "ln_1.weight", (w,), F32),
+        (prefix + "ln_1.bias", (w,), F32),
+        (prefix + "mlp.c_fc.weight", (4 * w, w), F16),
+        (prefix + "mlp.c_fc.bias", (4 * w,), F16),
+        (prefix + "mlp.c_proj.weight", (w, 4 * w), F16),
+        (prefix + "mlp.c_proj.bias", (w,), F16),
+        (prefix + "ln_2.weight", (w,), F32),
+        (prefix + "ln_2.bias", (w,), F32),
     ]
 
 
@@ -38,18 +75,27 @@ def clip_layout(c, prefix="net.clip_pretrained."):
     """OpenAI CLIP ViT state_dict keys (as inside LSeg: float16 Linear/Conv/MHA weights)."""
     w, vw, e = c["text_width"], c["clip_vis_width"], c["embed_dim"]
     ntok = (c["clip_vis_image"] // c["clip_vis_patch"]) ** 2 + 1
-    out = [("positional_embedding", (c["context"], w), F32), ("text_projection", (w, e), F16),
-           ("logit_scale", (), F32), ("visual.class_embedding", (vw,), F32),
-           ("visual.positional_embedding", (ntok, vw), F32), ("visual.proj", (vw, e), F16),
-           ("visual.conv1.weight", (vw, 3, c["clip_vis_patch"], c["clip_vis_patch"]), F16),
-           ("visual.ln_pre.weight", (vw,), F32), ("visual.ln_pre.bias", (vw,), F32)]
+    out = [
+        ("positional_embedding", (c["context"], w), F32),
+        ("text_projection", (w, e), F16),
+        ("logit_scale", (), F32),
+        ("visual.class_embedding", (vw,), F32),
+        ("visual.positional_embedding", (ntok, vw), F32),
+        ("visual.proj", (vw, e), F16),
+        ("visual.conv1.weight", (vw, 3, c["clip_vis_patch"], c["clip_vis_patch"]), F16),
+        ("visual.ln_pre.weight", (vw,), F32),
+        ("visual.ln_pre.bias", (vw,), F32),
+    ]
     for i in range(c["clip_vis_layers"]):
         out += _clip_block("visual.transformer.resblocks.%d." % i, vw)
     out += [("visual.ln_post.weight", (vw,), F32), ("visual.ln_post.bias", (vw,), F32)]
     for i in range(c["text_layers"]):
         out += _clip_block("transformer.resblocks.%d." % i, w)
-    out += [("token_embedding.weight", (c["vocab"], w), F32), ("ln_final.weight", (w,), F32),
-            ("ln_final.bias", (w,), F32)]
+    out += [
+        ("token_embedding.weight", (c["vocab"], w), F32),
+        ("ln_final.weight", (w,), F32),
+        ("ln_final.bias", (w,), F32),
+    ]
     return [(prefix + n, s, d) for n, s, d in out]
 
 
@@ -57,18 +103,34 @@ def vit_layout(c, prefix="net.pretrained.model."):
     """timm VisionTransformer state_dict keys."""
     d, p = c["vit_dim"], c["patch_size"]
     ntok = (c["image_size"] // p) ** 2 + 1
-    out = [("cls_token", (1, 1, d), F32), ("pos_embed", (1, ntok, d), F32),
-           ("patch_embed.proj.weight", (d, 3, p, p), F32), ("patch_embed.proj.bias", (d,), F32)]
+    out = [
+        ("cls_token", (1, 1, d), F32),
+        ("pos_embed", (1, ntok, d), F32),
+        ("patch_embed.proj.weight", (d, 3, p, p), F32),
+        ("patch_embed.proj.bias", (d,), F32),
+    ]
     for i in range(c["vit_depth"]):
         b = "blocks.%d." % i
-        out += [(b + "norm1.weight", (d,), F32), (b + "norm1.bias", (d,), F32),
-                (b + "attn.qkv.weight", (3 * d, d), F32), (b + "attn.qkv.bias", (3 * d,), F32),
-                (b + "attn.proj.weight", (d, d), F32), (b + "attn.proj.bias", (d,), F32),
-                (b + "norm2.weight", (d,), F32), (b + "norm2.bias", (d,), F32),
-                (b + "mlp.fc1.weight", (4 * d, d), F32), (b + "mlp.fc1.bias", (4 * d,), F32),
-                (b + "mlp.fc2.weight", (d, 4 * d), F32), (b + "mlp.fc2.bias", (d,), F32)]
-    out += [("norm.weight", (d,), F32), ("norm.bias", (d,), F32),
-            ("head.weight", (c["num_classes"], d), F32), ("head.bias", (c["num_classes"],), F32)]
+        out += [
+            (b + "norm1.weight", (d,), F32),
+            (b + "norm1.bias", (d,), F32),
+            (b + "attn.qkv.weight", (3 * d, d), F32),
+            (b + "attn.qkv.bias", (3 * d,), F32),
+            (b + "attn.proj.weight", (d, d), F32),
+            (b + "attn.proj.bias", (d,), F32),
+            (b + "norm2.weight", (d,), F32),
+            (b + "norm2.bias", (d,), F32),
+            (b + "mlp.fc1.weight", (4 * d, d), F32),
+            (b + "mlp.fc1.bias", (4 * d,), F32),
+            (b + "mlp.fc2.weight", (d, 4 * d), F32),
+            (b + "mlp.fc2.bias", (d,), F32),
+        ]
+    out += [
+        ("norm.weight", (d,), F32),
+        ("norm.bias", (d,), F32),
+        ("head.weight", (c["num_classes"], d), F32),
+        ("head.bias", (c["num_classes"],), F32),
+    ]
     return [(prefix + n, s, dt) for n, s, dt in out]
 
 
@@ -84,8 +146,12 @@ def official_layout(c):
     for k in range(1, 5):
         ck = c["reassemble"][k - 1]
         a = "net.pretrained.act_postprocess%d." % k
-        out += [(a + "0.project.0.weight", (d, 2 * d), F32), (a + "0.project.0.bias", (d,), F32),
-                (a + "3.weight", (ck, d, 1, 1), F32), (a + "3.bias", (ck,), F32)]
+        out += [
+            (a + "0.project.0.weight", (d, 2 * d), F32),
+            (a + "0.project.0.bias", (d,), F32),
+            (a + "3.weight", (ck, d, 1, 1), F32),
+            (a + "3.bias", (ck,), F32),
+        ]
         if resample[k]:
             ks = resample[k][1]
             out += [(a + "4.weight", (ck, ck, ks, ks), F32), (a + "4.bias", (ck,), F32)]
@@ -134,16 +200,19 @@ def to_big_vision(timm_sd, num_heads, augreg=True):
     out["embedding/bias"] = timm_sd["patch_embed.proj.bias"]
     out["Transformer/posembed_input/pos_embedding"] = timm_sd["pos_embed"]
     i = 0
-    mha, mlp, ln2 = (("MultiHeadDotProductAttention_1", "MlpBlock_3", "LayerNorm_2") if augreg
-                     else ("MultiHeadDotProductAttention_0", "MlpBlock_0", "LayerNorm_1"))
+    mha, mlp, ln2 = (
+        ("MultiHeadDotProductAttention_1", "MlpBlock_3", "LayerNorm_2")
+        if augreg
+        else ("MultiHeadDotProductAttention_0", "MlpBlock_0", "LayerNorm_1")
+    )
     while "blocks.%d.norm1.weight" % i in timm_sd:
         t = lambda n: timm_sd["blocks.%d.%s" % (i, n)]  # noqa: E731
         b = "Transformer/encoderblock_%d/" % i
         out[b + "LayerNorm_0/scale"], out[b + "LayerNorm_0/bias"] = t("norm1.weight"), t("norm1.bias")
         w, bias = t("attn.qkv.weight"), t("attn.qkv.bias")
         for j, n in enumerate(("query", "key", "value")):
-            out[b + mha + "/%s/kernel" % n] = w[j * d:(j + 1) * d].T.reshape(d, num_heads, hd)
-            out[b + mha + "/%s/bias" % n] = bias[j * d:(j + 1) * d].reshape(num_heads, hd)
+            out[b + mha + "/%s/kernel" % n] = w[j * d : (j + 1) * d].T.reshape(d, num_heads, hd)
+            out[b + mha + "/%s/bias" % n] = bias[j * d : (j + 1) * d].reshape(num_heads, hd)
         out[b + mha + "/out/kernel"] = t("attn.proj.weight").T.reshape(num_heads, hd, d)
         out[b + mha + "/out/bias"] = t("attn.proj.bias")
         out[b + ln2 + "/scale"], out[b + ln2 + "/bias"] = t("norm2.weight"), t("norm2.bias")

@@ -1,4 +1,5 @@
 """Where the tests find the repository and the parity fixture (``tests/fixtures/parity``, part of the repository)."""
+
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,9 +1,9 @@
 """Shared test fixtures: the reference outputs of the public parity case and its converted synthetic checkpoint."""
+
 import subprocess
 import sys
 
 import pytest
-
 from _paths import REPO, fixture_file
 from parity_weights import write_npz
 
@@ -12,7 +12,9 @@ def run_tool(*args: str, check: bool = True, timeout: int = 900) -> subprocess.C
     """Run ``python <args>`` from the repository root, capturing output."""
     proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -47,8 +49,8 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope="session")
 def tiny_lseg(tmp_path_factory):
     """``(checkpoint path, network in eval mode)`` of a randomly initialised ``lseg_tiny_test``."""
-    import mindspore as ms
     import mindcv
+    import mindspore as ms
 
     import mindcv_lseg  # noqa: F401  (registers the model)
 

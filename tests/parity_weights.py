@@ -36,6 +36,7 @@ The rule (docs/reference_numerics.md, "Synthetic parity weights", says why):
   ``in * kh * kw``; ConvTranspose2d ``in * (kh / sh) * (kw / sw)``; CLIP's ``text_projection`` and ``visual.proj``
   (applied as ``x @ P``): ``shape[0]``.
 """
+
 import argparse
 import hashlib
 import json
@@ -203,11 +204,25 @@ def train_sh_hyper_parameters(manifest: dict) -> dict:
     official module never saves its hyper-parameters, so loaders must not rely on them)."""
     kw = manifest["lsegnet_kwargs"]
     return {
-        "dataset": "ade20k", "data_path": "../datasets", "batch_size": 1, "exp_name": f"lseg_ade20k_{kw['backbone']}",
-        "base_lr": 0.004, "weight_decay": 1e-4, "momentum": 0.9, "max_epochs": 240, "accumulate_grad_batches": 2,
-        "backbone": kw["backbone"], "num_features": kw["features"], "arch_option": kw["arch_option"],
-        "block_depth": kw["block_depth"], "activation": kw["activation"], "widehead": True, "no_scaleinv": False,
-        "ignore_index": -1, "aux": False, "se_loss": False,
+        "dataset": "ade20k",
+        "data_path": "../datasets",
+        "batch_size": 1,
+        "exp_name": f"lseg_ade20k_{kw['backbone']}",
+        "base_lr": 0.004,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "max_epochs": 240,
+        "accumulate_grad_batches": 2,
+        "backbone": kw["backbone"],
+        "num_features": kw["features"],
+        "arch_option": kw["arch_option"],
+        "block_depth": kw["block_depth"],
+        "activation": kw["activation"],
+        "widehead": True,
+        "no_scaleinv": False,
+        "ignore_index": -1,
+        "aux": False,
+        "se_loss": False,
     }
 
 

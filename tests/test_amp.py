@@ -1,9 +1,11 @@
 """Mixed precision (mindcv's amp_level): what runs in float16, what stays float32, and an O2 toy training run."""
+
 import json
 import os
 
 import numpy as np
 import pytest
+from conftest import run_tool
 
 import mindcv
 import mindspore as ms
@@ -11,7 +13,6 @@ from mindcv.utils.amp import _OutputTo16
 from mindspore import nn
 
 import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
-from conftest import run_tool
 from mindcv_lseg.engine.config import ConfigError, parse_args
 from mindcv_lseg.engine.train_step import build_train_cells, resolve_loss_scale_type
 from mindcv_lseg.models.amp import AMP_BLACK_LIST, auto_mixed_precision
@@ -88,10 +89,36 @@ def test_train_o2_on_cpu_loss_falls(tmp_path):
     """``tools/train.py -c configs/lseg_toy.yaml --amp_level O2`` (GRAPH mode; cut down: 16 images of 64 px,
     4 epochs; dynamic loss scale). Most of its time is the first step's graph compilation."""
     out = tmp_path / "out"
-    proc = run_tool("tools/train.py", "-c", "configs/lseg_toy.yaml", "--amp_level", "O2", "--data_dir",
-                    str(tmp_path / "toy"), "--ckpt_save_dir", str(out), "--num_samples", "16", "--crop_size", "64",
-                    "--base_size", "64", "--batch_size", "4", "--epoch_size", "4", "--val_while_train", "false",
-                    "--progress_bar", "false", "--loss_scale_type", "auto", "--loss_scale", "1024", timeout=900)
+    proc = run_tool(
+        "tools/train.py",
+        "-c",
+        "configs/lseg_toy.yaml",
+        "--amp_level",
+        "O2",
+        "--data_dir",
+        str(tmp_path / "toy"),
+        "--ckpt_save_dir",
+        str(out),
+        "--num_samples",
+        "16",
+        "--crop_size",
+        "64",
+        "--base_size",
+        "64",
+        "--batch_size",
+        "4",
+        "--epoch_size",
+        "4",
+        "--val_while_train",
+        "false",
+        "--progress_bar",
+        "false",
+        "--loss_scale_type",
+        "auto",
+        "--loss_scale",
+        "1024",
+        timeout=900,
+    )
     log = proc.stdout + proc.stderr
     assert "amp_level O2, loss scale dynamic 1024" in log, log[-2000:]
     with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
@@ -114,17 +141,41 @@ def test_validate_and_infer_accept_amp_level_and_impl(tmp_path, capsys):
     ckpt = tmp_path / "tiny.ckpt"
     ms.save_checkpoint(mindcv.create_model("lseg_tiny_test"), str(ckpt))
     Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(tmp_path / "img.png")
-    common = ["--model", "lseg_tiny_test", "--ckpt_path", str(ckpt), "--mode", "1", "--progress_bar", "false"]
-    code = infer.main(common + ["--amp_level", "O2", "--impl", "native", "--labels", "sky, grass",
-                                "--input", str(tmp_path / "img.png"), "--output", str(tmp_path / "out")])
+    common = ["--model", "lseg_tiny_test", "--ckpt_path", str(ckpt), "--mode", "1"]
+    code = infer.main(
+        common
+        + [
+            "--amp_level",
+            "O2",
+            "--impl",
+            "native",
+            "--labels",
+            "sky, grass",
+            "--input",
+            str(tmp_path / "img.png"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "img_mask.png").is_file()
     assert infer.main(common + ["--amp_level", "O9", "--labels", "a", "--input", str(tmp_path / "img.png")]) == 2
     assert "amp_level" in capsys.readouterr().err
 
     data = make_toy_dataset(str(tmp_path / "toy"), num_train=2, num_val=2, size=64, seed=0)
-    code = validate.main(common + ["-c", "configs/lseg_toy.yaml", "--data_dir", data, "--amp_level", "O2",
-                                   "--eval_output", str(tmp_path / "val")])
+    code = validate.main(
+        common
+        + [
+            "-c",
+            "configs/lseg_toy.yaml",
+            "--data_dir",
+            data,
+            "--amp_level",
+            "O2",
+            "--eval_output",
+            str(tmp_path / "val"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     with open(tmp_path / "val" / "metrics.json", encoding="utf-8") as f:
         assert json.load(f)["config"]["amp_level"] == "O2"

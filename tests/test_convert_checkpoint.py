@@ -1,17 +1,26 @@
 """mindcv_lseg.checkpoint: atomic save, checked load, strict load into a net."""
+
 import os
 import stat
 
 import numpy as np
 import pytest
 
-from mindcv_lseg.checkpoint import (CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError,
-                                    CheckpointTruncatedError, load_checkpoint_checked, load_into_net, match_state,
-                                    save_checkpoint_atomic)
+from mindcv_lseg.checkpoint import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    CheckpointTruncatedError,
+    load_checkpoint_checked,
+    load_into_net,
+    match_state,
+    save_checkpoint_atomic,
+)
 
 
 def _net(width=4):
     from mindspore import nn
+
     return nn.SequentialCell(nn.Dense(3, width), nn.BatchNorm1d(width))
 
 
@@ -76,8 +85,11 @@ def test_load_into_net_strict(tmp_path):
     assert "0.weight: (4, 3) vs (5, 3)" in str(ei.value)
     partial = tmp_path / "p.ckpt"
     # "0.extra" looks like a network parameter -> unexpected; optimizer / training state is not
-    save_checkpoint_atomic({"0.weight": w, "0.extra": w, "moments.0.weight": w, "adam_m.0.weight": w},
-                           str(partial), append_dict={"epoch": 3, "train_config": "model: x"})
+    save_checkpoint_atomic(
+        {"0.weight": w, "0.extra": w, "moments.0.weight": w, "adam_m.0.weight": w},
+        str(partial),
+        append_dict={"epoch": 3, "train_config": "model: x"},
+    )
     with pytest.raises(CheckpointMismatchError) as ei:
         load_into_net(_net(4), str(partial))
     msg = str(ei.value)
@@ -113,8 +125,14 @@ def test_load_into_net_refuses_before_touching_the_net(tmp_path):
 
 def test_match_state_kinds_scope_and_required():
     net = {"encoder.w": (2, 3), "encoder.b": (2,), "scratch.w": (4,), "top": ()}
-    ckpt = {"encoder.w": (3, 3), "scratch.w": (4,), "scratch.extra": (1,), "top": (), "moments.encoder.w": (2, 3),
-            "epoch": ()}
+    ckpt = {
+        "encoder.w": (3, 3),
+        "scratch.w": (4,),
+        "scratch.extra": (1,),
+        "top": (),
+        "moments.encoder.w": (2, 3),
+        "epoch": (),
+    }
     m = match_state(ckpt, net)
     assert m.missing == ["encoder.b"] and m.unexpected == ["scratch.extra"]  # training state is out of scope
     assert m.mismatched == [("encoder.w", (3, 3), (2, 3))] and m
@@ -148,8 +166,10 @@ def test_load_into_net_one_part(tmp_path):
     save_checkpoint_atomic(src, str(full))
     with pytest.raises(CheckpointMismatchError, match=r"unexpected .*\n  scratch\.weight"):
         load_into_net(two_part_net(), str(full), prefix="encoder.")
-    assert load_into_net(two_part_net(), str(full), strict=False, prefix="encoder.")[1] == ["scratch.weight",
-                                                                                            "scratch.bias"]
+    assert load_into_net(two_part_net(), str(full), strict=False, prefix="encoder.")[1] == [
+        "scratch.weight",
+        "scratch.bias",
+    ]
     # the trainer's backbone_ckpt / text_ckpt loading: the same check, with the part named in the message
     from mindcv_lseg.engine.trainer import load_partial_weights
 

@@ -2,6 +2,7 @@
 
 All files are tiny (lseg_tiny_test) but use the exact key layouts of the real releases.
 """
+
 import json
 import os
 import subprocess
@@ -10,11 +11,16 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-
 from _convert_synth import REPO, TINY, VITB32, VITL16, official_layout, synth, tiny_official, to_big_vision
 from parity_weights import load_manifest
-from mindcv_lseg.checkpoint import (CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError,
-                                    CheckpointTruncatedError, load_checkpoint_checked)
+
+from mindcv_lseg.checkpoint import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    CheckpointTruncatedError,
+    load_checkpoint_checked,
+)
 from mindcv_lseg.convert import ConvertError, convert_checkpoint, convert_state, model_param_shapes, read_checkpoint
 from mindcv_lseg.convert.keymap import official_to_mindspore_name
 from mindcv_lseg.convert.readers import LazyStateDict, SourceState
@@ -109,6 +115,7 @@ def test_part_text_from_lseg_and_mindspore_roundtrip(tiny_npz, tiny_shapes, tmp_
 # ---- timm safetensors / big_vision npz ------------------------------------------------------------------------------
 def _tiny_timm(seed=3):
     from _convert_synth import vit_layout
+
     return synth(vit_layout(TINY, prefix=""), seed)
 
 
@@ -155,18 +162,28 @@ def test_big_vision_layout_by_hand():
     d, h = 4, 2
     q = np.arange(d * d, dtype=np.float32).reshape(d, h, d // h)
     k, v = q + 100, q + 200
-    bv = {"cls": np.zeros((1, 1, d), np.float32), "embedding/kernel": np.arange(2 * 2 * 3 * d, dtype=np.float32)
-          .reshape(2, 2, 3, d), "embedding/bias": np.zeros(d, np.float32),
-          "Transformer/posembed_input/pos_embedding": np.zeros((1, 5, d), np.float32),
-          "Transformer/encoder_norm/scale": np.ones(d, np.float32),
-          "Transformer/encoder_norm/bias": np.zeros(d, np.float32)}
+    bv = {
+        "cls": np.zeros((1, 1, d), np.float32),
+        "embedding/kernel": np.arange(2 * 2 * 3 * d, dtype=np.float32).reshape(2, 2, 3, d),
+        "embedding/bias": np.zeros(d, np.float32),
+        "Transformer/posembed_input/pos_embedding": np.zeros((1, 5, d), np.float32),
+        "Transformer/encoder_norm/scale": np.ones(d, np.float32),
+        "Transformer/encoder_norm/bias": np.zeros(d, np.float32),
+    }
     b = "Transformer/encoderblock_0/"
     m = b + "MultiHeadDotProductAttention_1/"
-    bv.update({m + "query/kernel": q, m + "key/kernel": k, m + "value/kernel": v,
-               m + "query/bias": np.array([[1, 2], [3, 4]], np.float32), m + "key/bias": np.zeros((h, 2), np.float32),
-               m + "value/bias": np.zeros((h, 2), np.float32),
-               m + "out/kernel": np.arange(d * d, dtype=np.float32).reshape(h, d // h, d),
-               m + "out/bias": np.zeros(d, np.float32)})
+    bv.update(
+        {
+            m + "query/kernel": q,
+            m + "key/kernel": k,
+            m + "value/kernel": v,
+            m + "query/bias": np.array([[1, 2], [3, 4]], np.float32),
+            m + "key/bias": np.zeros((h, 2), np.float32),
+            m + "value/bias": np.zeros((h, 2), np.float32),
+            m + "out/kernel": np.arange(d * d, dtype=np.float32).reshape(h, d // h, d),
+            m + "out/bias": np.zeros(d, np.float32),
+        }
+    )
     for ln in ("LayerNorm_0", "LayerNorm_2"):
         bv[b + ln + "/scale"], bv[b + ln + "/bias"] = np.ones(d, np.float32), np.zeros(d, np.float32)
     for r in (0, 1):
@@ -211,8 +228,9 @@ def test_wrong_variant_names_keys_and_shapes():
     shapes = model_param_shapes("lseg_vitb32")
     layout = official_layout(VITL16)
     zero = np.zeros((), np.float32)
-    state = LazyStateDict({n: (lambda s=s: np.broadcast_to(zero, s)) for n, s, _ in layout},
-                          {n: s for n, s, _ in layout})
+    state = LazyStateDict(
+        {n: (lambda s=s: np.broadcast_to(zero, s)) for n, s, _ in layout}, {n: s for n, s, _ in layout}
+    )
     with pytest.raises(CheckpointMismatchError) as ei:
         convert_state(SourceState("vitl16.ckpt", "torch", state), shapes, src_name="vitl16.ckpt")
     msg = str(ei.value)
@@ -255,8 +273,10 @@ def test_safetensors_bf16_f16_decoded(tmp_path):
     vals = np.array([1.0, -2.5, 3.140625, 1e-3], np.float32)
     bf = (vals.view(np.uint32) >> 16).astype("<u2")  # exact for these values' top halves
     f16 = vals.astype("<f2")
-    header = {"a": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},
-              "b": {"dtype": "F16", "shape": [4], "data_offsets": [8, 16]}}
+    header = {
+        "a": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F16", "shape": [4], "data_offsets": [8, 16]},
+    }
     hb = json.dumps(header).encode()
     path = tmp_path / "h.safetensors"
     path.write_bytes(len(hb).to_bytes(8, "little") + hb + bf.tobytes() + f16.tobytes())
@@ -270,8 +290,9 @@ def test_safetensors_bf16_f16_decoded(tmp_path):
 
 # ---- CLI ---------------------------------------------------------------------------------------------------------
 def _cli(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert.py"), *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "convert.py"), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_success_and_help(tiny_npz, tmp_path):
@@ -325,5 +346,7 @@ def test_timm_224_weights_for_384_model_hint(tmp_path, tiny_shapes):
     sd["pos_embed"] = np.zeros((1, 10, 64), np.float32)  # 3x3 grid (48 px) instead of 4x4 (64 px)
     src = str(tmp_path / "vit48.safetensors")
     save_file(dict(sd), src)
-    with pytest.raises(CheckpointMismatchError, match=r"has 10 tokens \(48 px images\) but this model needs 17 \(64 px\)"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"has 10 tokens \(48 px images\) but this model needs 17 \(64 px\)"
+    ):
         convert_checkpoint("lseg_tiny_test", src, str(tmp_path / "o.ckpt"), shapes=tiny_shapes)

@@ -2,6 +2,7 @@
 Lightning checkpoints, bare / legacy state_dicts, TorchScript CLIP archives, malicious pickles, corrupt archives,
 and the public parity checkpoint (Lightning .ckpt vs .npz -> bit-identical conversions).
 """
+
 import argparse
 import os
 import subprocess
@@ -15,9 +16,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from _convert_synth import REPO, tiny_official  # noqa: E402
+
 from mindcv_lseg.checkpoint import CheckpointTruncatedError, load_checkpoint_checked  # noqa: E402
-from mindcv_lseg.convert import (UnsafePickleError, convert_checkpoint, convert_state, model_param_shapes,  # noqa
-                                 read_checkpoint)
+from mindcv_lseg.convert import (  # noqa
+    UnsafePickleError,
+    convert_checkpoint,
+    convert_state,
+    model_param_shapes,
+    read_checkpoint,
+)
 from mindcv_lseg.convert.keymap import official_to_mindspore_name  # noqa: E402
 
 
@@ -45,10 +52,12 @@ def test_reader_dtypes_and_views(tmp_path):
     sd = OrderedDict(
         half=torch.tensor([1.0, -2.0, 65504.0, 6e-8], dtype=torch.float16),
         bf16=torch.tensor([1.0, -3.5, 3.140625, 1e30], dtype=torch.bfloat16),
-        i64=torch.tensor([2 ** 40, -1, 100], dtype=torch.int64),
+        i64=torch.tensor([2**40, -1, 100], dtype=torch.int64),
         transposed=base.t(),  # strides (1, 6)
         sliced=base[1:3, 2:5],  # storage offset 8, row stride 6
-        shared_a=base, scalar=torch.tensor(7.25))
+        shared_a=base,
+        scalar=torch.tensor(7.25),
+    )
     path = str(tmp_path / "x.pt")
     torch.save(sd, path)
     st = read_checkpoint(path)
@@ -66,12 +75,17 @@ def test_reader_dtypes_and_views(tmp_path):
 def tiny_lightning(tmp_path_factory):
     d = tmp_path_factory.mktemp("pl")
     sd = tiny_official(seed=5)
-    ckpt = {"epoch": 199, "global_step": 1234, "pytorch-lightning_version": "1.4.9",
-            "state_dict": OrderedDict((k, _t(v)) for k, v in sd.items()),
-            "callbacks": {LossLogger: {"best_model_score": torch.tensor(0.5), "dirpath": "ckpts/"}},
-            "optimizer_states": [{"state": {0: {"momentum_buffer": torch.ones(3)}}, "param_groups": [{"lr": 0.1}]}],
-            "lr_schedulers": [{"last_epoch": 3}], "hyper_parameters": argparse.Namespace(backbone="clip_vitl16_384"),
-            "logger_obj": LossLogger()}
+    ckpt = {
+        "epoch": 199,
+        "global_step": 1234,
+        "pytorch-lightning_version": "1.4.9",
+        "state_dict": OrderedDict((k, _t(v)) for k, v in sd.items()),
+        "callbacks": {LossLogger: {"best_model_score": torch.tensor(0.5), "dirpath": "ckpts/"}},
+        "optimizer_states": [{"state": {0: {"momentum_buffer": torch.ones(3)}}, "param_groups": [{"lr": 0.1}]}],
+        "lr_schedulers": [{"last_epoch": 3}],
+        "hyper_parameters": argparse.Namespace(backbone="clip_vitl16_384"),
+        "logger_obj": LossLogger(),
+    }
     path = str(d / "tiny_pl.ckpt")
     torch.save(ckpt, path)
     npz = str(d / "tiny.npz")
@@ -261,6 +275,7 @@ def test_malicious_pickle_refused(tmp_path, how):
         _zip_with_pickle(path, payload)
     else:  # a __reduce__ to a harmless-looking but non-allow-listed callable is refused too
         from collections import Counter
+
         torch.save({"state_dict": good, "x": _Evil(Counter, "abc")}, path)
     with pytest.raises(UnsafePickleError) as ei:
         read_checkpoint(path)
@@ -268,8 +283,20 @@ def test_malicious_pickle_refused(tmp_path, how):
     assert not marker.exists()
     # and via the CLI: exit 2, clear message, no traceback
     if how in ("os.system", "handmade"):
-        r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert.py"), "--model", "lseg_tiny_test",
-                            "--src", path, "--dst", str(tmp_path / "o.ckpt")], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(REPO, "tools", "convert.py"),
+                "--model",
+                "lseg_tiny_test",
+                "--src",
+                path,
+                "--dst",
+                str(tmp_path / "o.ckpt"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 2 and "could execute code" in r.stderr and "Traceback" not in r.stderr
         assert not marker.exists() and not (tmp_path / "o.ckpt").exists()
 
@@ -293,7 +320,7 @@ def test_truncated_and_corrupt_torch_zip(tmp_path, tiny_lightning):
         info = max(z.infolist(), key=lambda i: i.file_size)
     bad = bytearray(data)
     off = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 100
-    bad[off:off + 4] = bytes(4 - i for i in range(4)) if bad[off:off + 4] != b"\x04\x03\x02\x01" else b"\0\0\0\0"
+    bad[off : off + 4] = bytes(4 - i for i in range(4)) if bad[off : off + 4] != b"\x04\x03\x02\x01" else b"\0\0\0\0"
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(bytes(bad))
     st = read_checkpoint(str(corrupt))
@@ -312,8 +339,13 @@ def parity_files(tmp_path_factory):
     out, procs = {}, []
     for fmt in ("ckpt", "npz"):  # both formats generated concurrently
         path = str(d / ("b32_s0." + fmt))
-        procs.append(subprocess.Popen([sys.executable, script, "--variant", "clip_vitb32_384", "--seed", "0",
-                                       "--out", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, script, "--variant", "clip_vitb32_384", "--seed", "0", "--out", path],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
         out[fmt] = path
     for p in procs:
         _, err = p.communicate()
@@ -333,19 +365,33 @@ def test_parity_lightning_ckpt_bit_identical_to_npz(parity_files):
     for k in a:
         assert a[k].dtype == b[k].dtype == np.float32 and a[k].tobytes() == b[k].tobytes(), k
     z = np.load(parity_files["npz"])
-    np.testing.assert_array_equal(a["clip_text.text_projection"],
-                                  z["net.clip_pretrained.text_projection"].astype(np.float32))
+    np.testing.assert_array_equal(
+        a["clip_text.text_projection"], z["net.clip_pretrained.text_projection"].astype(np.float32)
+    )
 
 
 @pytest.mark.slow
 def test_parity_wrong_variant_cli(parity_files):
     """The real-size ViT-B/32 file into another variant: exit 2, keys + shapes, the right --model suggested."""
     dst = parity_files["dir"] / "wrong.ckpt"
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert.py"), "--model", "lseg_tiny_test",
-                        "--src", parity_files["npz"], "--dst", str(dst)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "convert.py"),
+            "--model",
+            "lseg_tiny_test",
+            "--src",
+            parity_files["npz"],
+            "--dst",
+            str(dst),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "net.clip_pretrained.positional_embedding -> clip_text.positional_embedding: (77, 512) vs (77, 64)" \
-        in r.stderr
+    assert (
+        "net.clip_pretrained.positional_embedding -> clip_text.positional_embedding: (77, 512) vs (77, 64)" in r.stderr
+    )
     assert "use --model lseg_vitb32" in r.stderr and not dst.exists()
 
 

@@ -1,4 +1,5 @@
 """Folder and ADE20K adapters on small generated trees: layout, label mapping, bad input."""
+
 import os
 import re
 
@@ -6,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mindcv_lseg.data import (ADE20KSegDataset, FolderSegDataset, SegDataError, create_seg_dataset,
-                              create_seg_loader)
+from mindcv_lseg.data import ADE20KSegDataset, FolderSegDataset, SegDataError, create_seg_dataset, create_seg_loader
 
 
 def _img(path, h=12, w=16, value=None, mode="RGB"):
@@ -67,8 +67,10 @@ def test_folder_reduce_zero_label_and_custom_ignore(tmp_path):
     with pytest.raises(ValueError, match="ignore_index=1 collides with a class id"):
         FolderSegDataset(root, ignore_index=1)
     from mindcv_lseg.data import TrainTransform
-    with pytest.raises(ValueError, match="transform pads masks with ignore_index=255 but the dataset uses "
-                                         "ignore_index=-1"):
+
+    with pytest.raises(
+        ValueError, match="transform pads masks with ignore_index=255 but the dataset uses " "ignore_index=-1"
+    ):
         FolderSegDataset(root, ignore_index=-1, transform=TrainTransform(ignore_index=255))
 
 
@@ -99,8 +101,9 @@ def test_ade20k_layout_and_reduce_zero_label(tmp_path):
     assert (m0[:4] == 255).all() and (m0[4:] == 0).all()  # 0 -> ignore, 1 -> 0
     m1 = ds.load(1)[1]
     assert (m1[:4] == 149).all() and (m1[4:] == 1).all()  # 150 -> 149 ("flag"), 2 -> 1
-    val = ADE20KSegDataset(os.path.join(str(tmp_path), "ADEChallengeData2016"), "validation",
-                           label_set="ade20k_150_full", ignore_index=-1)
+    val = ADE20KSegDataset(
+        os.path.join(str(tmp_path), "ADEChallengeData2016"), "validation", label_set="ade20k_150_full", ignore_index=-1
+    )
     m = val.load(0)[1]
     assert (m[:4] == 4).all() and (m[4:] == -1).all()
     assert val.label_set[44] == "chest of drawers"

@@ -1,4 +1,5 @@
 """Image/mask reading, mode conversion, label mapping and their errors (mindcv_lseg.data.io)."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -98,13 +99,18 @@ def test_map_mask_reduce_zero_label():
     out = map_mask(raw, 150, reduce_zero_label=True, mask_ignore_index=255, ignore_index=255)
     np.testing.assert_array_equal(out, [[255, 0, 149], [1, 255, 255]])
     # without a file ignore value, 255 is an out-of-range id
-    with pytest.raises(SegDataError, match=r"ids outside the label set: 255 \(1 pixels\).*valid mask values are 1\.\.150"):
+    with pytest.raises(
+        SegDataError, match=r"ids outside the label set: 255 \(1 pixels\).*valid mask values are 1\.\.150"
+    ):
         map_mask(raw, 150, reduce_zero_label=True, mask_ignore_index=None, path="x.png")
 
 
 def test_map_mask_out_of_range_names_file_and_values():
     raw = np.array([[0, 6, 9], [9, 1, 255]], np.int32)
-    with pytest.raises(SegDataError, match=r"mask m/7\.png contains ids outside the label set: 6, 9 \(3 pixels\); "
-                                           r"the label set has 6 classes, so valid mask values are 0\.\.5; "
-                                           r"ignored values: 255"):
+    with pytest.raises(
+        SegDataError,
+        match=r"mask m/7\.png contains ids outside the label set: 6, 9 \(3 pixels\); "
+        r"the label set has 6 classes, so valid mask values are 0\.\.5; "
+        r"ignored values: 255",
+    ):
         map_mask(raw, 6, path="m/7.png")

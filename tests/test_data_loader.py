@@ -1,12 +1,19 @@
 """Loader: batch shapes/dtypes, seeded determinism independent of workers, sharding, exact resume."""
+
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mindcv_lseg.data import (EpochShardSampler, FolderSegDataset, SegDataError, TrainTransform, create_seg_dataset,
-                              create_seg_loader)
+from mindcv_lseg.data import (
+    EpochShardSampler,
+    FolderSegDataset,
+    SegDataError,
+    TrainTransform,
+    create_seg_dataset,
+    create_seg_loader,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +82,9 @@ def test_epochs_differ_and_set_epoch_reproduces(tree):
 def test_resume_mid_epoch_is_exact(tree):
     full = create_seg_loader(_ds(tree), 2, shuffle=True, seed=7, output_numpy=True, drop_remainder=True)
     ref = _collect(full) + _collect(full)  # epochs 0 and 1, 5 steps each
-    resumed = create_seg_loader(_ds(tree), 2, shuffle=True, seed=7, output_numpy=True, drop_remainder=True,
-                                start_epoch=0, start_step=3)
+    resumed = create_seg_loader(
+        _ds(tree), 2, shuffle=True, seed=7, output_numpy=True, drop_remainder=True, start_epoch=0, start_step=3
+    )
     assert len(resumed) == 2
     got = _collect(resumed) + _collect(resumed)
     assert len(got) == 2 + 5
@@ -116,8 +124,9 @@ def test_sharding_disjoint_and_complete(drop):
 def test_sharded_loaders_cover_dataset(tree):
     seen = []
     for sid in range(2):
-        loader = create_seg_loader(_ds(tree), 2, shuffle=True, seed=0, num_shards=2, shard_id=sid,
-                                   return_index=True, output_numpy=True)
+        loader = create_seg_loader(
+            _ds(tree), 2, shuffle=True, seed=0, num_shards=2, shard_id=sid, return_index=True, output_numpy=True
+        )
         seen.append([int(i) for b in loader for i in b[2]])
     assert set(seen[0]).isdisjoint(seen[1]) and sorted(seen[0] + seen[1]) == list(range(10))
 
@@ -144,8 +153,9 @@ def test_bad_loader_args(tree):
 
 
 def test_resume_at_epoch_end_moves_to_next_epoch_and_break_advances(tree):
-    loader = create_seg_loader(_ds(tree), 5, shuffle=True, seed=2, return_index=True, output_numpy=True,
-                               start_epoch=0, start_step=2)
+    loader = create_seg_loader(
+        _ds(tree), 5, shuffle=True, seed=2, return_index=True, output_numpy=True, start_epoch=0, start_step=2
+    )
     assert loader.epoch == 1 and len(loader) == 2
     for _ in loader:
         break  # an abandoned epoch counts as consumed

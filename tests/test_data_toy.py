@@ -1,4 +1,5 @@
 """Toy set generator: determinism, layout, classes, CLI, and use through create_seg_dataset."""
+
 import hashlib
 import os
 

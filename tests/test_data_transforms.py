@@ -1,4 +1,5 @@
 """Joint image/mask transforms: alignment (position-encoded images), padding, sizes, normalisation, determinism."""
+
 import numpy as np
 import pytest
 
@@ -125,6 +126,7 @@ def test_normalize_exact():
 
 def test_normalize_imagenet_statistics_match_the_zero_shot_fixture():
     from _paths import fixture_file
+
     from mindcv_lseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     with np.load(fixture_file("parity", "expected_zs_clip_resnet101_seed0.npz")) as ref:  # torchvision's result

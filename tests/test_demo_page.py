@@ -12,6 +12,7 @@ the machine. The screenshot is saved next to the test's files; with ``LSEG_UPDAT
 Skips (with the reason) only when Gradio/Playwright are not installed (``pip install -e ".[test]"``) or no Chromium
 binary exists (``apt-get install chromium``; or set ``LSEG_CHROMIUM`` to a Chromium/Chrome executable).
 """
+
 import io
 import os
 import shutil
@@ -24,9 +25,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from _paths import REPO
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # trains a model, starts a server and a browser
 
@@ -40,16 +40,19 @@ def _chromium() -> str:
         path = cand and shutil.which(cand)
         if path:
             return path
-    pytest.skip("no Chromium executable found: install Debian's chromium (`apt-get install chromium`, as .ci/run "
-                "does) or set LSEG_CHROMIUM to a Chromium/Chrome binary")
+    pytest.skip(
+        "no Chromium executable found: install Debian's chromium (`apt-get install chromium`, as .ci/run "
+        "does) or set LSEG_CHROMIUM to a Chromium/Chrome binary"
+    )
 
 
 @pytest.fixture(scope="session")
 def browser():
     """Gradio, Playwright and a Chromium binary, checked before anything is trained."""
-    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e \".[demo]\"")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e "
-                                   "\".[test]\"")
+    pytest.importorskip("gradio", reason='the demo extra is not installed: pip install -e ".[demo]"')
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed: pip install -e " '".[test]"'
+    )
     return sync_api, _chromium()
 
 
@@ -58,14 +61,34 @@ def toy_run(browser, tmp_path_factory):
     """``lseg_tiny_test`` trained briefly on a 96 px toy set (GRAPH mode, ~1 min on an idle 2-core machine), and two
     128 px toy validation images to try it on."""
     from conftest import run_tool
+
     from mindcv_lseg.data import make_toy_dataset
 
     work = tmp_path_factory.mktemp("demo_toy")
     data = make_toy_dataset(str(work / "toy"), num_train=48, num_val=0, size=96, seed=0)
     val = make_toy_dataset(str(work / "toy_val128"), num_train=0, num_val=2, size=128, seed=0)
-    run_tool("tools/train.py", "-c", "configs/lseg_toy.yaml", "--data_dir", data, "--ckpt_save_dir",
-             str(work / "run"), "--epoch_size", "25", "--crop_size", "96", "--base_size", "96",
-             "--val_while_train", "false", "--keep_checkpoint_max", "1", "--progress_bar", "false", timeout=1500)
+    run_tool(
+        "tools/train.py",
+        "-c",
+        "configs/lseg_toy.yaml",
+        "--data_dir",
+        data,
+        "--ckpt_save_dir",
+        str(work / "run"),
+        "--epoch_size",
+        "25",
+        "--crop_size",
+        "96",
+        "--base_size",
+        "96",
+        "--val_while_train",
+        "false",
+        "--keep_checkpoint_max",
+        "1",
+        "--progress_bar",
+        "false",
+        timeout=1500,
+    )
     ckpts = sorted(p for p in os.listdir(work / "run") if p.endswith(".ckpt"))
     assert ckpts, f"training wrote no checkpoint into {work / 'run'}"
     return {"ckpt": str(work / "run" / ckpts[-1]), "data": data, "val": val, "work": work}
@@ -102,8 +125,20 @@ def demo_server(toy_run, tmp_path_factory):
     port = _free_port()
     log_path = str(tmp_path_factory.mktemp("demo_log") / "demo.log")
     example = os.path.join(toy_run["val"], "images", "val_0000.png")
-    cmd = [sys.executable, "tools/demo.py", "--model", "lseg_tiny_test", "--ckpt_path", toy_run["ckpt"],
-           "--port", str(port), "--labels", TOY_LABELS, "--examples", example]
+    cmd = [
+        sys.executable,
+        "tools/demo.py",
+        "--model",
+        "lseg_tiny_test",
+        "--ckpt_path",
+        toy_run["ckpt"],
+        "--port",
+        str(port),
+        "--labels",
+        TOY_LABELS,
+        "--examples",
+        example,
+    ]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -121,9 +156,26 @@ def demo_server(toy_run, tmp_path_factory):
 
 def _infer_mask(toy_run, image_path, out_dir):
     """The same image through tools/infer.py (started in the background; returns a function giving the mask)."""
-    proc = subprocess.Popen([sys.executable, "tools/infer.py", "--model", "lseg_tiny_test", "--ckpt_path",
-                             toy_run["ckpt"], "--labels", TOY_LABELS, "--input", image_path, "--output", out_dir],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "tools/infer.py",
+            "--model",
+            "lseg_tiny_test",
+            "--ckpt_path",
+            toy_run["ckpt"],
+            "--labels",
+            TOY_LABELS,
+            "--input",
+            image_path,
+            "--output",
+            out_dir,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def result():
         _, err = proc.communicate(timeout=900)
@@ -159,7 +211,9 @@ def _segment(page, expect: str) -> str:
     page.wait_for_function(
         "([sel, want]) => { const el = document.querySelector(sel); const t = el ? el.innerText.trim() : '';"
         " return t.startsWith(want) && t !== el.dataset.before; }",
-        arg=["#status", expect], timeout=REQUEST_TIMEOUT_MS)
+        arg=["#status", expect],
+        timeout=REQUEST_TIMEOUT_MS,
+    )
     return _status(page)
 
 
@@ -256,8 +310,8 @@ def test_demo_page_in_chromium(browser, demo_server, toy_run, tmp_path):
     for i in range(6):
         assert (legend == pal[i]).all(axis=1).any(), f"no legend swatch for label {i}"
     cells = [c.strip() for c in table_text.splitlines() if c.strip()]
-    assert cells[cells.index("id"):][:4] == ["id", "label", "colour", "pixels %"], table_text
-    rows = [cells[i:i + 4] for i in range(cells.index("pixels %") + 1, len(cells), 4)]
+    assert cells[cells.index("id") :][:4] == ["id", "label", "colour", "pixels %"], table_text
+    rows = [cells[i : i + 4] for i in range(cells.index("pixels %") + 1, len(cells), 4)]
     assert [r[1] for r in rows] == [s.strip() for s in TOY_LABELS.split(",")], table_text
     assert [int(r[0]) for r in rows] == list(range(6)), table_text
     assert [r[2] for r in rows] == ["#%02x%02x%02x" % tuple(int(v) for v in pal[i]) for i in range(6)], table_text

@@ -1,14 +1,15 @@
 """The demo's request handling without a browser: limits, label/template/image checks, messages without server
 paths, the result table and mask file, and what ``tools/demo.py`` serves by default (the quickstart's model)."""
+
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from _paths import REPO
 from PIL import Image
 
-from _paths import REPO
 from mindcv_lseg.demo import DemoInputError, DemoLimits, DemoService
 
 LABELS = "sky, grass, water"
@@ -26,8 +27,9 @@ def service(tmp_path_factory):
     net.set_train(False)
     work = tmp_path_factory.mktemp("demo_service")
     limits = DemoLimits(max_file_mb=0.05, max_pixels=200_000, max_side=96, max_labels=5)
-    return DemoService(net, "lseg_tiny_test", limits=limits, default_labels=["sky", "grass"],
-                       work_dir=str(work / "masks"))
+    return DemoService(
+        net, "lseg_tiny_test", limits=limits, default_labels=["sky", "grass"], work_dir=str(work / "masks")
+    )
 
 
 def _png(path, size=(48, 40), seed=0):
@@ -134,8 +136,14 @@ def test_limits_validated():
 
 def _run_demo(cwd, *args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "demo.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow  # tool subprocesses

@@ -1,17 +1,17 @@
 """Deployable exports (tools/export.py, mindcv_lseg.deploy): the public parity checkpoint (ViT-B/32) exported to MINDIR
 and ONNX reproduces the reference case at the strict tier when run by MindSpore (GraphCell) and by ONNX Runtime; the
 runner's segment() equals the eager one; bad export arguments give a clear error and write nothing."""
+
 import json
 import os
 import sys
 
 import numpy as np
 import pytest
+from _paths import REPO
 from PIL import Image
 
 import mindspore as ms
-
-from _paths import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
 
@@ -37,9 +37,25 @@ def exports(parity_ckpt, tmp_path_factory):
     try:
         for name, (fmt, impl) in EXPORTS.items():
             out = root / name.lower()
-            code = export_tool.main(["--model", "lseg_vitb32", "--ckpt_path", str(parity_ckpt), "--file_format", fmt,
-                                     "--image_size", str(SIZE), str(SIZE), "--num_labels", "5",
-                                     "--output_dir", str(out), "--impl", impl])
+            code = export_tool.main(
+                [
+                    "--model",
+                    "lseg_vitb32",
+                    "--ckpt_path",
+                    str(parity_ckpt),
+                    "--file_format",
+                    fmt,
+                    "--image_size",
+                    str(SIZE),
+                    str(SIZE),
+                    "--num_labels",
+                    "5",
+                    "--output_dir",
+                    str(out),
+                    "--impl",
+                    impl,
+                ]
+            )
             assert code == 0
             dirs[name] = out
     finally:
@@ -61,11 +77,23 @@ def test_export_folder_and_json(exports, fmt):
     files = sorted(os.listdir(exports[fmt]))
     assert files == sorted(["lseg_vitb32_deploy.json", f"lseg_vitb32_image.{ext}", f"lseg_vitb32_text.{ext}"])
     info = json.loads((exports[fmt] / "lseg_vitb32_deploy.json").read_text())
-    assert set(info) == {"model", "file_format", "image", "text", "mean", "std", "input_multiple", "logit_scale",
-                         "context_length"}
+    assert set(info) == {
+        "model",
+        "file_format",
+        "image",
+        "text",
+        "mean",
+        "std",
+        "input_multiple",
+        "logit_scale",
+        "context_length",
+    }
     assert info["model"] == "lseg_vitb32" and info["file_format"] == fmt_name
-    assert info["image"] == {"file": f"lseg_vitb32_image.{ext}", "input_shape": [1, 3, SIZE, SIZE],
-                             "output_shape": [1, 512, SIZE // 2, SIZE // 2]}
+    assert info["image"] == {
+        "file": f"lseg_vitb32_image.{ext}",
+        "input_shape": [1, 3, SIZE, SIZE],
+        "output_shape": [1, 512, SIZE // 2, SIZE // 2],
+    }
     assert info["text"] == {"file": f"lseg_vitb32_text.{ext}", "input_shape": [5, 77], "output_shape": [5, 512]}
     assert info["mean"] == info["std"] == [0.5, 0.5, 0.5]
     assert info["input_multiple"] == 32 and info["context_length"] == 77
@@ -131,14 +159,40 @@ def test_infer_cli_deploy_dir(exports, deployed, parity_expected, tmp_path, caps
     image = parity_expected["image_uint8"][:96, :128]
     Image.fromarray(image).save(tmp_path / "crop.png")
     out = tmp_path / "out"
-    code = infer.main(["--deploy_dir", str(exports["ONNX"]), "--labels", "sky, grass, other", "--input",
-                       str(tmp_path / "crop.png"), "--output", str(out), "--eval_mode", "slide", "--mode", "1"])
+    code = infer.main(
+        [
+            "--deploy_dir",
+            str(exports["ONNX"]),
+            "--labels",
+            "sky, grass, other",
+            "--input",
+            str(tmp_path / "crop.png"),
+            "--output",
+            str(out),
+            "--eval_mode",
+            "slide",
+            "--mode",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     mask = np.asarray(Image.open(out / "crop_mask.png"))
     expected = deployed["ONNX"].segment(image, ["sky", "grass", "other"], mode="slide").label_map
     np.testing.assert_array_equal(mask, expected)
-    code = infer.main(["--deploy_dir", str(tmp_path / "nowhere"), "--labels", "sky", "--input",
-                       str(tmp_path / "crop.png"), "--output", str(out), "--mode", "1"])
+    code = infer.main(
+        [
+            "--deploy_dir",
+            str(tmp_path / "nowhere"),
+            "--labels",
+            "sky",
+            "--input",
+            str(tmp_path / "crop.png"),
+            "--output",
+            str(out),
+            "--mode",
+            "1",
+        ]
+    )
     assert code == 2 and "export folder not found" in capsys.readouterr().err
 
 
@@ -153,23 +207,31 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"--model": "lseg_vitz"}, "unknown model 'lseg_vitz'"),
-    ({"--ckpt_path": "missing.ckpt"}, "checkpoint not found: missing.ckpt"),
-    ({"--part": "decoder"}, "--part must be one of image, text, both"),
-    ({"--file_format": "AIR"}, "--file_format must be MINDIR or ONNX"),
-    ({"--image_size": ["100", "64"]}, "--image_size takes two positive multiples of 32"),
-    ({"--image_size": ["64", "x"]}, "--image_size takes two integers"),
-    ({"--num_labels": "0"}, "--num_labels must be a positive integer"),
-    ({"--output_dir": "AFILE"}, "exists and is not a folder"),
-    ({"--impl": "fast"}, "--impl must be native or lean"),
-    ({"--impl": "lean", "--file_format": "ONNX"}, "--impl lean exports to MINDIR only"),
-    ({"--model": "lseg_vitb32"}, "Is it a checkpoint of another variant?"),  # tiny checkpoint, other model
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--model": "lseg_vitz"}, "unknown model 'lseg_vitz'"),
+        ({"--ckpt_path": "missing.ckpt"}, "checkpoint not found: missing.ckpt"),
+        ({"--part": "decoder"}, "--part must be one of image, text, both"),
+        ({"--file_format": "AIR"}, "--file_format must be MINDIR or ONNX"),
+        ({"--image_size": ["100", "64"]}, "--image_size takes two positive multiples of 32"),
+        ({"--image_size": ["64", "x"]}, "--image_size takes two integers"),
+        ({"--num_labels": "0"}, "--num_labels must be a positive integer"),
+        ({"--output_dir": "AFILE"}, "exists and is not a folder"),
+        ({"--impl": "fast"}, "--impl must be native or lean"),
+        ({"--impl": "lean", "--file_format": "ONNX"}, "--impl lean exports to MINDIR only"),
+        ({"--model": "lseg_vitb32"}, "Is it a checkpoint of another variant?"),  # tiny checkpoint, other model
+    ],
+)
 def test_bad_arguments_clear_error_nothing_written(tiny_ckpt, tmp_path, capsys, change, message):
     out = tmp_path / "out"
-    args = {"--model": "lseg_tiny_test", "--ckpt_path": str(tiny_ckpt), "--output_dir": str(out),
-            "--image_size": ["64", "64"], "--num_labels": "2"}
+    args = {
+        "--model": "lseg_tiny_test",
+        "--ckpt_path": str(tiny_ckpt),
+        "--output_dir": str(out),
+        "--image_size": ["64", "64"],
+        "--num_labels": "2",
+    }
     args.update(change)
     if args["--output_dir"] == "AFILE":
         args["--output_dir"] = str(tmp_path / "a_file")

@@ -1,4 +1,5 @@
 """The ONNX-exportable formulations compute what the cells they replace compute (same parameters)."""
+
 import math
 
 import numpy as np
@@ -7,8 +8,13 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindcv_lseg.deploy.onnx_compat import (DecomposedLayerNorm, MatmulBilinearResize, MatmulConvTranspose2d,
-                                            PolyGELU, make_onnx_exportable)
+from mindcv_lseg.deploy.onnx_compat import (
+    DecomposedLayerNorm,
+    MatmulBilinearResize,
+    MatmulConvTranspose2d,
+    PolyGELU,
+    make_onnx_exportable,
+)
 from mindcv_lseg.models.ops_impl import BilinearResize
 
 

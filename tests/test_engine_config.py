@@ -1,11 +1,19 @@
 """mindcv_lseg.engine.config: two-stage YAML + CLI parsing, overrides, errors, atomic save/load round trip."""
+
 import os
 
 import pytest
 import yaml
 
-from mindcv_lseg.engine.config import (ConfigError, Option, build_parser, check_config_dict, load_config,
-                                       parse_args, save_config)
+from mindcv_lseg.engine.config import (
+    ConfigError,
+    Option,
+    build_parser,
+    check_config_dict,
+    load_config,
+    parse_args,
+    save_config,
+)
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -23,8 +31,11 @@ def test_defaults_without_yaml():
 
 
 def test_yaml_sets_defaults_and_cli_overrides(tmp_path):
-    cfg = _yaml(tmp_path, "model: lseg_tiny_test\nlr: 1\nbatch_size: 4\nscale_range: [0.75, 1.5]\n"
-                          "eval_scales: [0.5, 1.0]\ndistribute: false\n")
+    cfg = _yaml(
+        tmp_path,
+        "model: lseg_tiny_test\nlr: 1\nbatch_size: 4\nscale_range: [0.75, 1.5]\n"
+        "eval_scales: [0.5, 1.0]\ndistribute: false\n",
+    )
     args = parse_args(["-c", cfg, "--batch_size", "2", "--eval_scales", "1", "1.25", "1.5", "--distribute"])
     assert args.model == "lseg_tiny_test"
     assert args.lr == 1.0 and isinstance(args.lr, float)  # int in YAML promoted for a float key
@@ -56,30 +67,36 @@ def test_typo_gets_a_suggestion(tmp_path):
         parse_args(["-c", cfg])
 
 
-@pytest.mark.parametrize("text, key", [
-    ("lr: fast\n", "lr"),
-    ("batch_size: 2.5\n", "batch_size"),
-    ("distribute: 1\n", "distribute"),
-    ("scale_range: 0.5\n", "scale_range"),
-    ("model: 3\n", "model"),
-    ("opt: adam\n", "opt"),
-    ("epoch_size: 0\n", "epoch_size"),
-    ("crop_size: null\n", "crop_size"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("lr: fast\n", "lr"),
+        ("batch_size: 2.5\n", "batch_size"),
+        ("distribute: 1\n", "distribute"),
+        ("scale_range: 0.5\n", "scale_range"),
+        ("model: 3\n", "model"),
+        ("opt: adam\n", "opt"),
+        ("epoch_size: 0\n", "epoch_size"),
+        ("crop_size: null\n", "crop_size"),
+    ],
+)
 def test_wrong_yaml_types_and_values_name_the_key(tmp_path, text, key):
     cfg = _yaml(tmp_path, text)
     with pytest.raises(ConfigError, match=f"'{key}'"):
         parse_args(["-c", cfg])
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--lr", "x"], "--lr"),
-    (["--lrate", "0.1"], "--lrate"),
-    (["--opt", "rmsprop"], "'opt'"),
-    (["--batch_size", "0"], "'batch_size'"),
-    (["--distribute", "maybe"], "--distribute"),
-    (["--eval_mode", "tiles"], "'eval_mode'"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--lr", "x"], "--lr"),
+        (["--lrate", "0.1"], "--lrate"),
+        (["--opt", "rmsprop"], "'opt'"),
+        (["--batch_size", "0"], "'batch_size'"),
+        (["--distribute", "maybe"], "--distribute"),
+        (["--eval_mode", "tiles"], "'eval_mode'"),
+    ],
+)
 def test_wrong_cli_values_name_the_flag(argv, needle):
     with pytest.raises(ConfigError) as e:
         parse_args(argv)
@@ -146,22 +163,25 @@ def test_paper_recipe_config():
 
 
 # ---------------------------------------------------------------------------------------------- item 7: checks
-@pytest.mark.parametrize("text, key, needle", [
-    ("crop_size: 100\n", "crop_size", "not a multiple of 32"),
-    ("crop_size: 500\n", "crop_size", "use e.g. 480 or 512"),
-    ("lr: .nan\n", "lr", "finite"),
-    ("lr: .inf\n", "lr", "finite"),
-    ("weight_decay: -.inf\n", "weight_decay", "finite"),
-    ("weight_decay: .nan\n", "weight_decay", "finite"),
-    ("momentum: 5\n", "momentum", "out of range"),
-    ("eval_scales: [0]\n", "eval_scales", "out of range"),
-    ("eval_scales: [1.0, -0.5]\n", "eval_scales", "out of range"),
-    ("scale_range: [2.0, 0.5]\n", "scale_range", "low <= high"),
-    ("scale_range: [0.5, 1.0, 2.0]\n", "scale_range", "expected 2 values"),
-    ("hflip: 1.5\n", "hflip", "out of range"),
-    ("hflip: true\n", "hflip", "horizontal-flip probability"),
-    ("loss_scale: 0\n", "loss_scale", "out of range"),
-])
+@pytest.mark.parametrize(
+    "text, key, needle",
+    [
+        ("crop_size: 100\n", "crop_size", "not a multiple of 32"),
+        ("crop_size: 500\n", "crop_size", "use e.g. 480 or 512"),
+        ("lr: .nan\n", "lr", "finite"),
+        ("lr: .inf\n", "lr", "finite"),
+        ("weight_decay: -.inf\n", "weight_decay", "finite"),
+        ("weight_decay: .nan\n", "weight_decay", "finite"),
+        ("momentum: 5\n", "momentum", "out of range"),
+        ("eval_scales: [0]\n", "eval_scales", "out of range"),
+        ("eval_scales: [1.0, -0.5]\n", "eval_scales", "out of range"),
+        ("scale_range: [2.0, 0.5]\n", "scale_range", "low <= high"),
+        ("scale_range: [0.5, 1.0, 2.0]\n", "scale_range", "expected 2 values"),
+        ("hflip: 1.5\n", "hflip", "out of range"),
+        ("hflip: true\n", "hflip", "horizontal-flip probability"),
+        ("loss_scale: 0\n", "loss_scale", "out of range"),
+    ],
+)
 def test_value_checks_name_the_key_and_file(tmp_path, text, key, needle):
     cfg = _yaml(tmp_path, text)
     with pytest.raises(ConfigError) as e:
@@ -170,13 +190,16 @@ def test_value_checks_name_the_key_and_file(tmp_path, text, key, needle):
     assert f"'{key}'" in msg and cfg in msg and needle in msg
 
 
-@pytest.mark.parametrize("argv, key", [
-    (["--crop_size", "100"], "crop_size"),
-    (["--lr", "nan"], "lr"),
-    (["--weight_decay", "inf"], "weight_decay"),
-    (["--momentum", "5"], "momentum"),
-    (["--eval_scales", "0"], "eval_scales"),
-])
+@pytest.mark.parametrize(
+    "argv, key",
+    [
+        (["--crop_size", "100"], "crop_size"),
+        (["--lr", "nan"], "lr"),
+        (["--weight_decay", "inf"], "weight_decay"),
+        (["--momentum", "5"], "momentum"),
+        (["--eval_scales", "0"], "eval_scales"),
+    ],
+)
 def test_value_checks_on_the_command_line(argv, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
         parse_args(argv)
@@ -205,8 +228,20 @@ def test_non_utf8_config_file(tmp_path):
 
 # ------------------------------------------------------------------------------------- item 16: mindcv's names
 def test_mindcv_key_names_and_renamed_keys(tmp_path):
-    args = parse_args(["--gradient_accumulation_steps", "4", "--weight_decay_filter", "norm_and_bias",
-                       "--hflip", "0.25", "--drop_rate", "0.1", "--drop_path_rate", "0.2"])
+    args = parse_args(
+        [
+            "--gradient_accumulation_steps",
+            "4",
+            "--weight_decay_filter",
+            "norm_and_bias",
+            "--hflip",
+            "0.25",
+            "--drop_rate",
+            "0.1",
+            "--drop_path_rate",
+            "0.2",
+        ]
+    )
     assert (args.gradient_accumulation_steps, args.weight_decay_filter, args.hflip) == (4, "norm_and_bias", 0.25)
     assert (args.drop_rate, args.drop_path_rate) == (0.1, 0.2)
     with pytest.raises(ConfigError, match="'grad_accumulation' is now 'gradient_accumulation_steps'"):

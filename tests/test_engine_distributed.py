@@ -1,6 +1,7 @@
 """Data-parallel training under msrun (2 CPU workers): the run completes and both ranks end with identical
 parameters (gradients averaged over ranks, BatchNorm statistics synchronised at epoch ends); only rank 0 writes
 checkpoints and logs. Tiny: lseg_tiny_test, 8 toy images of 64 px, batch 2 per rank, 2 epochs."""
+
 import os
 import shutil
 import socket
@@ -20,8 +21,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("msrun", path=os.path.dirname(sys.executable) + os.pathsep +
-                                 os.environ.get("PATH", "")) is None, reason="msrun not installed")
+@pytest.mark.skipif(
+    shutil.which("msrun", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")) is None,
+    reason="msrun not installed",
+)
 def test_msrun_two_workers_identical_params(tmp_path):
     from mindcv_lseg.data import make_toy_dataset
 
@@ -31,13 +34,44 @@ def test_msrun_two_workers_identical_params(tmp_path):
     bindir = os.path.dirname(sys.executable)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # msrun starts a bare `python`: the venv's first
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [os.path.join(bindir, "msrun") if os.path.exists(os.path.join(bindir, "msrun")) else "msrun",
-           "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(_free_port()),
-           "--log_dir", str(logs), "--join", "True",
-           "python", os.path.join(ROOT, "tools", "train.py"), "-c", os.path.join(ROOT, "configs", "lseg_toy.yaml"),
-           "--distribute", "--data_dir", data, "--ckpt_save_dir", str(out), "--param_digest_dir", str(digests),
-           "--crop_size", "64", "--base_size", "64", "--batch_size", "2", "--epoch_size", "2",
-           "--val_interval", "2", "--progress_bar", "false", "--lr", "0.01"]
+    cmd = [
+        os.path.join(bindir, "msrun") if os.path.exists(os.path.join(bindir, "msrun")) else "msrun",
+        "--worker_num",
+        "2",
+        "--local_worker_num",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "--log_dir",
+        str(logs),
+        "--join",
+        "True",
+        "python",
+        os.path.join(ROOT, "tools", "train.py"),
+        "-c",
+        os.path.join(ROOT, "configs", "lseg_toy.yaml"),
+        "--distribute",
+        "--data_dir",
+        data,
+        "--ckpt_save_dir",
+        str(out),
+        "--param_digest_dir",
+        str(digests),
+        "--crop_size",
+        "64",
+        "--base_size",
+        "64",
+        "--batch_size",
+        "2",
+        "--epoch_size",
+        "2",
+        "--val_interval",
+        "2",
+        "--progress_bar",
+        "false",
+        "--lr",
+        "0.01",
+    ]
     r = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
     worker_logs = ""
     if logs.is_dir():
@@ -50,6 +84,9 @@ def test_msrun_two_workers_identical_params(tmp_path):
     assert d0 == d1, "the two data-parallel replicas ended with different parameters"
     # only rank 0 wrote: one set of checkpoints, the log says 2 ranks and 2 steps/epoch (8 images / 2 ranks / 2)
     assert sorted(f for f in os.listdir(out) if f.endswith(".ckpt")) == [
-        "best.ckpt", "lseg_tiny_test-0001.ckpt", "lseg_tiny_test-0002.ckpt"]
+        "best.ckpt",
+        "lseg_tiny_test-0001.ckpt",
+        "lseg_tiny_test-0002.ckpt",
+    ]
     log = (out / "train.log").read_text()
     assert "2 rank(s)" in log and "2 steps/epoch" in log and "val mIoU" in log

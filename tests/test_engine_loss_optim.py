@@ -1,4 +1,5 @@
 """Loss (ignore_index, hand-computed), parameter groups (decoder 10x lr), frozen CLIP, poly schedule, train cells."""
+
 import math
 
 import numpy as np
@@ -8,8 +9,13 @@ import mindspore as ms
 from mindspore import nn
 
 from mindcv_lseg.engine.loss import LeanSegCrossEntropy, NetWithLoss, SegCrossEntropy, create_seg_loss
-from mindcv_lseg.engine.optim import (build_lr_schedule, create_seg_optimizer, effective_lr, split_param_groups,
-                                      updates_per_epoch)
+from mindcv_lseg.engine.optim import (
+    build_lr_schedule,
+    create_seg_optimizer,
+    effective_lr,
+    split_param_groups,
+    updates_per_epoch,
+)
 from mindcv_lseg.engine.train_step import build_train_cells
 
 
@@ -177,7 +183,7 @@ def test_gradient_accumulation_equals_the_big_batch():
             else:
                 xa, ya = x.asnumpy(), y.asnumpy()
                 for i in range(2):
-                    driver.step(ms.Tensor(xa[i:i + 1]), ms.Tensor(ya[i:i + 1]), i == 1)
+                    driver.step(ms.Tensor(xa[i : i + 1]), ms.Tensor(ya[i : i + 1]), i == 1)
         return {p.name: p.asnumpy() for p in net.get_parameters()}, int(opt.global_step.asnumpy()[0])
 
     big, n_big = run(1)

@@ -4,6 +4,7 @@ best.ckpt, resolved config, metrics/plot files, and clear errors for bad resume 
 
 Tiny on purpose: lseg_tiny_test, 8 toy images of 64 px, batch 2 (4 steps/epoch), 3 epochs, grad accumulation 2.
 """
+
 import os
 import signal
 import subprocess
@@ -29,11 +30,39 @@ def _toy(tmp_path_factory):
 
 
 def _argv(data_dir, out, *extra):
-    return [sys.executable, TRAIN, "-c", os.path.join(ROOT, "configs", "lseg_toy.yaml"), "--data_dir", data_dir,
-            "--ckpt_save_dir", out, "--crop_size", "64", "--base_size", "64", "--batch_size", "2",
-            "--epoch_size", "3", "--gradient_accumulation_steps", "2", "--val_interval", "1",
-            "--keep_checkpoint_max", "2",
-            "--progress_bar", "false", "--log_interval", "1", "--lr", "0.01", "--seed", "7", *extra]
+    return [
+        sys.executable,
+        TRAIN,
+        "-c",
+        os.path.join(ROOT, "configs", "lseg_toy.yaml"),
+        "--data_dir",
+        data_dir,
+        "--ckpt_save_dir",
+        out,
+        "--crop_size",
+        "64",
+        "--base_size",
+        "64",
+        "--batch_size",
+        "2",
+        "--epoch_size",
+        "3",
+        "--gradient_accumulation_steps",
+        "2",
+        "--val_interval",
+        "1",
+        "--keep_checkpoint_max",
+        "2",
+        "--progress_bar",
+        "false",
+        "--log_interval",
+        "1",
+        "--lr",
+        "0.01",
+        "--seed",
+        "7",
+        *extra,
+    ]
 
 
 def _env():
@@ -58,8 +87,9 @@ def runs(tmp_path_factory):
     assert r.returncode == 0, r.stderr[-3000:]
 
     # second run: SIGKILL as soon as the epoch-1 checkpoint exists (mid epoch 2), then resume
-    proc = subprocess.Popen(_argv(data, killed), cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _argv(data, killed), cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     first = os.path.join(killed, "lseg_tiny_test-0001.ckpt")
     t0 = time.time()
     while not os.path.exists(first):
@@ -69,19 +99,28 @@ def runs(tmp_path_factory):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = sorted(f for f in os.listdir(killed) if f.endswith(".ckpt") and not f.startswith("."))
-    r2 = subprocess.run(_argv(data, killed, "--resume", "auto"), cwd=cwd, env=_env(), capture_output=True,
-                        text=True, timeout=420)
+    r2 = subprocess.run(
+        _argv(data, killed, "--resume", "auto"), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=420
+    )
     assert r2.returncode == 0, r2.stderr[-3000:]
-    return {"full": full, "killed": killed, "killed_at": killed_at, "data": data, "cwd": cwd,
-            "full_output": r.stdout + r.stderr, "resumed_output": r2.stdout + r2.stderr}
+    return {
+        "full": full,
+        "killed": killed,
+        "killed_at": killed_at,
+        "data": data,
+        "cwd": cwd,
+        "full_output": r.stdout + r.stderr,
+        "resumed_output": r2.stdout + r2.stderr,
+    }
 
 
 def test_resume_after_sigkill_is_bit_exact(runs):
     assert "lseg_tiny_test-0003.ckpt" not in runs["killed_at"], "the kill came too late to test anything"
     a = _params(os.path.join(runs["full"], "lseg_tiny_test-0003.ckpt"))
     b = _params(os.path.join(runs["killed"], "lseg_tiny_test-0003.ckpt"))
-    weights = [k for k in a if not isinstance(a[k], str) and k not in ("epoch", "step", "best_miou", "best_epoch",
-                                                                       "seed")]
+    weights = [
+        k for k in a if not isinstance(a[k], str) and k not in ("epoch", "step", "best_miou", "best_epoch", "seed")
+    ]
     assert any(k.startswith("moments.") for k in weights) and "global_step" in weights
     assert set(weights) <= set(b)
     for k in weights:
@@ -93,10 +132,10 @@ def test_resume_after_sigkill_is_bit_exact(runs):
 
 def test_training_really_changed_the_weights_and_froze_clip(runs):
     import mindcv
+    import mindspore as ms
 
     import mindcv_lseg  # noqa: F401
     import mindcv_lseg.models  # noqa: F401
-    import mindspore as ms
 
     ms.set_seed(7)
     init = {p.name: p.asnumpy() for p in mindcv.create_model("lseg_tiny_test").get_parameters()}
@@ -111,8 +150,10 @@ def test_checkpoint_files_and_logs(runs):
     out = runs["full"]
     files = sorted(os.listdir(out))
     # keep_checkpoint_max = 2: epoch 1 deleted
-    assert [f for f in files if f.startswith("lseg_tiny_test-")] == ["lseg_tiny_test-0002.ckpt",
-                                                                      "lseg_tiny_test-0003.ckpt"]
+    assert [f for f in files if f.startswith("lseg_tiny_test-")] == [
+        "lseg_tiny_test-0002.ckpt",
+        "lseg_tiny_test-0003.ckpt",
+    ]
     assert "best.ckpt" in files and not [f for f in files if f.startswith(".")]
     for f in ("config.yaml", "train.log", "metrics.csv", "metrics.json", "curves.png"):
         assert f in files, f
@@ -144,23 +185,37 @@ def test_checkpoint_files_and_logs(runs):
 
 
 def test_bad_resume_path_is_a_clear_error(runs, tmp_path):
-    r = subprocess.run(_argv(runs["data"], str(tmp_path / "x"), "--resume", str(tmp_path / "nope.ckpt")),
-                       cwd=runs["cwd"], env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        _argv(runs["data"], str(tmp_path / "x"), "--resume", str(tmp_path / "nope.ckpt")),
+        cwd=runs["cwd"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 1
     assert "resume checkpoint not found" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bad_config_exit_code(runs, tmp_path):
-    r = subprocess.run(_argv(runs["data"], str(tmp_path / "y"), "--opt", "rmsprop"), cwd=runs["cwd"], env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        _argv(runs["data"], str(tmp_path / "y"), "--opt", "rmsprop"),
+        cwd=runs["cwd"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "'opt'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_compilation_is_announced_and_the_output_is_quiet(runs):
     with open(os.path.join(runs["full"], "train.log")) as fh:
         log = fh.read()
-    for graph in ("the training graph for input 2x3x64x64 (first step, ~40 s on a 2-core CPU)",
-                  "the optimizer-update graph (first update)"):
+    for graph in (
+        "the training graph for input 2x3x64x64 (first step, ~40 s on a 2-core CPU)",
+        "the optimizer-update graph (first update)",
+    ):
         assert log.count(f"compiling {graph}...") == 1, graph
     assert log.count("training graph for input 2x3x64x64 compiled and ran in ") == 1
     assert "forward graph for input 1x3x64x64" in runs["full_output"]  # validation (stderr)

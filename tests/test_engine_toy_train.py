@@ -2,6 +2,7 @@
 
 The full-length run (val mIoU >= 0.9 within 10 minutes) is ``benchmarks/train_toy.py``; this is a cut-down version:
 lseg_tiny_test, 24 toy images of 64 px, batch 4, 8 epochs."""
+
 import os
 
 import pytest
@@ -18,9 +19,28 @@ def test_toy_training_learns(tmp_path):
     from mindcv_lseg.engine.trainer import SegTrainer
 
     data = make_toy_dataset(str(tmp_path / "toy"), num_train=24, num_val=6, size=64, seed=0)
-    args = parse_args(["-c", os.path.join(ROOT, "configs", "lseg_toy.yaml"), "--data_dir", data,
-                       "--ckpt_save_dir", str(tmp_path / "out"), "--crop_size", "64", "--base_size", "64",
-                       "--batch_size", "4", "--epoch_size", "8", "--val_interval", "1", "--progress_bar", "false"])
+    args = parse_args(
+        [
+            "-c",
+            os.path.join(ROOT, "configs", "lseg_toy.yaml"),
+            "--data_dir",
+            data,
+            "--ckpt_save_dir",
+            str(tmp_path / "out"),
+            "--crop_size",
+            "64",
+            "--base_size",
+            "64",
+            "--batch_size",
+            "4",
+            "--epoch_size",
+            "8",
+            "--val_interval",
+            "1",
+            "--progress_bar",
+            "false",
+        ]
+    )
     trainer = SegTrainer(args)
     trainer.fit()
     rows = trainer.history.rows

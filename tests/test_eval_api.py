@@ -1,4 +1,5 @@
 """segment() API and visualisation helpers (fake network: fast, no model needed)."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,7 +23,7 @@ class TinyFakeNet:
     def __call__(self, x, text):
         x = x.asnumpy()
         n = text.shape[0]
-        return ms.Tensor(np.concatenate([x[:, k % 3:k % 3 + 1] * (1 + 0.01 * k) for k in range(n)], axis=1))
+        return ms.Tensor(np.concatenate([x[:, k % 3 : k % 3 + 1] * (1 + 0.01 * k) for k in range(n)], axis=1))
 
     def forward_features(self, x):
         x = x.asnumpy()[:, :, ::2, ::2]
@@ -76,8 +77,9 @@ def test_segment_all_input_kinds_agree(tmp_path):
     net = TinyFakeNet()
     arr = _img()
     Image.fromarray(arr).save(tmp_path / "x.png")
-    results = [api.segment(net, src, "red, green, blue") for src in
-               (arr, Image.fromarray(arr), str(tmp_path / "x.png"))]
+    results = [
+        api.segment(net, src, "red, green, blue") for src in (arr, Image.fromarray(arr), str(tmp_path / "x.png"))
+    ]
     for r in results:
         assert r.label_map.dtype == np.uint8 and r.label_map.shape == (40, 60)
         assert r.labels == ["red", "green", "blue"]
@@ -90,10 +92,12 @@ def test_segment_all_input_kinds_agree(tmp_path):
 def test_segment_modes_embeddings_and_cache():
     net = TinyFakeNet()
     cache = api.TextEmbeddingCache(net)
-    r1 = api.segment(net, _img(), ["red", "green", "blue"], mode="slide", crop_size=32, text_cache=cache,
-                     return_embeddings=True)
-    r2 = api.segment(net, _img(), ["red", "green", "blue"], mode="ms_flip", base_size=48, crop_size=32,
-                     text_cache=cache)
+    r1 = api.segment(
+        net, _img(), ["red", "green", "blue"], mode="slide", crop_size=32, text_cache=cache, return_embeddings=True
+    )
+    r2 = api.segment(
+        net, _img(), ["red", "green", "blue"], mode="ms_flip", base_size=48, crop_size=32, text_cache=cache
+    )
     assert net.text_calls == 1 and cache.hits == 1
     np.testing.assert_array_equal(r1.label_map, r2.label_map)
     assert r1.embeddings.shape == (3, 20, 30)
@@ -126,7 +130,7 @@ def test_compare_panel_layout_and_ignore():
     assert panel.shape[1] > 3 * 40  # three panels + legend
     top = int(np.argmax((panel[:, 2] == 200).all(axis=1)))  # first image row below the caption bar
     assert 10 <= top <= 30
-    gt_panel = panel[top:top + 30, 44:84]
+    gt_panel = panel[top : top + 30, 44:84]
     np.testing.assert_array_equal(gt_panel[0, 0], [200, 200, 200])
     np.testing.assert_array_equal(gt_panel[5, 5], pal[0])
     np.testing.assert_array_equal(gt_panel[5, 30], pal[1])
@@ -134,8 +138,9 @@ def test_compare_panel_layout_and_ignore():
 
 
 def test_quickstart_pick_checkpoint(tmp_path):
-    import sys
     import os
+    import sys
+
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
     import quickstart
 

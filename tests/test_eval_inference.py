@@ -3,6 +3,7 @@
 A deterministic fake network with a spatially varying, position-dependent (not translation- or flip-equivariant)
 output makes every windowing, padding, flipping or resizing mistake visible.
 """
+
 import math
 
 import numpy as np
@@ -59,8 +60,10 @@ def np_resize_ac(x, oh, ow):
     y0, y1, a0, a1 = axis(oh, x.shape[2])
     x0, x1, b0, b1 = axis(ow, x.shape[3])
     r0, r1 = x[:, :, y0], x[:, :, y1]
-    return (a0[:, None] * (b0 * r0[:, :, :, x0] + b1 * r0[:, :, :, x1])
-            + a1[:, None] * (b0 * r1[:, :, :, x0] + b1 * r1[:, :, :, x1])).astype(f)
+    return (
+        a0[:, None] * (b0 * r0[:, :, :, x0] + b1 * r0[:, :, :, x1])
+        + a1[:, None] * (b0 * r1[:, :, :, x0] + b1 * r1[:, :, :, x1])
+    ).astype(f)
 
 
 def np_net(x, flip):
@@ -90,10 +93,10 @@ def np_one_scale(img, crop, stride, flip):
     while True:
         w0 = 0
         while True:
-            win = big[:, :, h0:h0 + crop, w0:w0 + crop]
+            win = big[:, :, h0 : h0 + crop, w0 : w0 + crop]
             vh, vw = win.shape[2:]
-            acc[:, :, h0:h0 + vh, w0:w0 + vw] += np_net(np_pad_to(win, crop), flip)[:, :, :vh, :vw]
-            cnt[h0:h0 + vh, w0:w0 + vw] += 1
+            acc[:, :, h0 : h0 + vh, w0 : w0 + vw] += np_net(np_pad_to(win, crop), flip)[:, :, :vh, :vw]
+            cnt[h0 : h0 + vh, w0 : w0 + vw] += 1
             if w0 + crop >= pw:
                 break
             w0 += stride
@@ -126,8 +129,9 @@ def _image(h, w, seed=0):
 # ---------------- tests ----------------------------------------------------------------------------------------------
 def test_normalize_matches_totensor_normalize():
     u8 = np.array([[[0, 128, 255]]], np.uint8)
-    np.testing.assert_array_equal(I.normalize_image(u8)[0, :, 0, 0],
-                                  ((np.array([0, 128, 255], np.float32) / 255) - 0.5) / 0.5)
+    np.testing.assert_array_equal(
+        I.normalize_image(u8)[0, :, 0, 0], ((np.array([0, 128, 255], np.float32) / 255) - 0.5) / 0.5
+    )
 
 
 def test_pad_to_multiple_and_crop_size():

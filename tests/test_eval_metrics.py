@@ -1,4 +1,5 @@
 """Metric tests on hand-computed confusion matrices (no MindSpore needed)."""
+
 import csv
 import json
 
@@ -13,19 +14,14 @@ def test_confusion_matrix_hand_computed_with_ignore():
     target = np.array([0, 0, 1, 1, 2, 255, -1])
     pred = np.array([0, 1, 1, 1, 0, 2, 2])
     cm = M.confusion_matrix(pred, target, 3, ignore_index=255)
-    expected = np.array([[1, 1, 0],
-                         [0, 2, 0],
-                         [1, 0, 0]])
+    expected = np.array([[1, 1, 0], [0, 2, 0], [1, 0, 0]])
     assert cm.dtype == np.int64
     np.testing.assert_array_equal(cm, expected)
 
 
 def test_metrics_hand_computed_with_absent_class():
     # 4 classes, class 3 absent from GT and prediction.
-    cm = np.array([[3, 1, 0, 0],
-                   [0, 2, 0, 0],
-                   [2, 0, 0, 0],
-                   [0, 0, 0, 0]])
+    cm = np.array([[3, 1, 0, 0], [0, 2, 0, 0], [2, 0, 0, 0], [0, 0, 0, 0]])
     # pixAcc = (3+2+0)/8
     assert M.pixel_accuracy(cm) == pytest.approx(5 / 8, abs=1e-12)
     # IoU0 = 3/(4+5-3)=1/2 ; IoU1 = 2/(2+3-2)=2/3 ; IoU2 = 0/(2+0-0)=0 ; IoU3: union 0 -> 0 (reference) / NaN
@@ -39,8 +35,14 @@ def test_metrics_hand_computed_with_absent_class():
     assert np.isnan(acc[3])
     assert M.mean_accuracy(cm) == pytest.approx((0.75 + 1.0 + 0.0) / 3)
     m = M.compute_metrics(cm, ["a", "b", "c", "d"])
-    assert m["per_class"][3] == {"id": 3, "name": "d", "iou": 0.0, "acc": m["per_class"][3]["acc"],
-                                 "gt_pixels": 0, "pred_pixels": 0}
+    assert m["per_class"][3] == {
+        "id": 3,
+        "name": "d",
+        "iou": 0.0,
+        "acc": m["per_class"][3]["acc"],
+        "gt_pixels": 0,
+        "pred_pixels": 0,
+    }
     assert m["per_class"][0]["gt_pixels"] == 4 and m["per_class"][0]["pred_pixels"] == 5
     text = M.format_table(m)
     assert "mIoU (reference)" in text and "mIoU (nanmean)" in text and "  d  " in text
@@ -101,8 +103,8 @@ def test_bad_inputs_raise_specific_errors():
 
 def test_float32_split_merge_is_exact_beyond_2_pow_24():
     rng = np.random.default_rng(1)
-    ranks = [rng.integers(0, 2 ** 40, size=(5, 5), dtype=np.int64) for _ in range(3)]
-    ranks[0][0, 0] = 2 ** 24 + 1  # not representable in float32
+    ranks = [rng.integers(0, 2**40, size=(5, 5), dtype=np.int64) for _ in range(3)]
+    ranks[0][0, 0] = 2**24 + 1  # not representable in float32
     expected = sum(ranks)
 
     def fake_allreduce_factory(all_parts):
@@ -111,6 +113,7 @@ def test_float32_split_merge_is_exact_beyond_2_pow_24():
             for p in all_parts:
                 total = (total + p).astype(np.float32)  # float32 sum, as the collective does
             return total
+
         return fn
 
     parts = [M.split_int64_to_float32(r) for r in ranks]

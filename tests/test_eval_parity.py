@@ -4,6 +4,7 @@ Single-scale whole-image inference through ``mindcv_lseg.eval`` must equal the n
 and match the PyTorch reference logits within the documented float32 tolerance. Uses the session's converted
 parity checkpoint (``parity_ckpt`` in conftest.py).
 """
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """evaluate_dataset (sharded ranks summed = single process) and tools/validate.py end to end on a tiny toy set."""
+
 import json
 import os
 import sys
@@ -63,8 +64,9 @@ def test_sharded_ranks_sum_to_single_process():
     # simulate 2 ranks: each evaluates its shard; the all-reduce sums the float32 chunk tensors of both
     local = {}
     for rank in (0, 1):
-        local[rank], _ = evaluate_dataset(ColourNet(), ds, rank=rank, group_size=2, progress=False,
-                                          allreduce_fn=lambda parts: parts)  # identity: keep the local parts
+        local[rank], _ = evaluate_dataset(
+            ColourNet(), ds, rank=rank, group_size=2, progress=False, allreduce_fn=lambda parts: parts
+        )  # identity: keep the local parts
     summed = lambda parts: M.split_int64_to_float32(local[0]) + M.split_int64_to_float32(local[1])  # noqa: E731
     cm0, m0 = evaluate_dataset(ColourNet(), ds, rank=0, group_size=2, progress=False, allreduce_fn=summed)
     assert not np.array_equal(local[0], full)
@@ -91,9 +93,26 @@ def test_validate_tool_end_to_end(tmp_path, capsys):
     ckpt = tmp_path / "tiny.ckpt"
     ms.save_checkpoint(mindcv.create_model("lseg_tiny_test"), str(ckpt))
     out = tmp_path / "metrics"
-    code = validate.main(["--mode", "1", "--dataset", "toy", "--data_dir", str(tmp_path / "toy"), "--model",
-                          "lseg_tiny_test", "--ckpt_path", str(ckpt), "--eval_mode", "whole", "--eval_output",
-                          str(out), "--progress_bar", "false"])
+    code = validate.main(
+        [
+            "--mode",
+            "1",
+            "--dataset",
+            "toy",
+            "--data_dir",
+            str(tmp_path / "toy"),
+            "--model",
+            "lseg_tiny_test",
+            "--ckpt_path",
+            str(ckpt),
+            "--eval_mode",
+            "whole",
+            "--eval_output",
+            str(out),
+            "--progress_bar",
+            "false",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "mIoU (reference)" in captured.out and "mIoU (nanmean)" in captured.out and "yellow square" in captured.out
@@ -103,6 +122,18 @@ def test_validate_tool_end_to_end(tmp_path, capsys):
     assert data["mIoU"] == pytest.approx(M.miou_reference(cm))
     assert (out / "per_class.csv").read_text().startswith("id,name,iou,acc,gt_pixels,pred_pixels")
     # bad input: missing checkpoint -> specific message, exit 2
-    code = validate.main(["--mode", "1", "--dataset", "toy", "--data_dir", str(tmp_path / "toy"), "--model",
-                          "lseg_tiny_test", "--ckpt_path", str(tmp_path / "none.ckpt")])
+    code = validate.main(
+        [
+            "--mode",
+            "1",
+            "--dataset",
+            "toy",
+            "--data_dir",
+            str(tmp_path / "toy"),
+            "--model",
+            "lseg_tiny_test",
+            "--ckpt_path",
+            str(tmp_path / "none.ckpt"),
+        ]
+    )
     assert code == 2 and "checkpoint not found" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """``impl="native"`` vs ``impl="lean"``: selection, identical parameters, same outputs, same training step."""
+
 import numpy as np
 import pytest
 

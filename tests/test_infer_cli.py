@@ -1,4 +1,5 @@
 """tools/infer.py end to end on a tiny-model checkpoint, and every bad input (specific message, exit code 2)."""
+
 import os
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from mindcv_lseg.viz import get_palette  # noqa: E402
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    import mindspore as ms
     import mindcv
+    import mindspore as ms
 
     import mindcv_lseg  # noqa: F401
 
@@ -50,9 +51,22 @@ def _run(args, capsys):
 def test_end_to_end_files_palette_legend(assets, tmp_path, capsys):
     out_dir = tmp_path / "out"
     labels = ["water", "grass", "other"]
-    code, out, err = _run(["--model", "lseg_tiny_test", "--ckpt_path", str(assets / "tiny.ckpt"),
-                           "--labels", ", ".join(labels), "--input", str(assets / "imgs" / "scene.png"),
-                           "--output", str(out_dir), "--save_embeddings"], capsys)
+    code, out, err = _run(
+        [
+            "--model",
+            "lseg_tiny_test",
+            "--ckpt_path",
+            str(assets / "tiny.ckpt"),
+            "--labels",
+            ", ".join(labels),
+            "--input",
+            str(assets / "imgs" / "scene.png"),
+            "--output",
+            str(out_dir),
+            "--save_embeddings",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert sorted(os.listdir(out_dir)) == ["labels.txt", "scene_emb.npy", "scene_mask.png", "scene_overlay.png"]
     assert (out_dir / "labels.txt").read_text().splitlines() == labels
@@ -63,8 +77,8 @@ def test_end_to_end_files_palette_legend(assets, tmp_path, capsys):
     pal = np.array(mask.getpalette()[: 3 * len(labels)]).reshape(-1, 3)
     np.testing.assert_array_equal(pal, get_palette(len(labels)))
     # the ids are the argmax of the network's logits in label order
-    import mindspore as ms
     import mindcv
+    import mindspore as ms
 
     from mindcv_lseg.checkpoint import load_into_net
     from mindcv_lseg.eval.inference import normalize_image
@@ -90,8 +104,21 @@ def test_end_to_end_files_palette_legend(assets, tmp_path, capsys):
 
 def test_folder_with_a_bad_image_keeps_good_outputs(assets, tmp_path, capsys):
     out_dir = tmp_path / "out"
-    code, out, err = _run(["--model", "lseg_tiny_test", "--ckpt_path", str(assets / "tiny.ckpt"),
-                           "--labels", "sky,tree", "--input", str(assets / "imgs"), "--output", str(out_dir)], capsys)
+    code, out, err = _run(
+        [
+            "--model",
+            "lseg_tiny_test",
+            "--ckpt_path",
+            str(assets / "tiny.ckpt"),
+            "--labels",
+            "sky,tree",
+            "--input",
+            str(assets / "imgs"),
+            "--output",
+            str(out_dir),
+        ],
+        capsys,
+    )
     assert code == 3  # EXIT_SOME_FAILED
     assert "broken.jpg" in err and "cannot read image" in err and "1 of 2 image(s) failed" in err
     assert (out_dir / "scene_mask.png").is_file() and (out_dir / "scene_overlay.png").is_file()
@@ -99,14 +126,30 @@ def test_folder_with_a_bad_image_keeps_good_outputs(assets, tmp_path, capsys):
     assert "1 of 2 image(s) segmented" in out
 
 
-@pytest.mark.parametrize("labels,needle", [
-    ("", "no labels given"),
-    ("dog,,grass", "label 1 is empty"),
-    ("dog, " + " ".join(["word"] * 80), "label 1 is too long"),
-])
+@pytest.mark.parametrize(
+    "labels,needle",
+    [
+        ("", "no labels given"),
+        ("dog,,grass", "label 1 is empty"),
+        ("dog, " + " ".join(["word"] * 80), "label 1 is too long"),
+    ],
+)
 def test_bad_labels(assets, tmp_path, capsys, labels, needle):
-    code, _, err = _run(["--model", "lseg_tiny_test", "--ckpt_path", str(assets / "tiny.ckpt"), "--labels", labels,
-                         "--input", str(assets / "imgs" / "scene.png"), "--output", str(tmp_path / "o")], capsys)
+    code, _, err = _run(
+        [
+            "--model",
+            "lseg_tiny_test",
+            "--ckpt_path",
+            str(assets / "tiny.ckpt"),
+            "--labels",
+            labels,
+            "--input",
+            str(assets / "imgs" / "scene.png"),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 2 and needle in err, err
 
 
@@ -128,22 +171,36 @@ def test_bad_inputs_and_checkpoints(assets, tmp_path, capsys):
 
 
 def test_cli_subprocess_exit_code(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "infer.py"), "--model", "lseg_tiny_test",
-                        "--labels", "dog, ,cat", "--input", "x.jpg"], capture_output=True, text=True, cwd=tmp_path,
-                       timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "infer.py"),
+            "--model",
+            "lseg_tiny_test",
+            "--labels",
+            "dog, ,cat",
+            "--input",
+            "x.jpg",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert "label 1 is empty" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_training_checkpoint_extras_load_but_foreign_params_fail(tmp_path):
-    import mindspore as ms
     import mindcv
+    import mindspore as ms
 
     from mindcv_lseg.eval.model_io import ModelLoadError, create_eval_model
 
     net = mindcv.create_model("lseg_tiny_test")
-    ms.save_checkpoint(net, str(tmp_path / "train.ckpt"), append_dict={"epoch_num": 3, "best_miou": 0.5,
-                                                                         "train_config": "lr: 0.01"})
+    ms.save_checkpoint(
+        net, str(tmp_path / "train.ckpt"), append_dict={"epoch_num": 3, "best_miou": 0.5, "train_config": "lr: 0.01"}
+    )
     loaded = create_eval_model("lseg_tiny_test", str(tmp_path / "train.ckpt"))
     name, p = next(iter(net.parameters_and_names()))
     np.testing.assert_array_equal(dict(loaded.parameters_and_names())[name].asnumpy(), p.asnumpy())

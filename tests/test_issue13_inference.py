@@ -4,6 +4,7 @@ Each test is named after the issue item and uses the input the issue names (a 40
 decompression bomb, a label with a newline, ``--output`` naming a file, templates ``{x}`` / two ``{}``), run in
 PYNATIVE mode on the tiny model so that nothing compiles.
 """
+
 import os
 import stat
 import struct
@@ -18,6 +19,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import infer  # noqa: E402  (tools/infer.py)
+
 from mindcv_lseg.data.io import read_image  # noqa: E402
 from mindcv_lseg.eval import api  # noqa: E402
 from mindcv_lseg.eval.inference import DEFAULT_MAX_WHOLE_PIXELS, InferenceConfig, plan_inference  # noqa: E402
@@ -34,7 +36,7 @@ def _scene(h=48, w=80, seed=0):
     rng = np.random.default_rng(seed)
     img = np.zeros((h, w, 3), np.uint8)
     img[:, : w // 2] = (30, 90, 220)
-    img[:, w // 2:] = (40, 180, 40)
+    img[:, w // 2 :] = (40, 180, 40)
     return np.clip(img.astype(int) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
 
 
@@ -74,8 +76,11 @@ def test_issue13_item2_infer_4000x3000_photo_with_max_size(tiny, tmp_path, capsy
     photo = tmp_path / "photo.jpg"
     big = np.asarray(Image.fromarray(_scene(60, 80)).resize((4000, 3000), Image.NEAREST))
     Image.fromarray(big).save(photo, quality=90)
-    code, out, err = _infer(["--labels", "water, grass", "--input", str(photo), "--output", str(tmp_path / "o"),
-                             "--max_size", "160"], capsys, d)
+    code, out, err = _infer(
+        ["--labels", "water, grass", "--input", str(photo), "--output", str(tmp_path / "o"), "--max_size", "160"],
+        capsys,
+        d,
+    )
     assert code == 0, err
     assert "resized 4000x3000 -> 160x120 (max_size 160)" in out
     mask = Image.open(tmp_path / "o" / "photo_mask.png")
@@ -87,8 +92,22 @@ def test_issue13_item2_whole_above_budget_slides_and_says_so(tiny, tmp_path, cap
     d, net = tiny
     img = _scene(64, 100, seed=3)
     Image.fromarray(img).save(tmp_path / "big.png")
-    code, out, err = _infer(["--labels", "water, grass, other", "--input", str(tmp_path / "big.png"), "--output",
-                             str(tmp_path / "o"), "--max_whole_pixels", "2048", "--crop_size", "64"], capsys, d)
+    code, out, err = _infer(
+        [
+            "--labels",
+            "water, grass, other",
+            "--input",
+            str(tmp_path / "big.png"),
+            "--output",
+            str(tmp_path / "o"),
+            "--max_whole_pixels",
+            "2048",
+            "--crop_size",
+            "64",
+        ],
+        capsys,
+        d,
+    )
     assert code == 0, err
     assert "100x64 image (0.0 MP padded) is above the whole-image budget" in out
     assert "using sliding 64x64 windows" in out and ", slide)" in out
@@ -123,8 +142,9 @@ def test_issue13_item3_16bit_image_is_not_white_in_infer_and_segment(tiny, tmp_p
     res8 = api.segment(net, expected, ["dark", "bright"])
     np.testing.assert_array_equal(np.asarray(res16.image), expected)
     np.testing.assert_array_equal(res16.label_map, res8.label_map)
-    code, _, err = _infer(["--labels", "dark, bright", "--input", str(path), "--output", str(tmp_path / "o")],
-                          capsys, d)
+    code, _, err = _infer(
+        ["--labels", "dark, bright", "--input", str(path), "--output", str(tmp_path / "o")], capsys, d
+    )
     assert code == 0, err
     np.testing.assert_array_equal(np.array(Image.open(tmp_path / "o" / "g16_mask.png")), res8.label_map)
 
@@ -139,8 +159,9 @@ def test_issue13_item4_decompression_bomb_does_not_stop_the_folder(tiny, tmp_pat
     assert (folder / "b_bomb.png").stat().st_size < 200_000
     (folder / "c_truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     Image.fromarray(_scene(seed=2)).save(folder / "d_last.png")
-    code, out, err = _infer(["--labels", "water, grass", "--input", str(folder), "--output", str(tmp_path / "o")],
-                            capsys, d)
+    code, out, err = _infer(
+        ["--labels", "water, grass", "--input", str(folder), "--output", str(tmp_path / "o")], capsys, d
+    )
     assert code == infer_exit_some_failed() == 3
     assert "FAILED" in err and "b_bomb.png" in err and "too large to decode safely" in err
     assert "c_truncated.jpg" in err and "cannot read image" in err
@@ -174,25 +195,29 @@ def test_issue13_item4_error_during_inference_is_reported_per_image(tiny, tmp_pa
         return real(net, x, text, cfg)
 
     monkeypatch.setattr(api, "run_inference", flaky)
-    code, out, err = _infer(["--labels", "water, grass", "--input", str(folder), "--output", str(tmp_path / "o")],
-                            capsys, d)
+    code, out, err = _infer(
+        ["--labels", "water, grass", "--input", str(folder), "--output", str(tmp_path / "o")], capsys, d
+    )
     assert code == 3
     assert "img1.png: RuntimeError: allocation of 17.7 GB failed" in err and "long MindSpore dump" not in err
-    assert sorted(n for n in os.listdir(tmp_path / "o") if n.endswith("_mask.png")) == ["img0_mask.png",
-                                                                                         "img2_mask.png"]
+    assert sorted(n for n in os.listdir(tmp_path / "o") if n.endswith("_mask.png")) == [
+        "img0_mask.png",
+        "img2_mask.png",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------- item 5
-@pytest.mark.parametrize("labels,needle", [("dog\ngrass, other", "U+000A LINE FEED"),
-                                           ("dog, gr\tass", "U+0009 TAB"),
-                                           ("dog, bell\x07", "U+0007")])
-def test_issue13_item5_label_with_newline_refused_before_anything_is_written(tiny, tmp_path, capsys, labels,
-                                                                            needle):
+@pytest.mark.parametrize(
+    "labels,needle",
+    [("dog\ngrass, other", "U+000A LINE FEED"), ("dog, gr\tass", "U+0009 TAB"), ("dog, bell\x07", "U+0007")],
+)
+def test_issue13_item5_label_with_newline_refused_before_anything_is_written(tiny, tmp_path, capsys, labels, needle):
     d, _ = tiny
     Image.fromarray(_scene()).save(tmp_path / "scene.png")
     out_dir = tmp_path / "o"
-    code, _, err = _infer(["--labels", labels, "--input", str(tmp_path / "scene.png"), "--output", str(out_dir)],
-                          capsys, d)
+    code, _, err = _infer(
+        ["--labels", labels, "--input", str(tmp_path / "scene.png"), "--output", str(out_dir)], capsys, d
+    )
     assert code == 2 and needle in err and "control character" in err, err
     assert not out_dir.exists()
     with pytest.raises(ValueError, match="line break or control character"):
@@ -205,24 +230,43 @@ def test_issue13_item8_output_pointing_at_a_file(tiny, tmp_path, capsys):
     Image.fromarray(_scene()).save(tmp_path / "scene.png")
     target = tmp_path / "result.png"
     target.write_bytes(b"keep me")
-    code, _, err = _infer(["--labels", "a, b", "--input", str(tmp_path / "scene.png"), "--output", str(target)],
-                          capsys, d)
+    code, _, err = _infer(
+        ["--labels", "a, b", "--input", str(tmp_path / "scene.png"), "--output", str(target)], capsys, d
+    )
     assert code == 2 and "is a file, not a folder" in err and "Traceback" not in err
     assert target.read_bytes() == b"keep me"
-    code, _, err = _infer(["--labels", "a, b", "--input", str(tmp_path / "scene.png"), "--output",
-                           str(target / "sub")], capsys, d)
+    code, _, err = _infer(
+        ["--labels", "a, b", "--input", str(tmp_path / "scene.png"), "--output", str(target / "sub")], capsys, d
+    )
     assert code == 2 and "is a file" in err
 
 
-@pytest.mark.parametrize("templates,needle", [("a photo of a {x} {}.", "has the field(s) {x}"),
-                                              ("{} next to {}", "has 2 '{}' fields"),
-                                              ("a photo", "has 0 '{}' fields"),
-                                              ("a {", "malformed")])
+@pytest.mark.parametrize(
+    "templates,needle",
+    [
+        ("a photo of a {x} {}.", "has the field(s) {x}"),
+        ("{} next to {}", "has 2 '{}' fields"),
+        ("a photo", "has 0 '{}' fields"),
+        ("a {", "malformed"),
+    ],
+)
 def test_issue13_item8_prompt_templates_with_extra_fields(tiny, tmp_path, capsys, templates, needle):
     d, _ = tiny
     Image.fromarray(_scene()).save(tmp_path / "scene.png")
-    code, _, err = _infer(["--labels", "a, b", "--input", str(tmp_path / "scene.png"), "--output",
-                           str(tmp_path / "o"), "--prompt_templates", f"a photo of a {{}}.|{templates}"], capsys, d)
+    code, _, err = _infer(
+        [
+            "--labels",
+            "a, b",
+            "--input",
+            str(tmp_path / "scene.png"),
+            "--output",
+            str(tmp_path / "o"),
+            "--prompt_templates",
+            f"a photo of a {{}}.|{templates}",
+        ],
+        capsys,
+        d,
+    )
     assert code == 2 and "--prompt_templates" in err and needle in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
 
@@ -254,8 +298,9 @@ def test_issue13_item10_outputs_respect_the_umask(tiny, tmp_path, capsys):
     Image.fromarray(_scene()).save(tmp_path / "scene.png")
     old = os.umask(0o022)
     try:
-        code, _, err = _infer(["--labels", "a, b", "--input", str(tmp_path / "scene.png"), "--output",
-                               str(tmp_path / "o")], capsys, d)
+        code, _, err = _infer(
+            ["--labels", "a, b", "--input", str(tmp_path / "scene.png"), "--output", str(tmp_path / "o")], capsys, d
+        )
         assert code == 0, err
         for name in ("labels.txt", "scene_mask.png", "scene_overlay.png"):
             assert stat.S_IMODE(os.stat(tmp_path / "o" / name).st_mode) == 0o644, name
@@ -273,10 +318,16 @@ def test_issue13_item10_outputs_respect_the_umask(tiny, tmp_path, capsys):
 
 def test_issue13_item10_subprocess_inherits_umask(tmp_path):
     """The mode comes from the process's umask (read from /proc), not from a constant."""
-    code = ("import os, stat, sys; sys.path.insert(0, sys.argv[1]); from mindcv_lseg.fileio import atomic_write_bytes;"
-            "atomic_write_bytes(sys.argv[2], b'x'); print(oct(stat.S_IMODE(os.stat(sys.argv[2]).st_mode)))")
-    r = subprocess.run(["sh", "-c", f"umask 007 && {sys.executable} -c \"{code}\" {ROOT} {tmp_path / 'f.bin'}"],
-                       capture_output=True, text=True, timeout=60)
+    code = (
+        "import os, stat, sys; sys.path.insert(0, sys.argv[1]); from mindcv_lseg.fileio import atomic_write_bytes;"
+        "atomic_write_bytes(sys.argv[2], b'x'); print(oct(stat.S_IMODE(os.stat(sys.argv[2]).st_mode)))"
+    )
+    r = subprocess.run(
+        ["sh", "-c", f"umask 007 && {sys.executable} -c \"{code}\" {ROOT} {tmp_path / 'f.bin'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0o660"
 

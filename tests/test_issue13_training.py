@@ -6,6 +6,7 @@ Item 6: temp files of a checkpoint save killed mid-write (SIGKILL) are deleted w
 Item 9: SIGINT to a training process gives "interrupted; continue with --resume auto" and exit 130.
 Item 11: ``tools/validate.py`` without arguments.
 """
+
 import json
 import os
 import signal
@@ -15,9 +16,8 @@ import time
 
 import pytest
 
+from mindcv_lseg.engine.run_dir import LOCK_NAME, RunDirError, RunDirLockedError, find_temp_files, prepare_run_dir
 from mindcv_lseg.quickstart import QUICKSTART_OUT_DIR
-from mindcv_lseg.engine.run_dir import (LOCK_NAME, RunDirError, RunDirLockedError, find_temp_files,
-                                        prepare_run_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -32,9 +32,29 @@ def _env():
 
 
 def _train_argv(data_dir, out, *extra):
-    return [sys.executable, TRAIN, "-c", TOY_CONFIG, "--data_dir", data_dir, "--ckpt_save_dir", out, "--crop_size",
-            "64", "--base_size", "64", "--batch_size", "2", "--epoch_size", "50", "--progress_bar", "false",
-            "--log_interval", "1", *extra]
+    return [
+        sys.executable,
+        TRAIN,
+        "-c",
+        TOY_CONFIG,
+        "--data_dir",
+        data_dir,
+        "--ckpt_save_dir",
+        out,
+        "--crop_size",
+        "64",
+        "--base_size",
+        "64",
+        "--batch_size",
+        "2",
+        "--epoch_size",
+        "50",
+        "--progress_bar",
+        "false",
+        "--log_interval",
+        "1",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +69,10 @@ def toy(tmp_path_factory):
 def _hold_lock(directory):
     """Start a python process that takes the run lock on ``directory`` and then sleeps (until killed)."""
     os.makedirs(directory, exist_ok=True)
-    code = (f"import sys, time; sys.path.insert(0, {ROOT!r}); from mindcv_lseg.engine.run_dir import RunLock; "
-            f"RunLock({str(directory)!r}).acquire(); print('locked', flush=True); time.sleep(600)")
+    code = (
+        f"import sys, time; sys.path.insert(0, {ROOT!r}); from mindcv_lseg.engine.run_dir import RunLock; "
+        f"RunLock({str(directory)!r}).acquire(); print('locked', flush=True); time.sleep(600)"
+    )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "locked"
     return p
@@ -88,9 +110,15 @@ def test_issue13_item1_second_run_on_a_locked_folder_fails_at_once_naming_the_ho
 def test_issue13_item1_folder_with_another_runs_results_is_refused_unless_resume_or_overwrite(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    files = {"best.ckpt": b"mIoU 0.93", "lseg_tiny_test-0030.ckpt": b"epoch 30", "config.yaml": b"lr: 0.01\n",
-             "metrics.csv": b"epoch,val_miou\n30,0.93\n", "curves.png": b"png", "train.log": b"log",
-             "notes.txt": b"the user's own file"}
+    files = {
+        "best.ckpt": b"mIoU 0.93",
+        "lseg_tiny_test-0030.ckpt": b"epoch 30",
+        "config.yaml": b"lr: 0.01\n",
+        "metrics.csv": b"epoch,val_miou\n30,0.93\n",
+        "curves.png": b"png",
+        "train.log": b"log",
+        "notes.txt": b"the user's own file",
+    }
     for name, data in files.items():
         (run / name).write_bytes(data)
     (run / "validate_whole").mkdir()
@@ -115,8 +143,9 @@ def test_issue13_item1_train_py_refuses_a_finished_runs_folder_and_a_busy_one(to
     done.mkdir()
     (done / "best.ckpt").write_bytes(b"the quickstart's model")
     (done / "config.yaml").write_text("model: lseg_tiny_test\n")
-    r = subprocess.run(_train_argv(toy, str(done)), env=_env(), cwd=str(tmp_path), capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        _train_argv(toy, str(done)), env=_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "already holds the results of another run" in r.stderr and "--resume auto" in r.stderr
     assert (done / "best.ckpt").read_bytes() == b"the quickstart's model" and "Traceback" not in r.stderr
@@ -124,8 +153,9 @@ def test_issue13_item1_train_py_refuses_a_finished_runs_folder_and_a_busy_one(to
     busy = tmp_path / "busy"
     holder = _hold_lock(busy)
     try:
-        r = subprocess.run(_train_argv(toy, str(busy)), env=_env(), cwd=str(tmp_path), capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run(
+            _train_argv(toy, str(busy)), env=_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -148,8 +178,9 @@ def test_issue13_item8_ckpt_save_dir_pointing_at_a_file(toy, tmp_path):
     target.write_bytes(b"not a folder")
     with pytest.raises(RunDirError, match="is a file, not a folder"):
         prepare_run_dir(str(target))
-    r = subprocess.run(_train_argv(toy, str(target)), env=_env(), cwd=str(tmp_path), capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        _train_argv(toy, str(target)), env=_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 2 and "is a file, not a folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert target.read_bytes() == b"not a folder"
 
@@ -186,8 +217,9 @@ def test_issue13_item6_temp_files_of_a_killed_checkpoint_save_are_cleaned_on_sta
     run.mkdir()
     (run / "lseg_tiny_test-0002.ckpt").write_bytes(b"a complete checkpoint")
     (run / "notes.tmp.txt").write_text("a user's file that only looks temporary")
-    r = subprocess.run([sys.executable, "-c", _KILLED_SAVE, ROOT, str(run)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _KILLED_SAVE, ROOT, str(run)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     temps = find_temp_files(str(run))
     assert len(temps) == 3, os.listdir(run)  # metrics temp, our checkpoint temp, MindSpore's own temp
@@ -210,8 +242,9 @@ def test_issue13_item6_temp_files_of_a_killed_checkpoint_save_are_cleaned_on_sta
 def test_issue13_item9_sigint_during_training_says_interrupted_and_exits_130(toy, tmp_path):
     out = tmp_path / "run"
     err_file = open(tmp_path / "stderr.txt", "w+")
-    p = subprocess.Popen(_train_argv(toy, str(out)), env=_env(), cwd=str(tmp_path), stdout=subprocess.PIPE,
-                         stderr=err_file, text=True)
+    p = subprocess.Popen(
+        _train_argv(toy, str(out)), env=_env(), cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=err_file, text=True
+    )
     try:
         t0 = time.time()
         for line in p.stdout:  # after the first step: the training graph is compiled (MindSpore's handler is in)
@@ -238,27 +271,40 @@ def test_issue13_item9_sigint_during_training_says_interrupted_and_exits_130(toy
 
 # ------------------------------------------------------------------------------------------------- item 11
 def test_issue13_item11_validate_without_arguments_and_no_quickstart_explains_and_creates_nothing(tmp_path):
-    r = subprocess.run([sys.executable, VALIDATE], env=_env(), cwd=str(tmp_path), capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, VALIDATE], env=_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 2
     assert "nothing to validate" in r.stderr and "--ckpt_path" in r.stderr and "quickstart" in r.stderr
     assert os.listdir(tmp_path) == []  # in particular no ./data
     # a config but no checkpoint: refused before the (toy) data set would be touched
-    r = subprocess.run([sys.executable, VALIDATE, "-c", TOY_CONFIG], env=_env(), cwd=str(tmp_path),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, VALIDATE, "-c", TOY_CONFIG],
+        env=_env(),
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "no checkpoint given" in r.stderr
     assert os.listdir(tmp_path) == []
     # a checkpoint but no toy set: no data is generated
     (tmp_path / "m.ckpt").write_bytes(b"x")
-    r = subprocess.run([sys.executable, VALIDATE, "-c", TOY_CONFIG, "--ckpt_path", "m.ckpt"], env=_env(),
-                       cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, VALIDATE, "-c", TOY_CONFIG, "--ckpt_path", "m.ckpt"],
+        env=_env(),
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "no toy set in ./data/toy" in r.stderr and "overwrite=True" not in r.stderr
     assert os.listdir(tmp_path) == ["m.ckpt"]
 
 
 def test_issue13_item11_validate_without_arguments_uses_the_quickstart_run(tmp_path):
-    import mindspore as ms
     import mindcv
+    import mindspore as ms
 
     import mindcv_lseg  # noqa: F401
     from mindcv_lseg.data import make_toy_dataset
@@ -268,10 +314,26 @@ def test_issue13_item11_validate_without_arguments_uses_the_quickstart_run(tmp_p
     run = tmp_path / QUICKSTART_OUT_DIR
     run.mkdir(parents=True)
     ms.save_checkpoint(mindcv.create_model("lseg_tiny_test"), str(run / "best.ckpt"))
-    save_config(parse_args(["-c", TOY_CONFIG, "--data_dir", "./data/toy", "--ckpt_save_dir", QUICKSTART_OUT_DIR,
-                            "--mode", "1", "--progress_bar", "false"]), str(run / "config.yaml"))
-    r = subprocess.run([sys.executable, VALIDATE], env=_env(), cwd=str(tmp_path), capture_output=True, text=True,
-                       timeout=600)
+    save_config(
+        parse_args(
+            [
+                "-c",
+                TOY_CONFIG,
+                "--data_dir",
+                "./data/toy",
+                "--ckpt_save_dir",
+                QUICKSTART_OUT_DIR,
+                "--mode",
+                "1",
+                "--progress_bar",
+                "false",
+            ]
+        ),
+        str(run / "config.yaml"),
+    )
+    r = subprocess.run(
+        [sys.executable, VALIDATE], env=_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "no arguments: validating the quickstart's model" in r.stdout and "mIoU" in r.stdout
     metrics = json.loads((run / "validate_whole" / "metrics.json").read_text())

@@ -1,4 +1,5 @@
 """LabelSet: parsing, built-ins, registry resolution, errors."""
+
 import re
 import warnings
 
@@ -70,6 +71,7 @@ def test_equality_hash_and_key():
     assert re.fullmatch(r"[0-9a-f]{16}", a.key())
     # the key is stable across processes/versions: pin it
     import hashlib
+
     assert a.key() == hashlib.sha256(b"sky\ngrass").hexdigest()[:16]
 
 
@@ -84,11 +86,14 @@ def test_constructor_rejects_bad_labels():
         LabelSet("x", [3])
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("dog, gr\nass", "U+000A LINE FEED"),
-    ("dog\tgrass, cat", "U+0009 TAB"),
-    ("sky, x\u2028y", "U+2028 LINE SEPARATOR"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("dog, gr\nass", "U+000A LINE FEED"),
+        ("dog\tgrass, cat", "U+0009 TAB"),
+        ("sky, x\u2028y", "U+2028 LINE SEPARATOR"),
+    ],
+)
 def test_line_breaks_and_control_characters_are_refused(text, needle):
     with pytest.raises(ValueError, match="contains a line break or control character") as ei:
         LabelSet.from_string(text)
@@ -102,8 +107,12 @@ def test_token_length_and_parse_labels_use_the_label_set():
     long = " ".join(["word"] * 80)
     with pytest.raises(ValueError, match="label 1 is too long for the CLIP text encoder"):
         LabelSet.from_string("dog, " + long).check_token_length()
-    for bad, needle in [("", "no labels given"), ("dog,,grass", "label 1 is empty"), ("a, b\nc", "LINE FEED"),
-                        ("dog, " + long, "label 1 is too long")]:
+    for bad, needle in [
+        ("", "no labels given"),
+        ("dog,,grass", "label 1 is empty"),
+        ("a, b\nc", "LINE FEED"),
+        ("dog, " + long, "label 1 is too long"),
+    ]:
         with pytest.raises(ValueError, match=needle):
             parse_labels(bad)
     with pytest.raises(TypeError, match="label 1 is a int"):
@@ -126,7 +135,13 @@ def test_ade20k_150_full_names():
     full = get_label_set("ade20k_150_full")
     assert len(full) == 150
     assert (full[44], full[56], full[58], full[64], full[109], full[130]) == (
-        "chest of drawers", "pool table", "screen door", "coffee table", "swimming pool", "screen")
+        "chest of drawers",
+        "pool table",
+        "screen door",
+        "coffee table",
+        "swimming pool",
+        "screen",
+    )
     assert full[7] == "bed"  # no trailing space
     # the reference list is exactly the first word of every full name
     assert tuple(n.split()[0] for n in ADE20K_150_FULL) == ADE20K_150

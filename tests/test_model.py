@@ -1,4 +1,5 @@
 """LSeg network: registry entries, shapes of the full variants, the input-size error, frozen CLIP, layers."""
+
 import math
 
 import numpy as np
@@ -10,8 +11,8 @@ from mindspore import nn, ops
 
 import mindcv_lseg
 from mindcv_lseg.models.activations import ErfGELU
-from mindcv_lseg.models.decoder import SpatialRegBlock
 from mindcv_lseg.models.cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, cpu_gemm_patchify, linear
+from mindcv_lseg.models.decoder import SpatialRegBlock
 from mindcv_lseg.models.lseg import LOGIT_SCALE
 
 
@@ -84,9 +85,14 @@ def test_full_variants_parameter_counts(full_net):
     assert _param_count(net, "encoder.reassemble.") == reassemble
     assert _param_count(net, "scratch.") == scratch - unused_rcu - 16
     # text tower: CLIP ViT-B/32 text transformer (63.43M)
-    assert _param_count(net, "clip_text.") == 49408 * 512 + 77 * 512 + 12 * (
-        4 * 512 + 3 * 512 * 512 + 3 * 512 + 512 * 512 + 512 + 2048 * 512 + 2048 + 512 * 2048 + 512
-    ) + 2 * 512 + 512 * 512
+    assert (
+        _param_count(net, "clip_text.")
+        == 49408 * 512
+        + 77 * 512
+        + 12 * (4 * 512 + 3 * 512 * 512 + 3 * 512 + 512 * 512 + 512 + 2048 * 512 + 2048 + 512 * 2048 + 512)
+        + 2 * 512
+        + 512 * 512
+    )
 
 
 @pytest.mark.slow  # real-size networks, ViT-L/16 at 480x480
@@ -181,7 +187,9 @@ def test_fast_conv_matches_direct_convolution(k, stride, pad, bias):
     np.testing.assert_allclose(out, ref, atol=1e-5)
     # same as MindSpore's own kernel
     ms_conv = ops.conv2d(ms.Tensor(x), conv.weight, stride=stride, pad_mode="pad", padding=pad)
-    np.testing.assert_allclose(out - (conv.bias.asnumpy().reshape(1, -1, 1, 1) if bias else 0), ms_conv.asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        out - (conv.bias.asnumpy().reshape(1, -1, 1, 1) if bias else 0), ms_conv.asnumpy(), atol=1e-5
+    )
 
 
 def test_patch_conv_transpose_matches_mindspore():
@@ -223,7 +231,9 @@ def test_spatial_regularisation_block(arch_option, depth):
 
 
 def test_tiny_with_spatial_block_builds_and_runs():
-    net = mindcv_lseg.LSeg(**{**mindcv_lseg.models.lseg.ARCH_CFGS["lseg_tiny_test"], "arch_option": 2, "block_depth": 2})
+    net = mindcv_lseg.LSeg(
+        **{**mindcv_lseg.models.lseg.ARCH_CFGS["lseg_tiny_test"], "arch_option": 2, "block_depth": 2}
+    )
     names = [n for n, _ in net.parameters_and_names()]
     assert "scratch.head_block.depthwise.depthwise.weight" in names
     out = net(ms.Tensor(np.zeros((1, 3, 64, 64), np.float32)), net.encode_text(["x", "y"]))

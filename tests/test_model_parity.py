@@ -6,6 +6,7 @@ features max abs <= 1e-4; every argmax disagreement where the reference top-2 ma
 Checked for ``impl="lean"`` (GRAPH and PYNATIVE) and ``impl="native"`` (GRAPH; MindSpore's CPU kxk convolutions make
 this case take several minutes).
 """
+
 import numpy as np
 import pytest
 

@@ -1,13 +1,20 @@
 """The in-repo generator of the synthetic parity weights reproduces the published checkpoints (by digest), writes
 them as npz and as Lightning .ckpt with the same tensors, and follows its documented rule."""
+
 import math
 import zlib
 
 import numpy as np
 import pytest
-
-from parity_weights import (DIGESTS, load_manifest, state_digest, synthetic_tensors, unit_noise, write_lightning_ckpt,
-                            write_npz)
+from parity_weights import (
+    DIGESTS,
+    load_manifest,
+    state_digest,
+    synthetic_tensors,
+    unit_noise,
+    write_lightning_ckpt,
+    write_npz,
+)
 
 
 def _some(variant, names, seed=0):
@@ -59,8 +66,11 @@ def test_scale_rules():
 
 def test_npz_and_lightning_ckpt_hold_the_same_tensors(tmp_path):
     torch = pytest.importorskip("torch")
-    names = ["net.clip_pretrained.positional_embedding", "net.pretrained.act_postprocess1.4.weight",
-             "net.scratch.refinenet2.resConfUnit2.bn2.num_batches_tracked"]
+    names = [
+        "net.clip_pretrained.positional_embedding",
+        "net.pretrained.act_postprocess1.4.weight",
+        "net.scratch.refinenet2.resConfUnit2.bn2.num_batches_tracked",
+    ]
     want = _some("clip_vitb32_384", names)
     digest = write_npz(str(tmp_path / "w.npz"), "clip_vitb32_384", 0, names=names)
     assert digest == write_lightning_ckpt(str(tmp_path / "w.ckpt"), "clip_vitb32_384", 0, names=names)

@@ -1,5 +1,6 @@
 """Scripts that import mindcv_lseg exit quietly: no deprecation warning per loaded tensor, no ``Cell.__del__``
 tracebacks at interpreter exit (item 12 of the first-hour review)."""
+
 import os
 import subprocess
 import sys
@@ -38,8 +39,14 @@ def _run(tmp_path, import_lseg):
     script = tmp_path / "script.py"
     script.write_text(SCRIPT.format(import_lseg=import_lseg))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(script), str(tmp_path / "w.ckpt")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "w.ckpt")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_script_importing_mindcv_lseg_exits_cleanly(tmp_path):
@@ -52,28 +59,51 @@ def test_script_importing_mindcv_lseg_exits_cleanly(tmp_path):
 
 def test_the_exit_hook_is_what_silences_cell_del(tmp_path):
     """Control: the same script with the hook taken out again prints MindSpore's exit tracebacks."""
-    proc = _run(tmp_path, "import atexit, mindcv_lseg, mindcv_lseg.shutdown as s; "
-                          "atexit.unregister(s._quiet_cell_finalizers)")
+    proc = _run(
+        tmp_path,
+        "import atexit, mindcv_lseg, mindcv_lseg.shutdown as s; " "atexit.unregister(s._quiet_cell_finalizers)",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("total_instance_count") > 50
 
 
 def test_infer_tool_exits_cleanly_and_announces_compilation(tmp_path):
     """A tool run end to end in GRAPH mode: no exit noise, and the graph compilations are announced and timed."""
-    import mindcv
-    import mindspore as ms
     import numpy as np
     from PIL import Image
+
+    import mindcv
+    import mindspore as ms
 
     import mindcv_lseg  # noqa: F401
 
     ms.save_checkpoint(mindcv.create_model("lseg_tiny_test"), str(tmp_path / "tiny.ckpt"))
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 70, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), "--model", "lseg_tiny_test",
-                           "--ckpt_path", "tiny.ckpt", "--labels", "sky, other", "--input", "a.png", "--output", "out",
-                           "--save_embeddings", "--mode", "0"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "infer.py"),
+            "--model",
+            "lseg_tiny_test",
+            "--ckpt_path",
+            "tiny.ckpt",
+            "--labels",
+            "sky, other",
+            "--input",
+            "a.png",
+            "--output",
+            "out",
+            "--save_embeddings",
+            "--mode",
+            "0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["a_emb.npy", "a_mask.png", "a_overlay.png", "labels.txt"]
     noisy = [line for line in proc.stderr.splitlines() if any(n in line for n in NOISE)]

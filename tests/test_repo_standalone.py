@@ -1,22 +1,32 @@
 """The repository stands alone: no file points to material outside it, and the parity fixture is complete."""
+
 import json
 import os
 
 import pytest
-
 from _paths import REPO, fixture_file
 
 # spelled in pieces so that this file does not match itself
-OUTSIDE = ("LSEG_" + "REFERENCE", "PLATFORM_" + "NOTES", "../" + "shared", "LSEG_" + "SHARED_DIR",
-           "make_" + "checkpoint.py")
+OUTSIDE = (
+    "LSEG_" + "REFERENCE",
+    "PLATFORM_" + "NOTES",
+    "../" + "shared",
+    "LSEG_" + "SHARED_DIR",
+    "make_" + "checkpoint.py",
+)
 TEXT = (".py", ".md", ".yaml", ".yml", ".toml", ".cfg", ".txt", ".json", ".sh")
 
 
 def _text_files():
     for root, dirs, files in os.walk(REPO):
         top = root == str(REPO)  # run outputs (output*/, data/, build/) live at the top level only
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"
-                   and not (top and (d.startswith("output") or d in ("data", "build", "dist")))]
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and d != "__pycache__"
+            and not (top and (d.startswith("output") or d in ("data", "build", "dist")))
+        ]
         for f in files:
             if f.endswith(TEXT) or f == "run":
                 yield os.path.join(root, f)

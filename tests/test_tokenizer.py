@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from _paths import fixture_file
 
 import mindcv_lseg
 from mindcv_lseg.text import tokenize as text_tokenize
 from mindcv_lseg.text.tokenizer import SimpleTokenizer, bytes_to_unicode, get_tokenizer, tokenize
-
-from _paths import fixture_file
 
 SOT, EOT = 49406, 49407
 CAT = 2368  # "cat</w>"

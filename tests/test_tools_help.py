@@ -1,12 +1,12 @@
 """tools/train.py, validate.py and infer.py: own options, allowed values, examples, defaults from -c, fast --help
 (MindSpore is imported only after parsing), and config errors as one message with exit code 2."""
+
 import os
 import subprocess
 import sys
 import time
 
 import pytest
-
 from _paths import REPO
 
 TOOLS = ("train", "validate", "infer")
@@ -65,7 +65,7 @@ def test_help_shows_the_config_files_values():
 
     def line(text, flag):
         i = text.index(f"  {flag} ")
-        return " ".join(text[i:text.index("\n  --", i + 1)].split())
+        return " ".join(text[i : text.index("\n  --", i + 1)].split())
 
     assert "(default: 0.004)" in line(plain, "--lr") and "(default: 0.01)" in line(toy, "--lr")
     assert "(default: lseg_vitl16_384)" in line(plain, "--model")
@@ -73,11 +73,14 @@ def test_help_shows_the_config_files_values():
     assert "(default: 128)" in line(toy, "--crop_size")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--crop_size", "100"], "config key 'crop_size' (command line or default): 100 is not a multiple of 32"),
-    (["--lr", "nan"], "config key 'lr' (command line or default): must be a finite number"),
-    (["--momentum", "5"], "config key 'momentum' (command line or default): 5.0 is out of range (allowed: 0..1)"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--crop_size", "100"], "config key 'crop_size' (command line or default): 100 is not a multiple of 32"),
+        (["--lr", "nan"], "config key 'lr' (command line or default): must be a finite number"),
+        (["--momentum", "5"], "config key 'momentum' (command line or default): 5.0 is out of range (allowed: 0..1)"),
+    ],
+)
 def test_config_errors_exit_2_before_anything_runs(tmp_path, args, needle):
     proc, _ = _tool("train", "-c", str(REPO / "configs" / "lseg_toy.yaml"), *args, cwd=tmp_path)
     assert proc.returncode == 2

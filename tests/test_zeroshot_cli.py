@@ -1,5 +1,6 @@
 """``tools/validate.py -c configs/lseg_zs_fss.yaml`` end to end on a generated fake FSS-1000 tree (tiny model),
 its numbers checked against an in-process recomputation, and its refusals of bad input (exit 2)."""
+
 import json
 import os
 import re
@@ -10,12 +11,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_tool
 
 import mindcv
 import mindspore as ms
 
 import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
-from conftest import run_tool
 from mindcv_lseg.data.fewshot import FSS1000Dataset
 from mindcv_lseg.data.fewshot_fake import make_fake_fss
 from mindcv_lseg.eval.zeroshot import predict_zeroshot
@@ -39,9 +40,25 @@ def tiny_setup(tmp_path_factory):
 def test_validate_zeroshot_fss_end_to_end(tiny_setup):
     work, ckpt = tiny_setup
     out = work / "out"
-    proc = run_tool("tools/validate.py", "-c", "configs/lseg_zs_fss.yaml", "--data_dir", str(work / "fss"),
-                    "--ckpt_path", str(ckpt), "--model", "lseg_tiny_test", "--crop_size", "64", "--mode", "1",
-                    "--eval_output", str(out), "--progress_bar", "false")
+    proc = run_tool(
+        "tools/validate.py",
+        "-c",
+        "configs/lseg_zs_fss.yaml",
+        "--data_dir",
+        str(work / "fss"),
+        "--ckpt_path",
+        str(ckpt),
+        "--model",
+        "lseg_tiny_test",
+        "--crop_size",
+        "64",
+        "--mode",
+        "1",
+        "--eval_output",
+        str(out),
+        "--progress_bar",
+        "false",
+    )
     data = json.loads((out / "metrics.json").read_text())
     assert set(data) >= {"mIoU", "FB_IoU", "per_class", "num_episodes", "fold", "split_file"}
     assert data["num_episodes"] == 4 and [r["name"] for r in data["per_class"]] == ["accordion", "bus"]
@@ -74,28 +91,65 @@ def test_validate_zeroshot_refuses_bad_input(tiny_setup, tmp_path, capsys):
     import validate
 
     common = ["--model", "lseg_tiny_test", "--crop_size", "64", "--mode", "1", "--progress_bar", "false"]
-    code = validate.main(["-c", "configs/lseg_zs_fss.yaml", "--data_dir", str(tmp_path), "--ckpt_path", str(ckpt),
-                          *common])
+    code = validate.main(
+        ["-c", "configs/lseg_zs_fss.yaml", "--data_dir", str(tmp_path), "--ckpt_path", str(ckpt), *common]
+    )
     assert code == 2 and "has no FSS-1000/ folder" in capsys.readouterr().err
-    code = validate.main(["-c", "configs/lseg_zs_fss.yaml", "--data_dir", str(work / "fss"), "--ckpt_path",
-                          str(tmp_path / "none.ckpt"), *common])
+    code = validate.main(
+        [
+            "-c",
+            "configs/lseg_zs_fss.yaml",
+            "--data_dir",
+            str(work / "fss"),
+            "--ckpt_path",
+            str(tmp_path / "none.ckpt"),
+            *common,
+        ]
+    )
     assert code == 2 and "checkpoint not found" in capsys.readouterr().err
-    code = validate.main(["-c", "configs/lseg_zs_pascal.yaml", "--data_dir", str(work / "fss"), "--ckpt_path",
-                          str(ckpt), "--fold", "5", *common])
+    code = validate.main(
+        [
+            "-c",
+            "configs/lseg_zs_pascal.yaml",
+            "--data_dir",
+            str(work / "fss"),
+            "--ckpt_path",
+            str(ckpt),
+            "--fold",
+            "5",
+            *common,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "has no VOC2012/ folder" in err
 
 
-@pytest.mark.skipif(shutil.which("msrun", path=os.path.dirname(sys.executable) + os.pathsep +
-                                 os.environ.get("PATH", "")) is None, reason="msrun not installed")
+@pytest.mark.skipif(
+    shutil.which("msrun", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")) is None,
+    reason="msrun not installed",
+)
 def test_validate_zeroshot_under_msrun_equals_single_process(tiny_setup, capsys):
     """Two data-parallel ranks split the episodes; the summed counts give exactly the single-process metrics."""
     work, ckpt = tiny_setup
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import validate
 
-    args = ["-c", os.path.join(ROOT, "configs", "lseg_zs_fss.yaml"), "--data_dir", str(work / "fss"), "--ckpt_path",
-            str(ckpt), "--model", "lseg_tiny_test", "--crop_size", "64", "--mode", "1", "--progress_bar", "false"]
+    args = [
+        "-c",
+        os.path.join(ROOT, "configs", "lseg_zs_fss.yaml"),
+        "--data_dir",
+        str(work / "fss"),
+        "--ckpt_path",
+        str(ckpt),
+        "--model",
+        "lseg_tiny_test",
+        "--crop_size",
+        "64",
+        "--mode",
+        "1",
+        "--progress_bar",
+        "false",
+    ]
     assert validate.main([*args, "--eval_output", str(work / "single")]) == 0
     capsys.readouterr()
     env = dict(os.environ)
@@ -105,10 +159,25 @@ def test_validate_zeroshot_under_msrun_equals_single_process(tiny_setup, capsys)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [os.path.join(bindir, "msrun") if os.path.exists(os.path.join(bindir, "msrun")) else "msrun",
-           "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(port), "--log_dir",
-           str(work / "msrun_logs"), "--join", "True", "python", os.path.join(ROOT, "tools", "validate.py"), *args,
-           "--distribute", "--eval_output", str(work / "dist")]
+    cmd = [
+        os.path.join(bindir, "msrun") if os.path.exists(os.path.join(bindir, "msrun")) else "msrun",
+        "--worker_num",
+        "2",
+        "--local_worker_num",
+        "2",
+        "--master_port",
+        str(port),
+        "--log_dir",
+        str(work / "msrun_logs"),
+        "--join",
+        "True",
+        "python",
+        os.path.join(ROOT, "tools", "validate.py"),
+        *args,
+        "--distribute",
+        "--eval_output",
+        str(work / "dist"),
+    ]
     r = subprocess.run(cmd, cwd=str(work), env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     single = json.loads((work / "single" / "metrics.json").read_text())

@@ -7,6 +7,7 @@ layout helpers. The converted MindSpore encoder must reproduce the torch stage o
 max pool's padding), every parameter must carry its source value (float16 upcast exactly), and the full-size key list
 of the released files must map onto ``lseg_rn101`` one to one.
 """
+
 import json
 from collections import OrderedDict
 
@@ -16,12 +17,13 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from _convert_synth import F32, I64, clip_layout, synth  # noqa: E402
+from _paths import fixture_file  # noqa: E402
+
 import mindcv  # noqa: E402
 import mindspore as ms  # noqa: E402
 
 import mindcv_lseg  # noqa: E402,F401
-from _convert_synth import F32, I64, clip_layout, synth  # noqa: E402
-from _paths import fixture_file  # noqa: E402
 from mindcv_lseg.convert import convert_checkpoint  # noqa: E402
 from mindcv_lseg.convert.keymap import drop_reason, official_to_mindspore_name  # noqa: E402
 from mindcv_lseg.convert.pipeline import model_param_shapes  # noqa: E402
@@ -30,8 +32,17 @@ pytestmark = pytest.mark.slow  # builds networks and runs tool subprocesses
 
 LAYERS = (2, 1, 1, 1)
 SMALL = dict(layers=LAYERS, features=32, text_width=64, text_layers=2, text_heads=2, embed_dim=64)
-CLIP_SMALL = dict(text_width=64, text_layers=2, embed_dim=64, vocab=49408, context=77, clip_vis_width=32,
-                  clip_vis_layers=1, clip_vis_patch=16, clip_vis_image=32)
+CLIP_SMALL = dict(
+    text_width=64,
+    text_layers=2,
+    embed_dim=64,
+    vocab=49408,
+    context=77,
+    clip_vis_width=32,
+    clip_vis_layers=1,
+    clip_vis_patch=16,
+    clip_vis_image=32,
+)
 
 
 class TorchBottleneck(nn.Module):
@@ -62,12 +73,15 @@ class TorchPretrained(nn.Module):
         super().__init__()
         stages, cin = [], 64
         for i, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
-            blocks = [TorchBottleneck(cin if b == 0 else 4 * width, width, (1 if i == 0 else 2) if b == 0 else 1)
-                      for b in range(n)]
+            blocks = [
+                TorchBottleneck(cin if b == 0 else 4 * width, width, (1 if i == 0 else 2) if b == 0 else 1)
+                for b in range(n)
+            ]
             stages.append(nn.Sequential(*blocks))
             cin = 4 * width
-        self.layer1 = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                    nn.MaxPool2d(3, 2, 1), stages[0])
+        self.layer1 = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1), stages[0]
+        )
         self.layer2, self.layer3, self.layer4 = stages[1:]
 
     def forward(self, x):
@@ -84,8 +98,10 @@ def _scratch_layout(features, embed, widths=(256, 512, 1024, 2048), prefix="net.
         out += [(r + "out_conv.weight", (features, features, 1, 1), F32), (r + "out_conv.bias", (features,), F32)]
         for u in (1, 2):
             cu = r + f"resConfUnit{u}."
-            out += [(cu + "conv1.weight", (features, features, 3, 3), F32),
-                    (cu + "conv2.weight", (features, features, 3, 3), F32)]
+            out += [
+                (cu + "conv1.weight", (features, features, 3, 3), F32),
+                (cu + "conv2.weight", (features, features, 3, 3), F32),
+            ]
             for bn in ("bn1.", "bn2."):
                 out += [(cu + bn + n, (features,), F32) for n in ("weight", "bias", "running_mean", "running_var")]
                 out.append((cu + bn + "num_batches_tracked", (), I64))
@@ -110,8 +126,18 @@ def small_zs_ckpt(tmp_path_factory):
     sd.update(("net.pretrained." + k, v.clone()) for k, v in resnet.state_dict().items())
     sd.update((k, torch.from_numpy(v)) for k, v in synth(_scratch_layout(32, 64), seed=2).items())
     path = tmp_path_factory.mktemp("zs_conv") / "pascal_fold0_small.ckpt"
-    torch.save({"epoch": 49, "global_step": 100, "pytorch-lightning_version": "1.4.9", "state_dict": sd,
-                "optimizer_states": [], "lr_schedulers": [], "callbacks": {}}, str(path))
+    torch.save(
+        {
+            "epoch": 49,
+            "global_step": 100,
+            "pytorch-lightning_version": "1.4.9",
+            "state_dict": sd,
+            "optimizer_states": [],
+            "lr_schedulers": [],
+            "callbacks": {},
+        },
+        str(path),
+    )
     return path, sd, resnet
 
 
@@ -138,8 +164,10 @@ def test_converted_checkpoint_holds_every_source_value(small_zs_ckpt, small_net,
         np.testing.assert_array_equal(loaded[name], value.numpy().astype(np.float32), err_msg=key)
     assert used == len(shapes)
     assert "net.pretrained.layer1.0.weight" in sd and "net.pretrained.layer2.0.downsample.1.running_var" in sd
-    assert official_to_mindspore_name("net.pretrained.layer2.0.downsample.1.running_var") == \
-        "encoder.resnet.layer2.0.down_sample.1.moving_variance"
+    assert (
+        official_to_mindspore_name("net.pretrained.layer2.0.downsample.1.running_var")
+        == "encoder.resnet.layer2.0.down_sample.1.moving_variance"
+    )
 
 
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])

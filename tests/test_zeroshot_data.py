@@ -1,6 +1,7 @@
 """Zero-shot benchmark datasets on generated fake trees: episode order and counts, mask decoding (FSS threshold 128,
 PASCAL 255 ignore, COCO class ids), COCO's legacy-RNG draws, shipped split lists and their overrides, errors and
 partial-tree warnings."""
+
 import os
 import pickle
 
@@ -47,8 +48,9 @@ def test_nearest_resize_matches_torch_legacy_nearest():
     rng = np.random.default_rng(0)
     for h, w, size in ((64, 64, 480), (375, 500, 480), (333, 481, 480), (7, 5, 11)):
         label = rng.integers(0, 255, (h, w))
-        ref = torch.nn.functional.interpolate(torch.tensor(label[None, None], dtype=torch.float32), (size, size),
-                                              mode="nearest")[0, 0].numpy()
+        ref = torch.nn.functional.interpolate(
+            torch.tensor(label[None, None], dtype=torch.float32), (size, size), mode="nearest"
+        )[0, 0].numpy()
         np.testing.assert_array_equal(nearest_resize(label, size), ref)
 
 
@@ -61,8 +63,9 @@ def test_fss_episode_order_ids_and_count(tmp_path):
     assert ds.split_overridden
     order = [(os.path.relpath(p, tmp_path / "FSS-1000"), cid) for p, cid in ds.episode_list()]
     expected_files = ["1", "10", "2", "3", "4", "5", "6", "7", "8", "9"]
-    assert order == [(f"{name}/{k}.jpg", 760 + i) for i, name in enumerate(["accordion", "bus", "zebra"])
-                     for k in expected_files]
+    assert order == [
+        (f"{name}/{k}.jpg", 760 + i) for i, name in enumerate(["accordion", "bus", "zebra"]) for k in expected_files
+    ]
 
 
 def test_fss_mask_threshold_and_image_transform(tmp_path):
@@ -78,7 +81,8 @@ def test_fss_mask_threshold_and_image_transform(tmp_path):
     np.testing.assert_array_equal(ep.mask[0], np.repeat([0, 0, 1, 1], 16))
     rgb = Image.open(tmp_path / "FSS-1000" / "bus" / "1.jpg").convert("RGB").resize((64, 64), Image.BILINEAR)
     expected = (np.asarray(rgb, np.float32).transpose(2, 0, 1) / 255 - np.reshape(MEAN, (3, 1, 1))) / np.reshape(
-        STD, (3, 1, 1))
+        STD, (3, 1, 1)
+    )
     np.testing.assert_allclose(ep.image, expected, atol=1e-6)
     assert ep.image.dtype == np.float32 and ep.image.shape == (3, 64, 64)
 
@@ -89,8 +93,10 @@ def test_fss_partial_tree_warns_and_full_list_is_shipped(tmp_path):
         ds = FSS1000Dataset(str(tmp_path), MEAN, STD, img_size=32)
     assert not ds.split_overridden
     assert len(ds.class_ids) == 240 and len(ds) == 4
-    assert {cid for _, cid in ds.episode_list()} == {760 + ds.class_names.index("accordion"),
-                                                      760 + ds.class_names.index("bus")}
+    assert {cid for _, cid in ds.episode_list()} == {
+        760 + ds.class_names.index("accordion"),
+        760 + ds.class_names.index("bus"),
+    }
 
 
 def test_fss_errors(tmp_path):
@@ -138,8 +144,10 @@ def test_pascal_partial_tree_and_shipped_list(tmp_path):
     for line in lines:
         if line.endswith("__01"):
             os.remove(tmp_path / "VOC2012" / "JPEGImages" / (line.split("__")[0] + ".jpg"))
-    with pytest.warns(UserWarning, match=r"200 of 1000 episodes have missing files .* 1 of the 5 test classes "
-                                         r"have no episode left: aeroplane"):
+    with pytest.warns(
+        UserWarning,
+        match=r"200 of 1000 episodes have missing files .* 1 of the 5 test classes " r"have no episode left: aeroplane",
+    ):
         ds = Pascal5iDataset(str(tmp_path), MEAN, STD, fold=0, img_size=32)
     assert len(ds) == 800 and ds.total_episodes == 1000
     os.remove(tmp_path / "splits" / "pascal" / "val" / "fold0.txt")  # shipped list: none of its images exist

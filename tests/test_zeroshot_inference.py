@@ -1,5 +1,6 @@
 """Zero-shot inference helpers: label pairs, per-sample text features [B, 2, C], a batch whose samples name different
 classes equals per-sample runs, ties go to background."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """Zero-shot (HSNet protocol) metrics on hand-computed cases: per-episode bg/fg intersection and union, pooling per
 class, mIoU over all fold classes (a class never seen counts 0, empty masks), FB-IoU, exact rank merge."""
+
 import numpy as np
 import pytest
 

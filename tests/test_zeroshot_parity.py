@@ -5,16 +5,17 @@ The zs_clip_resnet101 seed-0 synthetic checkpoint (``tests/parity_weights.py``; 
 label pair ``["others", "dog"]``. Strict tier against the float32 reference logits: max abs <= 1e-4, mean abs
 <= 5e-6; tokens bit-exact; raw text features <= 1e-4; per-channel means of the four ResNet stages <= 1e-4.
 """
+
 import numpy as np
 import pytest
+from _paths import fixture_file
+from conftest import run_tool
+from parity_weights import write_npz
 
 import mindcv
 import mindspore as ms
 
 import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
-from _paths import fixture_file
-from conftest import run_tool
-from parity_weights import write_npz
 from mindcv_lseg.eval.zeroshot import zeroshot_labels, zeroshot_text_features
 
 pytestmark = pytest.mark.slow  # builds networks and runs tool subprocesses

@@ -4,6 +4,7 @@
 No PyTorch needed, and no code inside a downloaded file is ever run (pickles go through a restricted unpickler).
 The kind of --src is detected from its content, not its extension.
 """
+
 import argparse
 import os
 import sys
@@ -42,17 +43,31 @@ pickle, wrong model variant / missing / mis-shaped keys, bad --part); the destin
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
-        prog="tools/convert.py", description=__doc__, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True,
-                    help="target model: lseg_vitl16_384 (demo_e200 / fss_l16), lseg_rn101 (pascal_fold*, "
-                         "coco_fold*, fss_rn101), lseg_vitb32, lseg_tiny_test")
+        prog="tools/convert.py",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--model",
+        required=True,
+        help="target model: lseg_vitl16_384 (demo_e200 / fss_l16), lseg_rn101 (pascal_fold*, "
+        "coco_fold*, fss_rn101), lseg_vitb32, lseg_tiny_test",
+    )
     ap.add_argument("--src", required=True, help="source weights file (format detected from content)")
     ap.add_argument("--dst", required=True, help="output MindSpore checkpoint (.ckpt, or .safetensors)")
-    ap.add_argument("--part", choices=["text", "image", "decoder"], default=None,
-                    help="convert only this part of the network (see below)")
-    ap.add_argument("--layout", choices=["lseg", "clip", "timm", "big_vision", "mindspore"], default=None,
-                    help="force the source naming layout (default: detected from the tensor names)")
+    ap.add_argument(
+        "--part",
+        choices=["text", "image", "decoder"],
+        default=None,
+        help="convert only this part of the network (see below)",
+    )
+    ap.add_argument(
+        "--layout",
+        choices=["lseg", "clip", "timm", "big_vision", "mindspore"],
+        default=None,
+        help="force the source naming layout (default: detected from the tensor names)",
+    )
     ap.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     return ap.parse_args(argv)
 
@@ -83,8 +98,11 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 - a CLI prints one line; LSEG_DEBUG=1 shows the traceback
         if os.environ.get("LSEG_DEBUG"):
             raise
-        print("error: unexpected %s while converting %s: %s (set LSEG_DEBUG=1 for a traceback)"
-              % (type(e).__name__, args.src, e), file=sys.stderr)
+        print(
+            "error: unexpected %s while converting %s: %s (set LSEG_DEBUG=1 for a traceback)"
+            % (type(e).__name__, args.src, e),
+            file=sys.stderr,
+        )
         return 1
     lines = report.lines()
     print("\n".join(lines[-1:] if args.quiet else lines))

@@ -5,6 +5,7 @@
 
 Needs the demo extra: ``pip install -e ".[demo]"``. The logic lives in ``mindcv_lseg.demo``.
 """
+
 import os
 import sys
 

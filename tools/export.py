@@ -8,6 +8,7 @@ DIR/NAME_text.{mindir,onnx} (tokens int32 [N,77] -> raw text features [N,E]) and
 Run them with ``tools/infer.py --deploy_dir DIR`` or ``mindcv_lseg.deploy.load_deployed(DIR)``.
 Bad arguments give one message and exit code 2, and nothing is written.
 """
+
 import argparse
 import os
 import sys
@@ -20,15 +21,25 @@ EXIT_BAD_INPUT = 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Export LSeg to MINDIR / ONNX (image and text graphs + deploy JSON)")
     p.add_argument("--model", required=True, help="lseg_vitl16_384, lseg_vitb32 or lseg_tiny_test")
-    p.add_argument("--ckpt_path", default="", help="MindSpore checkpoint of the model (tools/convert.py, tools/train.py)")
+    p.add_argument(
+        "--ckpt_path", default="", help="MindSpore checkpoint of the model (tools/convert.py, tools/train.py)"
+    )
     p.add_argument("--part", default="both", help="image, text or both (default both)")
     p.add_argument("--file_format", default="MINDIR", help="MINDIR (MindSpore) or ONNX (ONNX Runtime)")
-    p.add_argument("--image_size", nargs=2, default=None, metavar=("H", "W"),
-                   help="image graph input size, multiples of 32 (default: the model's input_size, 480 480)")
+    p.add_argument(
+        "--image_size",
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="image graph input size, multiples of 32 (default: the model's input_size, 480 480)",
+    )
     p.add_argument("--num_labels", default="5", help="labels per text-graph call (longer lists are chunked)")
     p.add_argument("--output_dir", default="./export", help="folder for the files (default ./export)")
-    p.add_argument("--impl", default="native",
-                   help="native (default; Ascend/GPU, ONNX) or lean (MINDIR for MindSpore on CPU: fast CPU convs)")
+    p.add_argument(
+        "--impl",
+        default="native",
+        help="native (default; Ascend/GPU, ONNX) or lean (MINDIR for MindSpore on CPU: fast CPU convs)",
+    )
     return p
 
 
@@ -52,8 +63,9 @@ def main(argv=None) -> int:
                 size = [int(s) for s in size]
             except ValueError:
                 raise ExportError(f"--image_size takes two integers H W, got {' '.join(args.image_size)}") from None
-        spec = check_export_args(args.model, args.ckpt_path, args.part, args.file_format, size, num_labels,
-                                 args.output_dir, args.impl)
+        spec = check_export_args(
+            args.model, args.ckpt_path, args.part, args.file_format, size, num_labels, args.output_dir, args.impl
+        )
         import mindspore as ms
 
         ms.set_context(mode=ms.GRAPH_MODE)

@@ -9,6 +9,7 @@ An image above the whole-image pixel budget (--max_whole_pixels) is segmented wi
 ``--deploy_dir`` runs the graphs written by ``tools/export.py`` (MINDIR with MindSpore, ONNX with ONNX Runtime)
 instead of the eager network; ``--model``/``--ckpt_path`` are then not used and ``--crop_size`` is the exported size.
 """
+
 import os
 import sys
 
@@ -35,22 +36,49 @@ os.environ.pop("MINDCV_LSEG_DEFER_IMPORTS")
 EXIT_BAD_INPUT = 2  # EXIT_SOME_FAILED (3): mindcv_lseg.eval.folder
 
 EXTRA_OPTIONS = [
-    Option("labels", str, "", "comma-separated labels, e.g. \"dog, grass, other\" (id i = i-th label)",
-           group="Inference"),
+    Option(
+        "labels", str, "", 'comma-separated labels, e.g. "dog, grass, other" (id i = i-th label)', group="Inference"
+    ),
     Option("input", str, "", "an image file or a folder of images", group="Inference"),
     Option("output", str, "./output_infer", "output folder", group="Inference"),
     Option("save_embeddings", bool, False, "also save per-pixel embeddings as NAME_emb.npy", group="Inference"),
-    Option("prompt_templates", str, None, "prompt templates for label ensembling, e.g. \"a photo of a {}.\" "
-           "(several separated by '|'); off by default (reference)", optional=True, group="Inference"),
-    Option("alpha", float, 0.5, "overlay opacity of the class colours", min_value=0.0, max_value=1.0,
-           group="Inference"),
+    Option(
+        "prompt_templates",
+        str,
+        None,
+        'prompt templates for label ensembling, e.g. "a photo of a {}." '
+        "(several separated by '|'); off by default (reference)",
+        optional=True,
+        group="Inference",
+    ),
+    Option(
+        "alpha", float, 0.5, "overlay opacity of the class colours", min_value=0.0, max_value=1.0, group="Inference"
+    ),
     Option("text_cache_dir", str, "", "cache label embeddings on disk here (optional)", group="Inference"),
-    Option("max_size", int, None, "segment a copy of each image whose long side is at most this many pixels "
-           "(outputs keep the image's size)", optional=True, min_value=1, group="Inference"),
-    Option("max_whole_pixels", int, 1024 * 1024, "eval_mode whole: images with more (padded) pixels are segmented "
-           "with sliding crop_size windows instead", min_value=1, group="Inference"),
-    Option("deploy_dir", str, "", "run the exported graphs in this folder (tools/export.py) instead of the "
-           "eager network", group="Inference"),
+    Option(
+        "max_size",
+        int,
+        None,
+        "segment a copy of each image whose long side is at most this many pixels " "(outputs keep the image's size)",
+        optional=True,
+        min_value=1,
+        group="Inference",
+    ),
+    Option(
+        "max_whole_pixels",
+        int,
+        1024 * 1024,
+        "eval_mode whole: images with more (padded) pixels are segmented " "with sliding crop_size windows instead",
+        min_value=1,
+        group="Inference",
+    ),
+    Option(
+        "deploy_dir",
+        str,
+        "",
+        "run the exported graphs in this folder (tools/export.py) instead of the " "eager network",
+        group="Inference",
+    ),
 ]
 
 
@@ -78,16 +106,23 @@ def main(argv=None) -> int:
     except ValueError as e:
         return _fail(f"--labels: {e}")
     try:
-        templates = check_templates([t.strip() for t in args.prompt_templates.split("|")]
-                                    if args.prompt_templates else None)
+        templates = check_templates(
+            [t.strip() for t in args.prompt_templates.split("|")] if args.prompt_templates else None
+        )
     except ValueError as e:
         return _fail(f"--prompt_templates: {e}")
     try:
         inputs = list_images(args.input)
         check_output_dir(args.output)
-        cfg = InferenceConfig(mode=args.eval_mode, scales=args.eval_scales, flip=args.eval_flip,
-                              base_size=args.base_size, crop_size=args.crop_size, stride=args.eval_stride,
-                              max_whole_pixels=args.max_whole_pixels)
+        cfg = InferenceConfig(
+            mode=args.eval_mode,
+            scales=args.eval_scales,
+            flip=args.eval_flip,
+            base_size=args.base_size,
+            crop_size=args.crop_size,
+            stride=args.eval_stride,
+            max_whole_pixels=args.max_whole_pixels,
+        )
     except ValueError as e:
         return _fail(str(e))
 
@@ -121,8 +156,17 @@ def main(argv=None) -> int:
         atomic_write_text(os.path.join(args.output, "labels.txt"), "".join(f"{lab}\n" for lab in labels))
     except OSError as e:
         return _fail(f"--output: {e}")
-    done, failures = segment_files(net, inputs, labels, args.output, cfg, cache, save_embeddings=args.save_embeddings,
-                                   alpha=args.alpha, max_size=args.max_size)
+    done, failures = segment_files(
+        net,
+        inputs,
+        labels,
+        args.output,
+        cfg,
+        cache,
+        save_embeddings=args.save_embeddings,
+        alpha=args.alpha,
+        max_size=args.max_size,
+    )
     print(f"{done} of {len(inputs)} image(s) segmented into {args.output} (mode {args.eval_mode})")
     if failures:
         print(f"error: {len(failures)} of {len(inputs)} image(s) failed:", file=sys.stderr)

@@ -13,6 +13,7 @@ where ``tools/demo.py`` and ``tools/validate.py`` (without arguments) find them.
 previous quickstart's results: ``train.py --overwrite``). Options: ``--epochs N`` (shorter/longer run),
 ``--num_images K`` (panels), ``--config``, ``--data_dir``, ``--out_dir``.
 """
+
 import argparse
 import os
 import subprocess
@@ -84,8 +85,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "lseg_toy.yaml"))
     p.add_argument("--data_dir", default=None, help=f"toy data folder (default: {QUICKSTART_DATA_DIR})")
-    p.add_argument("--out_dir", default=None, help=f"run folder (default: {QUICKSTART_OUT_DIR}; re-running the "
-                   "quickstart replaces its results there)")
+    p.add_argument(
+        "--out_dir",
+        default=None,
+        help=f"run folder (default: {QUICKSTART_OUT_DIR}; re-running the " "quickstart replaces its results there)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the config's epoch_size")
     p.add_argument("--num_images", type=int, default=4, help="validation images to draw")
     args = p.parse_args(argv)
@@ -107,12 +111,22 @@ def main(argv=None) -> int:
     from mindcv_lseg.data import make_toy_dataset
 
     make_toy_dataset(data_dir)
-    print(f"  {len(os.listdir(os.path.join(data_dir, 'images')))} images, classes: "
-          + ", ".join(open(os.path.join(data_dir, "classes.txt"), encoding="utf-8").read().split("\n")[:-1]))
+    print(
+        f"  {len(os.listdir(os.path.join(data_dir, 'images')))} images, classes: "
+        + ", ".join(open(os.path.join(data_dir, "classes.txt"), encoding="utf-8").read().split("\n")[:-1])
+    )
 
     _banner(f"2/4 training {os.path.relpath(args.config)} -> {out_dir}")
-    train = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", args.config, "--data_dir", data_dir,
-             "--ckpt_save_dir", out_dir]
+    train = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "train.py"),
+        "-c",
+        args.config,
+        "--data_dir",
+        data_dir,
+        "--ckpt_save_dir",
+        out_dir,
+    ]
     marker = os.path.join(out_dir, MARKER)
     if os.path.isfile(marker):
         train.append("--overwrite")  # our own earlier results; a folder of another run is refused by train.py
@@ -126,13 +140,29 @@ def main(argv=None) -> int:
     ckpt = pick_checkpoint(out_dir, model)
 
     _banner(f"3/4 validation of {ckpt}")
-    _run([sys.executable, os.path.join(ROOT, "tools", "validate.py"), "-c", args.config, "--data_dir", data_dir,
-          "--ckpt_save_dir", out_dir, "--ckpt_path", ckpt, "--eval_mode", "whole"])
+    _run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "validate.py"),
+            "-c",
+            args.config,
+            "--data_dir",
+            data_dir,
+            "--ckpt_save_dir",
+            out_dir,
+            "--ckpt_path",
+            ckpt,
+            "--eval_mode",
+            "whole",
+        ]
+    )
 
     _banner("4/4 predictions on validation images")
     panels = write_panels(model, ckpt, data_dir, os.path.join(out_dir, "overlays"), args.num_images, ignore_index)
-    print(f"\nquickstart done in {(time.time() - t0) / 60:.1f} min: checkpoint {ckpt}, metrics in "
-          f"{os.path.join(out_dir, 'validate_whole')}, {len(panels)} panels in {os.path.join(out_dir, 'overlays')}")
+    print(
+        f"\nquickstart done in {(time.time() - t0) / 60:.1f} min: checkpoint {ckpt}, metrics in "
+        f"{os.path.join(out_dir, 'validate_whole')}, {len(panels)} panels in {os.path.join(out_dir, 'overlays')}"
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ Resume an interrupted run: ``--resume auto`` (latest checkpoint in ckpt_save_dir
 A ckpt_save_dir in use by another run, or holding another run's results, is refused (exit 2) unless ``--resume auto``
 or ``--overwrite`` (delete those results) is given; Ctrl-C stops with exit 130 (see mindcv_lseg/engine/run_dir.py).
 """
+
 import os
 import sys
 

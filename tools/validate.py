@@ -16,6 +16,7 @@ print ``Fold F, 0-shot: mIoU xx.xx, FB-IoU yy.yy`` (percent) with the per-class 
 Without arguments it validates the quickstart's model (``output/quickstart/best.ckpt``) on the toy set if
 ``tools/quickstart.py`` has run in this folder, and otherwise says what to pass. It never creates a dataset.
 """
+
 import os
 import sys
 
@@ -41,11 +42,22 @@ os.environ.pop("MINDCV_LSEG_DEFER_IMPORTS")
 EXIT_BAD_INPUT = 2
 
 EXTRA_OPTIONS = [
-    Option("eval_output", str, "", "folder for metrics.json / per_class.csv (default "
-           "<ckpt_save_dir>/validate_<eval_mode>)", group="Validation"),
+    Option(
+        "eval_output",
+        str,
+        "",
+        "folder for metrics.json / per_class.csv (default " "<ckpt_save_dir>/validate_<eval_mode>)",
+        group="Validation",
+    ),
     Option("text_cache_dir", str, "", "cache label embeddings on disk here (optional)", group="Validation"),
-    Option("fold", int, 0, "zero-shot benchmarks: test fold (PASCAL-5i / COCO-20i: 0..3; FSS-1000: any, printed)",
-           min_value=0, group="Validation"),
+    Option(
+        "fold",
+        int,
+        0,
+        "zero-shot benchmarks: test fold (PASCAL-5i / COCO-20i: 0..3; FSS-1000: any, printed)",
+        min_value=0,
+        group="Validation",
+    ),
 ]
 
 
@@ -68,8 +80,9 @@ def validate_zeroshot(args, rank: int, group_size: int) -> int:
     cfg = registry.get_pretrained_cfg(args.model) if registry.is_model(args.model) else {}
     mean, std = cfg.get("mean", (0.5, 0.5, 0.5)), cfg.get("std", (0.5, 0.5, 0.5))
     try:
-        dataset = create_fewshot_dataset(args.dataset, args.data_dir, fold=args.fold, mean=mean, std=std,
-                                         img_size=args.crop_size)
+        dataset = create_fewshot_dataset(
+            args.dataset, args.data_dir, fold=args.fold, mean=mean, std=std, img_size=args.crop_size
+        )
     except (ValueError, OSError) as e:
         return _fail(f"dataset {args.dataset!r} at {args.data_dir!r} (fold {args.fold}): {e}")
     try:
@@ -77,20 +90,35 @@ def validate_zeroshot(args, rank: int, group_size: int) -> int:
     except ModelLoadError as e:
         return _fail(str(e))
     if rank == 0:
-        print(f"Zero-shot {args.dataset} fold {args.fold}: {args.model} ({args.ckpt_path}), {len(dataset)} episodes, "
-              f"{len(dataset.class_ids)} test classes, {args.crop_size}x{args.crop_size}, split list "
-              f"{dataset.split_file}, {group_size} rank(s)")
+        print(
+            f"Zero-shot {args.dataset} fold {args.fold}: {args.model} ({args.ckpt_path}), {len(dataset)} episodes, "
+            f"{len(dataset.class_ids)} test classes, {args.crop_size}x{args.crop_size}, split list "
+            f"{dataset.split_file}, {group_size} rank(s)"
+        )
     try:
-        metrics = evaluate_zeroshot(net, dataset, rank=rank, group_size=group_size,
-                                    progress=args.progress_bar and rank == 0, max_episodes=args.num_samples)
+        metrics = evaluate_zeroshot(
+            net,
+            dataset,
+            rank=rank,
+            group_size=group_size,
+            progress=args.progress_bar and rank == 0,
+            max_episodes=args.num_samples,
+        )
     except SegDataError as e:
         return _fail(str(e))
     if rank == 0:
         print(format_zeroshot_table(metrics, args.fold))
         out_dir = args.eval_output or os.path.join(args.ckpt_save_dir, f"zeroshot_{args.dataset}_fold{args.fold}")
-        extra = {"model": args.model, "ckpt_path": args.ckpt_path, "dataset": args.dataset, "fold": args.fold,
-                 "data_dir": args.data_dir, "split_file": dataset.split_file, "num_ranks": group_size,
-                 "config": config_to_dict(args)}
+        extra = {
+            "model": args.model,
+            "ckpt_path": args.ckpt_path,
+            "dataset": args.dataset,
+            "fold": args.fold,
+            "data_dir": args.data_dir,
+            "split_file": dataset.split_file,
+            "num_ranks": group_size,
+            "config": config_to_dict(args),
+        }
         save_metrics_json(metrics, os.path.join(out_dir, "metrics.json"), extra=extra)
         print(f"saved {os.path.join(out_dir, 'metrics.json')}")
     return 0
@@ -111,21 +139,25 @@ def main(argv=None) -> int:
         argv = quickstart_validate_argv()
         if argv is None:
             return _fail(NO_ARGUMENTS_HELP)
-        print(f"no arguments: validating the quickstart's model ({argv[3]}) on its toy set "
-              f"(python tools/validate.py {' '.join(argv)})")
+        print(
+            f"no arguments: validating the quickstart's model ({argv[3]}) on its toy set "
+            f"(python tools/validate.py {' '.join(argv)})"
+        )
     try:
-        parser = build_parser(__doc__, extra_options=EXTRA_OPTIONS, tool="validate", epilog=EPILOG,
-                              prog="tools/validate.py")
+        parser = build_parser(
+            __doc__, extra_options=EXTRA_OPTIONS, tool="validate", epilog=EPILOG, prog="tools/validate.py"
+        )
         args = parse_args(argv, parser=parser)
     except ConfigError as e:
         return _fail(str(e))
     # arguments first, before anything touches the disk or loads MindSpore
     if not args.ckpt_path:
-        return _fail("no checkpoint given: pass --ckpt_path FILE.ckpt (e.g. output/lseg_toy/best.ckpt after "
-                     "`python tools/train.py -c configs/lseg_toy.yaml`)")
+        return _fail(
+            "no checkpoint given: pass --ckpt_path FILE.ckpt (e.g. output/lseg_toy/best.ckpt after "
+            "`python tools/train.py -c configs/lseg_toy.yaml`)"
+        )
     if not os.path.isfile(args.ckpt_path):
         return _fail(f"checkpoint not found: {args.ckpt_path} (check the path given to --ckpt_path)")
-
 
     from mindcv_lseg.data import create_seg_dataset
     from mindcv_lseg.eval.evaluator import evaluate_dataset
@@ -147,14 +179,29 @@ def main(argv=None) -> int:
         return validate_zeroshot(args, rank, group_size)
 
     try:
-        cfg = InferenceConfig(mode=args.eval_mode, scales=args.eval_scales, flip=args.eval_flip,
-                              base_size=args.base_size, crop_size=args.crop_size, stride=args.eval_stride)
+        cfg = InferenceConfig(
+            mode=args.eval_mode,
+            scales=args.eval_scales,
+            flip=args.eval_flip,
+            base_size=args.base_size,
+            crop_size=args.crop_size,
+            stride=args.eval_stride,
+        )
     except ValueError as e:
         return _fail(str(e))
     try:
-        dataset = create_seg_dataset(args.dataset, args.data_dir, args.val_split, label_set=args.label_set or None,
-                                     transform="val", val_mode=args.val_mode, base_size=args.base_size,
-                                     crop_size=args.crop_size, ignore_index=args.ignore_index, generate_toy=False)
+        dataset = create_seg_dataset(
+            args.dataset,
+            args.data_dir,
+            args.val_split,
+            label_set=args.label_set or None,
+            transform="val",
+            val_mode=args.val_mode,
+            base_size=args.base_size,
+            crop_size=args.crop_size,
+            ignore_index=args.ignore_index,
+            generate_toy=False,
+        )
     except (ValueError, OSError) as e:
         return _fail(f"dataset {args.dataset!r} at {args.data_dir!r} (split {args.val_split!r}): {e}")
     if len(dataset) == 0:
@@ -164,15 +211,26 @@ def main(argv=None) -> int:
     except ModelLoadError as e:
         return _fail(str(e))
     labels = list(dataset.label_set.labels)
-    cache = TextEmbeddingCache(net, model_id=f"{args.model}|{checkpoint_identity(args.ckpt_path)}",
-                               cache_dir=args.text_cache_dir or None)
+    cache = TextEmbeddingCache(
+        net, model_id=f"{args.model}|{checkpoint_identity(args.ckpt_path)}", cache_dir=args.text_cache_dir or None
+    )
     if rank == 0:
-        print(f"Evaluating {args.model} ({args.ckpt_path}) on {args.dataset}/{args.val_split}: {len(dataset)} images, "
-              f"{len(labels)} classes, mode {cfg.mode} {cfg.resolved()}, {group_size} rank(s)")
+        print(
+            f"Evaluating {args.model} ({args.ckpt_path}) on {args.dataset}/{args.val_split}: {len(dataset)} images, "
+            f"{len(labels)} classes, mode {cfg.mode} {cfg.resolved()}, {group_size} rank(s)"
+        )
     try:
-        _, metrics = evaluate_dataset(net, dataset, cfg, labels=labels, text_cache=cache, rank=rank,
-                                      group_size=group_size, progress=args.progress_bar and rank == 0,
-                                      max_samples=args.num_samples)
+        _, metrics = evaluate_dataset(
+            net,
+            dataset,
+            cfg,
+            labels=labels,
+            text_cache=cache,
+            rank=rank,
+            group_size=group_size,
+            progress=args.progress_bar and rank == 0,
+            max_samples=args.num_samples,
+        )
     except Exception as e:  # a bad sample names its file (SegDataError); show it without a deep traceback
         if type(e).__name__ == "SegDataError" or isinstance(e, ValueError):
             return _fail(str(e))
@@ -180,9 +238,15 @@ def main(argv=None) -> int:
     if rank == 0:
         print(format_table(metrics))
         out_dir = args.eval_output or os.path.join(args.ckpt_save_dir, f"validate_{cfg.mode}")
-        extra = {"model": args.model, "ckpt_path": args.ckpt_path, "dataset": args.dataset,
-                 "data_dir": args.data_dir, "split": args.val_split, "num_ranks": group_size,
-                 "config": config_to_dict(args)}
+        extra = {
+            "model": args.model,
+            "ckpt_path": args.ckpt_path,
+            "dataset": args.dataset,
+            "data_dir": args.data_dir,
+            "split": args.val_split,
+            "num_ranks": group_size,
+            "config": config_to_dict(args),
+        }
         save_metrics_json(metrics, os.path.join(out_dir, "metrics.json"), extra=extra)
         save_metrics_csv(metrics, os.path.join(out_dir, "per_class.csv"))
         print(f"saved {os.path.join(out_dir, 'metrics.json')} and {os.path.join(out_dir, 'per_class.csv')}")

@@ -8,6 +8,7 @@ Layers (no torch import anywhere):
 * :mod:`.keymap`: official naming -> MindSpore parameter names (the single mapping).
 * :mod:`.pipeline`: :func:`convert_checkpoint` ties them together and writes atomically (``tools/convert.py``).
 """
+
 from .pipeline import ConversionReport, ConvertError, convert_checkpoint, convert_state, model_param_shapes
 from .readers import SourceState, detect_kind, read_checkpoint
 from .sources import detect_layout, to_official

@@ -10,6 +10,7 @@ other source format (CLIP TorchScript, timm, big_vision) is first brought into t
 MindSpore naming: ``clip_text.*``, ``encoder.vit.*``, ``encoder.reassemble.branches.{0..3}.*``, ``scratch.*``;
 ``encoder.resnet.*`` (mindcv ResNet names) for ``lseg_rn101``.
 """
+
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -62,19 +63,33 @@ _RULES = [
     (r"^pretrained\.model\.", r"encoder.vit."),
     # torchvision ResNet (zero-shot lseg_rn101): ``pretrained.layer1`` = Sequential(conv1, bn1, relu, maxpool, layer1)
     (r"^pretrained\.layer1\.0\.weight$", r"encoder.resnet.conv1.weight"),
-    (r"^pretrained\.layer1\.1\.(weight|bias|running_mean|running_var)$",
-     lambda m: f"encoder.resnet.bn1.{_BN_PARAMS[m.group(1)]}"),
-    (r"^pretrained\.(?:layer1\.4|layer([2-4]))\.(\d+)\.(conv[1-3]|bn[1-3]|downsample\.[01])\."
-     r"(weight|bias|running_mean|running_var)$", _resnet_block_param),
+    (
+        r"^pretrained\.layer1\.1\.(weight|bias|running_mean|running_var)$",
+        lambda m: f"encoder.resnet.bn1.{_BN_PARAMS[m.group(1)]}",
+    ),
+    (
+        r"^pretrained\.(?:layer1\.4|layer([2-4]))\.(\d+)\.(conv[1-3]|bn[1-3]|downsample\.[01])\."
+        r"(weight|bias|running_mean|running_var)$",
+        _resnet_block_param,
+    ),
     # reassemble: Sequential index 0 = readout, 3 = 1x1 conv, 4 = resampling conv
-    (r"^pretrained\.act_postprocess([1-4])\.0\.project\.0\.", lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.readout.project."),
+    (
+        r"^pretrained\.act_postprocess([1-4])\.0\.project\.0\.",
+        lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.readout.project.",
+    ),
     (r"^pretrained\.act_postprocess([1-4])\.3\.", lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.proj."),
-    (r"^pretrained\.act_postprocess([1-4])\.4\.", lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.resample."),
+    (
+        r"^pretrained\.act_postprocess([1-4])\.4\.",
+        lambda m: f"encoder.reassemble.branches.{int(m.group(1)) - 1}.resample.",
+    ),
     # decoder
     (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.weight$", r"scratch.\1.res_conf_unit\2.\3.gamma"),
     (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.bias$", r"scratch.\1.res_conf_unit\2.\3.beta"),
     (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.running_mean$", r"scratch.\1.res_conf_unit\2.\3.moving_mean"),
-    (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.running_var$", r"scratch.\1.res_conf_unit\2.\3.moving_variance"),
+    (
+        r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.(bn\d)\.running_var$",
+        r"scratch.\1.res_conf_unit\2.\3.moving_variance",
+    ),
     (r"^scratch\.(refinenet\d)\.resConfUnit(\d)\.", r"scratch.\1.res_conf_unit\2."),
     (r"^scratch\.", r"scratch."),
 ]

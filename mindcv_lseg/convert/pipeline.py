@@ -4,6 +4,7 @@ read (``readers``, format from content) -> official naming (``sources``) -> Mind
 single mapping) -> atomic write (``mindcv_lseg.checkpoint``).  The destination is only replaced once everything has
 been converted and checked.
 """
+
 import gc
 import os
 import time
@@ -13,13 +14,18 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..checkpoint import PARTS, CheckpointError, CheckpointMismatchError, match_state, net_shapes
-from ..checkpoint import save_checkpoint_atomic
+from ..checkpoint import (
+    PARTS,
+    CheckpointError,
+    CheckpointMismatchError,
+    match_state,
+    net_shapes,
+    save_checkpoint_atomic,
+)
 from .readers import read_checkpoint
 from .sources import LAYOUT_PARTS, to_official
 
-__all__ = ["ConversionReport", "convert_checkpoint", "convert_state", "model_param_shapes", "PART_NAMES",
-           "guess_model"]
+__all__ = ["ConversionReport", "convert_checkpoint", "convert_state", "model_param_shapes", "PART_NAMES", "guess_model"]
 
 PART_NAMES = tuple(PARTS)
 # what a single-tower release provides (the reassemble / decoder / other tower stay as initialised)
@@ -79,24 +85,30 @@ class ConversionReport:
             names = [n for n in self.params if n.startswith(PARTS[part])]
             if names:
                 nval = sum(int(np.prod(self.params[n], dtype=np.int64)) for n in names)
-                out.append("  %-7s %4d tensors, %s values  (%s)" % (part, len(names), _human(nval),
-                                                                    key_pattern(names)))
+                out.append("  %-7s %4d tensors, %s values  (%s)" % (part, len(names), _human(nval), key_pattern(names)))
         if self.not_converted:
             groups = []
             for part in PART_NAMES:
                 names = [n for n in self.not_converted if n.startswith(PARTS[part])]
                 if names:
                     groups.append("%s %d (%s)" % (part, len(names), key_pattern(names)))
-            out.append("not converted (not in this file; load the output with strict=False): %s"
-                       % ", ".join(groups))
+            out.append("not converted (not in this file; load the output with strict=False): %s" % ", ".join(groups))
         dt = []
         if self.upcast:
             dt.append("%d float16 tensors upcast exactly to float32" % len(self.upcast))
         if self.bfloat16:
             dt.append("%d bfloat16 tensors decoded exactly to float32" % len(self.bfloat16))
-        out.append("summary: %d parameters, %s values (%.1f MB float32); %s; written %s in %.1f s"
-                   % (len(self.params), _human(self.num_values), self.num_values * 4 / 1e6,
-                      "; ".join(dt) if dt else "no dtype changes", self.dst, self.seconds))
+        out.append(
+            "summary: %d parameters, %s values (%.1f MB float32); %s; written %s in %.1f s"
+            % (
+                len(self.params),
+                _human(self.num_values),
+                self.num_values * 4 / 1e6,
+                "; ".join(dt) if dt else "no dtype changes",
+                self.dst,
+                self.seconds,
+            )
+        )
         return out
 
 
@@ -114,8 +126,8 @@ def key_pattern(keys: List[str]) -> str:
         return keys[0]
     pre = os.path.commonprefix(keys)
     pre = pre[: pre.rfind(".") + 1] if "." in pre else ""
-    rev = os.path.commonprefix([k[len(pre):][::-1] for k in keys])[::-1]
-    suf = rev[rev.find("."):] if "." in rev else ""
+    rev = os.path.commonprefix([k[len(pre) :][::-1] for k in keys])[::-1]
+    suf = rev[rev.find(".") :] if "." in rev else ""
     return pre + "*" + suf
 
 
@@ -159,9 +171,11 @@ def _pos_embed_hint(official, shapes):
     if have == need or len(have) != 3 or len(need) != 3 or have[2] != need[2]:
         return ""
     side = lambda n: int(round((n - 1) ** 0.5)) * patch  # noqa: E731
-    return ("\nthe ViT position embedding has %d tokens (%d px images) but this model needs %d (%d px): use the "
-            "%d-px release of the weights (e.g. timm vit_*_384 / AugReg '...res_384.npz')"
-            % (have[1], side(have[1]), need[1], side(need[1]), side(need[1])))
+    return (
+        "\nthe ViT position embedding has %d tokens (%d px images) but this model needs %d (%d px): use the "
+        "%d-px release of the weights (e.g. timm vit_*_384 / AugReg '...res_384.npz')"
+        % (have[1], side(have[1]), need[1], side(need[1]), side(need[1]))
+    )
 
 
 def _resolve_parts(layout, part, src):
@@ -173,8 +187,10 @@ def _resolve_parts(layout, part, src):
     if part is None:
         return provided
     if part not in provided:
-        raise ConvertError("%s holds %s, which provide only the %s encoder: use --part %s (not --part %s)"
-                           % (src, _LAYOUT_TITLES[layout], "/".join(provided), provided[0], part))
+        raise ConvertError(
+            "%s holds %s, which provide only the %s encoder: use --part %s (not --part %s)"
+            % (src, _LAYOUT_TITLES[layout], "/".join(provided), provided[0], part)
+        )
     return (part,)
 
 
@@ -227,13 +243,15 @@ def convert_state(source, shapes, part=None, layout=None, src_name="<state>"):
     dropped = list(official.dropped) + [d if isinstance(d, tuple) else (d, "unused") for d in dropped]
     wanted = PART_NAMES if parts is None else parts
     not_converted = [n for n in shapes if n not in params]
-    fields = dict(layout=official.layout, parts=tuple(wanted), dropped=dropped, upcast=upcast,
-                  not_converted=not_converted)
+    fields = dict(
+        layout=official.layout, parts=tuple(wanted), dropped=dropped, upcast=upcast, not_converted=not_converted
+    )
     return params, fields
 
 
-def convert_checkpoint(model: str, src: str, dst: str, part: Optional[str] = None, layout: Optional[str] = None,
-                       shapes=None) -> ConversionReport:
+def convert_checkpoint(
+    model: str, src: str, dst: str, part: Optional[str] = None, layout: Optional[str] = None, shapes=None
+) -> ConversionReport:
     """Convert ``src`` (any supported format, detected from content) into a MindSpore checkpoint for ``model``.
 
     Args:
@@ -266,11 +284,16 @@ def convert_checkpoint(model: str, src: str, dst: str, part: Optional[str] = Non
     if shapes is None:
         shapes = model_param_shapes(model)
     params, fields = convert_state(source, shapes, part=part, layout=layout, src_name=src)
-    report = ConversionReport(src=src, dst=dst, model=model, kind=source.kind,
-                              placeholders=list(source.meta.get("placeholders", [])),
-                              container_keys=list(source.meta.get("container_keys", []))
-                              if source.meta.get("state_dict_key") else [],
-                              bfloat16=list(source.meta.get("bfloat16", [])), **fields)
+    report = ConversionReport(
+        src=src,
+        dst=dst,
+        model=model,
+        kind=source.kind,
+        placeholders=list(source.meta.get("placeholders", [])),
+        container_keys=list(source.meta.get("container_keys", [])) if source.meta.get("state_dict_key") else [],
+        bfloat16=list(source.meta.get("bfloat16", [])),
+        **fields
+    )
     report.params = OrderedDict((n, tuple(v.shape)) for n, v in params.items())
     save_checkpoint_atomic(params, dst)
     del params

@@ -17,6 +17,7 @@ No torch is imported; PyTorch pickles go through :class:`~mindcv_lseg.convert.to
 Arrays are read one at a time on access (:class:`LazyStateDict`), so a caller that converts key by key never holds
 two copies of the whole checkpoint.
 """
+
 import json
 import os
 import zipfile
@@ -25,10 +26,23 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..checkpoint import (CheckpointError, CheckpointFormatError, CheckpointTruncatedError, check_file,
-                          iter_ckpt_records, sniff_mindspore_format)
-from .torch_pickle import (LazyTensor, Placeholder, UnsafePickleError, is_torch_legacy, load_torch_legacy,
-                           load_torch_zip, zip_prefix)
+from ..checkpoint import (
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointTruncatedError,
+    check_file,
+    iter_ckpt_records,
+    sniff_mindspore_format,
+)
+from .torch_pickle import (
+    LazyTensor,
+    Placeholder,
+    UnsafePickleError,
+    is_torch_legacy,
+    load_torch_legacy,
+    load_torch_zip,
+    zip_prefix,
+)
 
 __all__ = ["LazyStateDict", "SourceState", "detect_kind", "read_checkpoint", "UnsafePickleError"]
 
@@ -135,7 +149,8 @@ def detect_kind(path):
         except (zipfile.BadZipFile, OSError, ValueError) as e:
             raise CheckpointTruncatedError(
                 "%s is a truncated or corrupt zip archive (%s): re-download it (e.g. PyTorch's 'failed finding "
-                "central directory' / 'PytorchStreamReader failed reading zip archive')" % (path, e))
+                "central directory' / 'PytorchStreamReader failed reading zip archive')" % (path, e)
+            )
         prefix = zip_prefix(names)
         if prefix is not None:
             if any(n.startswith(prefix + "code/") for n in names) or (prefix + "constants.pkl") in names:
@@ -143,8 +158,10 @@ def detect_kind(path):
             return "torch"
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
-        raise CheckpointFormatError("%s is a zip archive but neither a PyTorch checkpoint (no data.pkl) nor an .npz "
-                                    "(members: %s)" % (path, ", ".join(names[:5]) or "none"))
+        raise CheckpointFormatError(
+            "%s is a zip archive but neither a PyTorch checkpoint (no data.pkl) nor an .npz "
+            "(members: %s)" % (path, ", ".join(names[:5]) or "none")
+        )
     if is_torch_legacy(head):
         return "torch-legacy"
     if head[:1] == b"\x0a" or (len(head) >= 9 and head[8:9] == b"{"):
@@ -157,9 +174,10 @@ def detect_kind(path):
             pass
         else:
             return "safetensors" if kind == "safetensors" else "mindspore"
-    raise CheckpointFormatError("%s is not a checkpoint: it looks like %s. Supported: PyTorch/Lightning .ckpt/.pth, "
-                                "TorchScript CLIP .pt, .safetensors, .npz, MindSpore .ckpt"
-                                % (path, _describe_unknown(head)))
+    raise CheckpointFormatError(
+        "%s is not a checkpoint: it looks like %s. Supported: PyTorch/Lightning .ckpt/.pth, "
+        "TorchScript CLIP .pt, .safetensors, .npz, MindSpore .ckpt" % (path, _describe_unknown(head))
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,16 +191,19 @@ def read_npz(path):
         raise CheckpointTruncatedError("%s: corrupt or truncated .npz (%s)" % (path, e))
     shapes, dtypes, loaders = {}, {}, OrderedDict()
     for name in npz.files:
+
         def load(name=name):
             try:
                 return npz[name]
             except ValueError as e:
                 if "allow_pickle" in str(e):
-                    raise UnsafePickleError("%s: array '%s' is a pickled object array; refusing to unpickle it"
-                                            % (path, name))
+                    raise UnsafePickleError(
+                        "%s: array '%s' is a pickled object array; refusing to unpickle it" % (path, name)
+                    )
                 raise CheckpointTruncatedError("%s: corrupt array '%s' (%s)" % (path, name, e))
             except (zipfile.BadZipFile, OSError, EOFError) as e:
                 raise CheckpointTruncatedError("%s: corrupt or truncated array '%s' (%s)" % (path, name, e))
+
         loaders[name] = load
         # shape/dtype from the .npy header without reading the data
         try:
@@ -195,8 +216,18 @@ def read_npz(path):
     return SourceState(path, "npz", LazyStateDict(loaders, shapes, dtypes))
 
 
-_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "bf16", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-              "I8": "i1", "U8": "u1", "BOOL": "?"}
+_ST_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "bf16",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
 
 
 def read_safetensors(path):
@@ -218,8 +249,9 @@ def read_safetensors(path):
         start, end = info["data_offsets"]
         shape = tuple(info["shape"])
         if base + end > size:
-            raise CheckpointTruncatedError("%s is truncated: tensor %s ends at byte %d, file has %d"
-                                           % (path, name, base + end, size))
+            raise CheckpointTruncatedError(
+                "%s is truncated: tensor %s ends at byte %d, file has %d" % (path, name, base + end, size)
+            )
         itemsize = 2 if dt == "bf16" else np.dtype(dt).itemsize
         if end - start != int(np.prod(shape, dtype=np.int64)) * itemsize:
             raise CheckpointFormatError("%s: tensor %s byte range does not match shape %s" % (path, name, shape))
@@ -322,10 +354,12 @@ def read_torch(path, kind):
     if isinstance(obj, Placeholder):
         raise CheckpointFormatError(
             "%s holds a pickled Python object (%s), not a state_dict: in PyTorch re-save it with "
-            "torch.save(model.state_dict(), path)" % (path, type(obj).qualified))
+            "torch.save(model.state_dict(), path)" % (path, type(obj).qualified)
+        )
     if not isinstance(obj, dict):
-        raise CheckpointFormatError("%s: expected a dict (state_dict or Lightning checkpoint), found %s"
-                                    % (path, type(obj).__name__))
+        raise CheckpointFormatError(
+            "%s: expected a dict (state_dict or Lightning checkpoint), found %s" % (path, type(obj).__name__)
+        )
     sd, sd_key = obj, None
     for k in _STATE_DICT_KEYS:
         if isinstance(obj.get(k), dict) and any(isinstance(v, LazyTensor) for v in obj[k].values()):
@@ -341,8 +375,9 @@ def read_torch(path, kind):
             skipped.append(str(k))
     meta["non_tensor"] = skipped
     if not tensors:
-        raise CheckpointFormatError("%s: no tensors found (top-level keys: %s)"
-                                    % (path, ", ".join(meta["container_keys"][:10])))
+        raise CheckpointFormatError(
+            "%s: no tensors found (top-level keys: %s)" % (path, ", ".join(meta["container_keys"][:10]))
+        )
     return _state_from_lazy(path, kind, tensors, meta)
 
 

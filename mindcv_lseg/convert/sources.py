@@ -18,6 +18,7 @@ layout                  recognised by                                           
 
 Values stay lazy: each output key is produced from the source on access, so big files are converted key by key.
 """
+
 import re
 from collections import OrderedDict
 
@@ -41,11 +42,13 @@ _CLIP_KEY = re.compile(
     r"|mlp\.c_(fc|proj)\.(weight|bias))"
     r"|visual\.(class_embedding|positional_embedding|proj|conv1\.weight|ln_(pre|post)\.(weight|bias)"
     r"|transformer\.resblocks\.\d+\.(attn\.in_proj_(weight|bias)|attn\.out_proj\.(weight|bias)|ln_[12]\.(weight|bias)"
-    r"|mlp\.c_(fc|proj)\.(weight|bias))))$")
+    r"|mlp\.c_(fc|proj)\.(weight|bias))))$"
+)
 # keys of a timm VisionTransformer state_dict that LSeg's ViT has (head kept here, dropped by the keymap)
 _TIMM_KEY = re.compile(
     r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)|head\.(weight|bias)"
-    r"|blocks\.\d+\.(norm[12]\.(weight|bias)|attn\.(qkv|proj)\.(weight|bias)|mlp\.fc[12]\.(weight|bias)))$")
+    r"|blocks\.\d+\.(norm[12]\.(weight|bias)|attn\.(qkv|proj)\.(weight|bias)|mlp\.fc[12]\.(weight|bias)))$"
+)
 _LSEG_ROOTS = ("clip_pretrained.", "pretrained.", "scratch.")
 
 
@@ -76,11 +79,15 @@ def detect_layout(keys):
     """Classify a list of tensor names; raises CheckpointFormatError with the first keys if unknown."""
     keys = list(keys)
     ks = set(keys)
-    if any(k.startswith(("encoder.vit.", "clip_text.", "encoder.reassemble.")) for k in keys) or \
-            any(k.startswith("scratch.") and k.endswith((".gamma", ".moving_mean")) for k in keys):
+    if any(k.startswith(("encoder.vit.", "clip_text.", "encoder.reassemble.")) for k in keys) or any(
+        k.startswith("scratch.") and k.endswith((".gamma", ".moving_mean")) for k in keys
+    ):
         return "mindspore"
-    if any(k.startswith("net.") for k in keys) or any(k.startswith(_LSEG_ROOTS) for k in keys) and \
-            any(k.startswith(("clip_pretrained.", "pretrained.act_postprocess", "scratch.")) for k in keys):
+    if (
+        any(k.startswith("net.") for k in keys)
+        or any(k.startswith(_LSEG_ROOTS) for k in keys)
+        and any(k.startswith(("clip_pretrained.", "pretrained.act_postprocess", "scratch.")) for k in keys)
+    ):
         return "lseg"
     if any(k.startswith("Transformer/encoderblock_") or k.endswith("embedding/kernel") for k in keys):
         return "big_vision"
@@ -90,7 +97,8 @@ def detect_layout(keys):
         return "timm"
     raise CheckpointFormatError(
         "unrecognised weights: not an LSeg, CLIP, timm ViT, big_vision ViT or mindcv-lseg checkpoint "
-        "(first keys: %s)" % ", ".join(keys[:6]))
+        "(first keys: %s)" % ", ".join(keys[:6])
+    )
 
 
 def _lseg(tensors):
@@ -102,7 +110,7 @@ def _clip(tensors):
     strip = _strip_common(tensors)
     mapping, dropped = OrderedDict(), []
     for k in tensors:
-        name = k[len(strip):]
+        name = k[len(strip) :]
         if _CLIP_KEY.match(name):
             mapping[k] = CLIP_PREFIX + name
         else:
@@ -114,7 +122,7 @@ def _timm(tensors):
     strip = _strip_common(tensors)
     mapping, dropped = OrderedDict(), []
     for k in tensors:
-        name = k[len(strip):]
+        name = k[len(strip) :]
         if _TIMM_KEY.match(name):
             mapping[k] = VIT_PREFIX + name
         elif name.startswith(("pre_logits.", "fc_norm.", "head_dist.", "dist_token")):
@@ -189,8 +197,11 @@ def _big_vision(tensors):
         qkv_w = [src(mha + n + "/kernel") for n in ("query", "key", "value")]
         qkv_b = [src(mha + n + "/bias") for n in ("query", "key", "value")]
         d = tensors.shape(qkv_w[0])[0]
-        add(o + "attn.qkv.weight",
-            lambda ks=qkv_w, d=d: np.concatenate([tensors[k].reshape(d, -1).T for k in ks], axis=0), (3 * d, d))
+        add(
+            o + "attn.qkv.weight",
+            lambda ks=qkv_w, d=d: np.concatenate([tensors[k].reshape(d, -1).T for k in ks], axis=0),
+            (3 * d, d),
+        )
         add(o + "attn.qkv.bias", lambda ks=qkv_b: np.concatenate([tensors[k].reshape(-1) for k in ks]), (3 * d,))
         ko = src(mha + "out/kernel")
         add(o + "attn.proj.weight", lambda k=ko, d=d: np.ascontiguousarray(tensors[k].reshape(-1, d).T), (d, d))

@@ -17,6 +17,7 @@ Any other class becomes an inert :class:`Placeholder` subclass: instances can be
 modules that can execute code (``os``, ``subprocess``, ``builtins.eval`` ...) are refused as soon as they are named.
 No code from the file is ever executed.
 """
+
 import datetime
 import io
 import os
@@ -62,10 +63,21 @@ _STORAGE_DTYPES = {
     "BoolStorage": np.dtype("?"),
 }
 _TORCH_DTYPES = {  # torch.<name> pickled as a global (e.g. in metadata or _rebuild_tensor_v3)
-    "float64": "DoubleStorage", "double": "DoubleStorage", "float32": "FloatStorage", "float": "FloatStorage",
-    "float16": "HalfStorage", "half": "HalfStorage", "bfloat16": "BFloat16Storage", "int64": "LongStorage",
-    "long": "LongStorage", "int32": "IntStorage", "int": "IntStorage", "int16": "ShortStorage",
-    "int8": "CharStorage", "uint8": "ByteStorage", "bool": "BoolStorage",
+    "float64": "DoubleStorage",
+    "double": "DoubleStorage",
+    "float32": "FloatStorage",
+    "float": "FloatStorage",
+    "float16": "HalfStorage",
+    "half": "HalfStorage",
+    "bfloat16": "BFloat16Storage",
+    "int64": "LongStorage",
+    "long": "LongStorage",
+    "int32": "IntStorage",
+    "int": "IntStorage",
+    "int16": "ShortStorage",
+    "int8": "CharStorage",
+    "uint8": "ByteStorage",
+    "bool": "BoolStorage",
 }
 
 
@@ -125,9 +137,10 @@ class LazyTensor:
         itemsize = raw.dtype.itemsize
         need = self.offset + (sum((n - 1) * s for n, s in zip(self.shape, self.stride)) + 1 if self.size else 0)
         if need > raw.size:
-            raise CheckpointTruncatedError("tensor view (offset %d, shape %s, stride %s) exceeds its storage '%s' "
-                                           "of %d elements: corrupt file" % (self.offset, self.shape, self.stride,
-                                                                             self.storage.key, raw.size))
+            raise CheckpointTruncatedError(
+                "tensor view (offset %d, shape %s, stride %s) exceeds its storage '%s' "
+                "of %d elements: corrupt file" % (self.offset, self.shape, self.stride, self.storage.key, raw.size)
+            )
         contiguous = _contiguous_strides(self.shape)
         if self.offset == 0 and self.stride == contiguous and self.size == raw.size:
             arr = raw.reshape(self.shape)
@@ -135,7 +148,8 @@ class LazyTensor:
             arr = np.empty(self.shape, raw.dtype)
         else:
             view = np.lib.stride_tricks.as_strided(
-                raw[self.offset:], shape=self.shape, strides=tuple(s * itemsize for s in self.stride), writeable=False)
+                raw[self.offset :], shape=self.shape, strides=tuple(s * itemsize for s in self.stride), writeable=False
+            )
             arr = np.ascontiguousarray(view)
         if self.storage.dtype is BFLOAT16:
             arr = bf16_to_f32(arr)
@@ -158,7 +172,8 @@ class _PlaceholderMeta(type):
     def __call__(cls, *args, **kwargs):
         raise UnsafePickleError(
             "refusing to load: the pickle calls %s(...) (a __reduce__ to a function that is not needed to rebuild "
-            "tensors). The file may contain code; it was not executed." % cls.qualified)
+            "tensors). The file may contain code; it was not executed." % cls.qualified
+        )
 
     def __repr__(cls):
         return "<placeholder class %s>" % cls.qualified
@@ -202,31 +217,111 @@ def _placeholder_class(module, name):
 
 # ---- the restricted unpickler -------------------------------------------------------------------------------------
 _DANGEROUS_MODULES = {
-    "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "sys", "shutil", "importlib", "imp", "socket", "runpy",
-    "code", "codeop", "pty", "commands", "ctypes", "pickle", "_pickle", "cPickle", "marshal", "types", "functools",
-    "operator", "webbrowser", "multiprocessing", "asyncio", "threading", "_thread", "signal", "tempfile", "pathlib",
-    "io", "_io", "glob", "inspect", "pdb", "timeit", "trace", "urllib", "http", "ftplib", "smtplib", "telnetlib",
-    "requests", "shelve", "dbm", "sqlite3", "zipimport", "pkgutil", "site", "distutils", "setuptools", "pip",
-    "torch.hub", "torch.package", "torch.serialization", "torch.jit", "torch._C", "torch.utils.cpp_extension",
-    "numpy.lib", "numpy.testing", "numpy.f2py", "numpy.distutils", "builtins", "__builtin__",
-    "copyreg", "copy_reg", "_codecs", "codecs", "weakref", "gc", "atexit", "ast", "compileall", "py_compile",
+    "os",
+    "posix",
+    "nt",
+    "posixpath",
+    "ntpath",
+    "subprocess",
+    "sys",
+    "shutil",
+    "importlib",
+    "imp",
+    "socket",
+    "runpy",
+    "code",
+    "codeop",
+    "pty",
+    "commands",
+    "ctypes",
+    "pickle",
+    "_pickle",
+    "cPickle",
+    "marshal",
+    "types",
+    "functools",
+    "operator",
+    "webbrowser",
+    "multiprocessing",
+    "asyncio",
+    "threading",
+    "_thread",
+    "signal",
+    "tempfile",
+    "pathlib",
+    "io",
+    "_io",
+    "glob",
+    "inspect",
+    "pdb",
+    "timeit",
+    "trace",
+    "urllib",
+    "http",
+    "ftplib",
+    "smtplib",
+    "telnetlib",
+    "requests",
+    "shelve",
+    "dbm",
+    "sqlite3",
+    "zipimport",
+    "pkgutil",
+    "site",
+    "distutils",
+    "setuptools",
+    "pip",
+    "torch.hub",
+    "torch.package",
+    "torch.serialization",
+    "torch.jit",
+    "torch._C",
+    "torch.utils.cpp_extension",
+    "numpy.lib",
+    "numpy.testing",
+    "numpy.f2py",
+    "numpy.distutils",
+    "builtins",
+    "__builtin__",
+    "copyreg",
+    "copy_reg",
+    "_codecs",
+    "codecs",
+    "weakref",
+    "gc",
+    "atexit",
+    "ast",
+    "compileall",
+    "py_compile",
 }
 _SAFE_BUILTINS = {
-    "set": set, "frozenset": frozenset, "bytearray": bytearray, "complex": complex, "slice": slice,
-    "range": range, "list": list, "dict": dict, "tuple": tuple, "int": int, "float": float, "bool": bool,
-    "str": str, "bytes": bytes, "object": object,
+    "set": set,
+    "frozenset": frozenset,
+    "bytearray": bytearray,
+    "complex": complex,
+    "slice": slice,
+    "range": range,
+    "list": list,
+    "dict": dict,
+    "tuple": tuple,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "bytes": bytes,
+    "object": object,
 }
 
 
 def _codecs_encode(text, encoding="utf-8"):
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
-        raise UnsafePickleError("refusing to load: unexpected _codecs.encode(%r, %r) in the pickle"
-                                % (type(text).__name__, encoding))
+        raise UnsafePickleError(
+            "refusing to load: unexpected _codecs.encode(%r, %r) in the pickle" % (type(text).__name__, encoding)
+        )
     return text.encode(encoding)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     if not isinstance(storage, StorageRef):
         raise CheckpointFormatError("tensor rebuild without a storage (got %s): unsupported file" % type(storage))
     return LazyTensor(storage, storage_offset, size, stride)
@@ -236,8 +331,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
     return _rebuild_tensor_v2(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype=None,
-                       metadata=None):
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype=None, metadata=None):
     return _rebuild_tensor_v2(storage, storage_offset, size, stride)
 
 
@@ -279,8 +373,13 @@ def _restore_type_tag(value, type_str=None):
     return value
 
 
-_ALLOWED_FUNCS = {_rebuild_tensor_v2, _rebuild_tensor, _rebuild_tensor_v3, _rebuild_parameter,
-                  _rebuild_parameter_with_state}
+_ALLOWED_FUNCS = {
+    _rebuild_tensor_v2,
+    _rebuild_tensor,
+    _rebuild_tensor_v3,
+    _rebuild_parameter,
+    _rebuild_parameter_with_state,
+}
 
 _ALLOWED_GLOBALS = {
     ("collections", "OrderedDict"): OrderedDict,
@@ -343,18 +442,23 @@ class RestrictedUnpickler(pickle.Unpickler):
         if _is_dangerous(module):
             raise UnsafePickleError(
                 "refusing to load %s: its pickle references %s.%s, which could execute code. Only tensors and plain "
-                "containers are loaded; nothing from the file was executed." % (self._source, module, name))
+                "containers are loaded; nothing from the file was executed." % (self._source, module, name)
+            )
         self.placeholders.add("%s.%s" % key)
         return _placeholder_class(module, name)
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise CheckpointFormatError("%s: unsupported persistent id in the pickle: %r" % (self._source, pid[:2]
-                                        if isinstance(pid, tuple) else type(pid)))
+            raise CheckpointFormatError(
+                "%s: unsupported persistent id in the pickle: %r"
+                % (self._source, pid[:2] if isinstance(pid, tuple) else type(pid))
+            )
         stype, key, numel = pid[1], str(pid[2]), pid[4]
         if not isinstance(stype, StorageType):
-            raise CheckpointFormatError("%s: unsupported storage type %r (only float/half/bfloat16/int/bool "
-                                        "storages are supported)" % (self._source, stype))
+            raise CheckpointFormatError(
+                "%s: unsupported storage type %r (only float/half/bfloat16/int/bool "
+                "storages are supported)" % (self._source, stype)
+            )
         ref = self.storages.get(key)
         if ref is None:
             ref = StorageRef(key, stype.dtype, numel, self._storage_loader)
@@ -377,13 +481,15 @@ class ZipStorageReader:
         try:
             info = self.zf.getinfo(name)
         except KeyError:
-            raise CheckpointTruncatedError("%s: storage '%s' is missing from the archive (truncated or corrupt file)"
-                                           % (self.path, name))
+            raise CheckpointTruncatedError(
+                "%s: storage '%s' is missing from the archive (truncated or corrupt file)" % (self.path, name)
+            )
         arr = read_zip_member(self.path, self.zf, info)
         itemsize = ref.dtype.itemsize if ref.dtype is not BFLOAT16 else 2
         if arr.size % itemsize:
-            raise CheckpointTruncatedError("%s: storage %s has %d bytes, not a multiple of %d"
-                                           % (self.path, name, arr.size, itemsize))
+            raise CheckpointTruncatedError(
+                "%s: storage %s has %d bytes, not a multiple of %d" % (self.path, name, arr.size, itemsize)
+            )
         out = arr.view(np.uint16 if ref.dtype is BFLOAT16 else ref.dtype)
         self._cache_key, self._cache = ref.key, out
         return out
@@ -408,11 +514,13 @@ def read_zip_member(path, zf, info):
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise CheckpointTruncatedError("%s: corrupt zip entry %s (%s)" % (path, info.filename, e))
     if got != info.file_size:
-        raise CheckpointTruncatedError("%s: zip entry %s is truncated (%d of %d bytes)"
-                                       % (path, info.filename, got, info.file_size))
+        raise CheckpointTruncatedError(
+            "%s: zip entry %s is truncated (%d of %d bytes)" % (path, info.filename, got, info.file_size)
+        )
     if zlib.crc32(out) & 0xFFFFFFFF != info.CRC:
-        raise CheckpointTruncatedError("%s: zip entry %s fails its CRC check (corrupt download?)"
-                                       % (path, info.filename))
+        raise CheckpointTruncatedError(
+            "%s: zip entry %s fails its CRC check (corrupt download?)" % (path, info.filename)
+        )
     return out
 
 
@@ -446,8 +554,16 @@ def load_torch_zip(path, zf=None):
         obj = up.load()
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            struct.error) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        struct.error,
+    ) as e:
         raise CheckpointTruncatedError("%s: corrupt pickle in data.pkl (%s: %s)" % (path, type(e).__name__, e))
     return obj, {"placeholders": up.placeholders, "torchscript": torchscript, "zipfile": zf}
 
@@ -490,8 +606,9 @@ def load_torch_legacy(path):
         except CheckpointError:
             raise
         except Exception as e:
-            raise CheckpointTruncatedError("%s: corrupt or truncated legacy torch file (%s: %s)"
-                                           % (path, type(e).__name__, e))
+            raise CheckpointTruncatedError(
+                "%s: corrupt or truncated legacy torch file (%s: %s)" % (path, type(e).__name__, e)
+            )
         pos = f.tell()
     for key in keys:
         ref = up.storages.get(str(key))
@@ -506,8 +623,10 @@ def load_torch_legacy(path):
         numel = int.from_bytes(n, "little")
         nbytes = numel * itemsize
         if pos + 8 + nbytes > size:
-            raise CheckpointTruncatedError("%s is truncated: storage %s needs %d bytes beyond the end of the file"
-                                           % (path, key, pos + 8 + nbytes - size))
+            raise CheckpointTruncatedError(
+                "%s is truncated: storage %s needs %d bytes beyond the end of the file"
+                % (path, key, pos + 8 + nbytes - size)
+            )
         offsets[str(key)] = (pos + 8, nbytes)
         pos += 8 + nbytes
     return obj, {"placeholders": up.placeholders, "torchscript": False}

@@ -1,4 +1,5 @@
 """``create_seg_dataset``: one entry point for the toy set, ADE20K and user folders."""
+
 import os
 from typing import Callable, Optional, Sequence, Union
 
@@ -12,12 +13,24 @@ DATASET_NAMES = ("toy", "ade20k", "folder")
 DEFAULT_SIZES = {"toy": (128, 128), "ade20k": (520, 480), "folder": (520, 480)}
 
 
-def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, label_set=None,
-                       transform: Union[str, Callable, None] = "auto", base_size: Optional[int] = None,
-                       crop_size: Union[int, Sequence[int], None] = None, scale_range=(0.5, 2.0),
-                       hflip: Union[float, bool] = 0.5, val_mode: str = "original", ignore_index: int = 255,
-                       reduce_zero_label: bool = False, mask_ignore_index: Optional[int] = 255,
-                       skip_bad: bool = False, generate_toy: bool = True) -> SegDataset:
+def create_seg_dataset(
+    name: str,
+    root: str,
+    split: Optional[str] = "train",
+    *,
+    label_set=None,
+    transform: Union[str, Callable, None] = "auto",
+    base_size: Optional[int] = None,
+    crop_size: Union[int, Sequence[int], None] = None,
+    scale_range=(0.5, 2.0),
+    hflip: Union[float, bool] = 0.5,
+    val_mode: str = "original",
+    ignore_index: int = 255,
+    reduce_zero_label: bool = False,
+    mask_ignore_index: Optional[int] = 255,
+    skip_bad: bool = False,
+    generate_toy: bool = True,
+) -> SegDataset:
     """Create a segmentation dataset with its transform.
 
     Args:
@@ -56,23 +69,55 @@ def create_seg_dataset(name: str, root: str, split: Optional[str] = "train", *, 
             train = transform == "train"
         else:
             raise ValueError(f"transform must be 'auto', 'train', 'val', None or a callable, got {transform!r}")
-        transform = create_seg_transform(train, base_size=base_size, crop_size=crop_size, scale_range=scale_range,
-                                         hflip=hflip, val_mode=val_mode, ignore_index=ignore_index)
+        transform = create_seg_transform(
+            train,
+            base_size=base_size,
+            crop_size=crop_size,
+            scale_range=scale_range,
+            hflip=hflip,
+            val_mode=val_mode,
+            ignore_index=ignore_index,
+        )
     elif transform is not None and not callable(transform):
         raise TypeError(f"transform must be a string, None or callable, got {type(transform).__name__}")
 
     if name == "ade20k":
-        return ADE20KSegDataset(root, split, label_set if label_set is not None else "ade20k_150",
-                                ignore_index=ignore_index, transform=transform, skip_bad=skip_bad)
+        return ADE20KSegDataset(
+            root,
+            split,
+            label_set if label_set is not None else "ade20k_150",
+            ignore_index=ignore_index,
+            transform=transform,
+            skip_bad=skip_bad,
+        )
     if name == "toy":
         if not os.path.isfile(os.path.join(root, "classes.txt")):
             if not generate_toy:
-                raise FileNotFoundError(f"no toy set in {root} (no classes.txt): run `python tools/quickstart.py`, "
-                                        f"or generate it with `python -m mindcv_lseg.data.toy --out {root}`")
+                raise FileNotFoundError(
+                    f"no toy set in {root} (no classes.txt): run `python tools/quickstart.py`, "
+                    f"or generate it with `python -m mindcv_lseg.data.toy --out {root}`"
+                )
             from .toy import make_toy_dataset  # lazy: see mindcv_lseg/data/__init__.py
+
             make_toy_dataset(root)
-        return FolderSegDataset(root, split, label_set, reduce_zero_label=False, mask_ignore_index=None,
-                                ignore_index=ignore_index, transform=transform, skip_bad=skip_bad, name="toy")
-    return FolderSegDataset(root, split, label_set, reduce_zero_label=reduce_zero_label,
-                            mask_ignore_index=mask_ignore_index, ignore_index=ignore_index, transform=transform,
-                            skip_bad=skip_bad)
+        return FolderSegDataset(
+            root,
+            split,
+            label_set,
+            reduce_zero_label=False,
+            mask_ignore_index=None,
+            ignore_index=ignore_index,
+            transform=transform,
+            skip_bad=skip_bad,
+            name="toy",
+        )
+    return FolderSegDataset(
+        root,
+        split,
+        label_set,
+        reduce_zero_label=reduce_zero_label,
+        mask_ignore_index=mask_ignore_index,
+        ignore_index=ignore_index,
+        transform=transform,
+        skip_bad=skip_bad,
+    )

@@ -14,6 +14,7 @@ Folder layout (``FolderSegDataset``)::
 
     or, instead of split files, images/<split>/... and masks/<split>/... sub-folders.
 """
+
 import os
 import warnings
 from typing import List, Optional, Sequence, Tuple
@@ -46,21 +47,34 @@ class SegDataset:
     default_base_size = 520
     default_crop_size = 480
 
-    def __init__(self, samples: Sequence[Tuple[str, str]], label_set, *, reduce_zero_label: bool = False,
-                 mask_ignore_index: Optional[int] = 255, ignore_index: int = 255, transform=None,
-                 skip_bad: bool = False, name: str = "seg"):
+    def __init__(
+        self,
+        samples: Sequence[Tuple[str, str]],
+        label_set,
+        *,
+        reduce_zero_label: bool = False,
+        mask_ignore_index: Optional[int] = 255,
+        ignore_index: int = 255,
+        transform=None,
+        skip_bad: bool = False,
+        name: str = "seg",
+    ):
         self.samples: List[Tuple[str, str]] = [(str(a), str(b)) for a, b in samples]
         self.label_set: LabelSet = get_label_set(label_set)
         self.reduce_zero_label = bool(reduce_zero_label)
         self.mask_ignore_index = None if mask_ignore_index is None else int(mask_ignore_index)
         self.ignore_index = int(ignore_index)
         if 0 <= self.ignore_index < self.num_classes:
-            raise ValueError(f"ignore_index={self.ignore_index} collides with a class id of the "
-                             f"{self.num_classes}-class label set {self.label_set.name!r}; use e.g. 255 or -1")
+            raise ValueError(
+                f"ignore_index={self.ignore_index} collides with a class id of the "
+                f"{self.num_classes}-class label set {self.label_set.name!r}; use e.g. 255 or -1"
+            )
         t_ignore = getattr(transform, "ignore_index", None)
         if t_ignore is not None and int(t_ignore) != self.ignore_index:
-            raise ValueError(f"transform pads masks with ignore_index={t_ignore} but the dataset uses "
-                             f"ignore_index={self.ignore_index}; build both with the same value")
+            raise ValueError(
+                f"transform pads masks with ignore_index={t_ignore} but the dataset uses "
+                f"ignore_index={self.ignore_index}; build both with the same value"
+            )
         self.transform = transform
         self.skip_bad = bool(skip_bad)
         self.name = name
@@ -75,9 +89,11 @@ class SegDataset:
         return len(self.samples)
 
     def __repr__(self):
-        return (f"{type(self).__name__}(name={self.name!r}, {len(self)} samples, label_set={self.label_set.name!r} "
-                f"({self.num_classes} classes), reduce_zero_label={self.reduce_zero_label}, "
-                f"ignore_index={self.ignore_index}, transform={self.transform!r})")
+        return (
+            f"{type(self).__name__}(name={self.name!r}, {len(self)} samples, label_set={self.label_set.name!r} "
+            f"({self.num_classes} classes), reduce_zero_label={self.reduce_zero_label}, "
+            f"ignore_index={self.ignore_index}, transform={self.transform!r})"
+        )
 
     def sample_name(self, index: int) -> str:
         """File name of the image, without folder and extension (for saving predictions)."""
@@ -95,10 +111,18 @@ class SegDataset:
         image = read_image(img_path)
         raw = read_mask(mask_path)
         if raw.shape != image.shape[:2]:
-            raise SegDataError(f"mask {mask_path} is {raw.shape[1]}x{raw.shape[0]} (WxH) but image {img_path} is "
-                               f"{image.shape[1]}x{image.shape[0]}; a mask must have its image's size")
-        mask = map_mask(raw, self.num_classes, reduce_zero_label=self.reduce_zero_label,
-                        mask_ignore_index=self.mask_ignore_index, ignore_index=self.ignore_index, path=mask_path)
+            raise SegDataError(
+                f"mask {mask_path} is {raw.shape[1]}x{raw.shape[0]} (WxH) but image {img_path} is "
+                f"{image.shape[1]}x{image.shape[0]}; a mask must have its image's size"
+            )
+        mask = map_mask(
+            raw,
+            self.num_classes,
+            reduce_zero_label=self.reduce_zero_label,
+            mask_ignore_index=self.mask_ignore_index,
+            ignore_index=self.ignore_index,
+            path=mask_path,
+        )
         return image, mask
 
     def get_item(self, index: int, rng: Optional[np.random.Generator] = None):
@@ -112,14 +136,16 @@ class SegDataset:
             rng = np.random.default_rng([0, 0, index])
         if self.transform is None:
             from .transforms import normalize
+
             return normalize(image), mask
         try:
             return self.transform(image, mask, rng)
         except SegDataError:
             raise
         except Exception as e:  # a transform bug or an absurd image: name the files
-            raise SegDataError(f"transform {self.transform!r} failed on {self.samples[index][0]}: "
-                               f"{type(e).__name__}: {e}") from None
+            raise SegDataError(
+                f"transform {self.transform!r} failed on {self.samples[index][0]}: " f"{type(e).__name__}: {e}"
+            ) from None
 
     def __getitem__(self, index: int):
         return self.get_item(index)
@@ -149,8 +175,10 @@ def _list_files(folder: str, exts) -> dict:
             rel = os.path.relpath(os.path.join(dirpath, stem), folder).replace(os.sep, "/")
             full = os.path.join(dirpath, fn)
             if rel in out:
-                raise SegDataError(f"two files for sample {rel!r} in {folder}: {out[rel]} and {full}; "
-                                   "keep one (sample names must be unique regardless of extension)")
+                raise SegDataError(
+                    f"two files for sample {rel!r} in {folder}: {out[rel]} and {full}; "
+                    "keep one (sample names must be unique regardless of extension)"
+                )
             out[rel] = full
     return out
 
@@ -181,26 +209,48 @@ class FolderSegDataset(SegDataset):
         transform, skip_bad: see :class:`SegDataset`.
     """
 
-    def __init__(self, root: str, split: Optional[str] = None, label_set=None, *, reduce_zero_label: bool = False,
-                 mask_ignore_index: Optional[int] = 255, ignore_index: int = 255, image_dir: str = "images",
-                 mask_dir: str = "masks", transform=None, skip_bad: bool = False, name: Optional[str] = None):
+    def __init__(
+        self,
+        root: str,
+        split: Optional[str] = None,
+        label_set=None,
+        *,
+        reduce_zero_label: bool = False,
+        mask_ignore_index: Optional[int] = 255,
+        ignore_index: int = 255,
+        image_dir: str = "images",
+        mask_dir: str = "masks",
+        transform=None,
+        skip_bad: bool = False,
+        name: Optional[str] = None,
+    ):
         root = os.fspath(root)
         if not os.path.isdir(root):
-            raise FileNotFoundError(f"dataset root not found: {root} (expected a folder with {image_dir}/, "
-                                    f"{mask_dir}/ and classes.txt)")
+            raise FileNotFoundError(
+                f"dataset root not found: {root} (expected a folder with {image_dir}/, " f"{mask_dir}/ and classes.txt)"
+            )
         self.root = root
         self.split = split
         if label_set is None:
             cls_file = os.path.join(root, "classes.txt")
             if not os.path.isfile(cls_file):
-                raise SegDataError(f"no classes.txt in dataset root {root}: write one label per line "
-                                   "(line i = mask value i), or pass label_set=...")
+                raise SegDataError(
+                    f"no classes.txt in dataset root {root}: write one label per line "
+                    "(line i = mask value i), or pass label_set=..."
+                )
             label_set = LabelSet.from_file(cls_file, name=name or os.path.basename(os.path.abspath(root)))
         dropped: List[str] = []
         samples = self._find_samples(root, split, image_dir, mask_dir, skip_bad, dropped)
-        super().__init__(samples, label_set, reduce_zero_label=reduce_zero_label,
-                         mask_ignore_index=mask_ignore_index, ignore_index=ignore_index, transform=transform,
-                         skip_bad=skip_bad, name=name or os.path.basename(os.path.abspath(root)))
+        super().__init__(
+            samples,
+            label_set,
+            reduce_zero_label=reduce_zero_label,
+            mask_ignore_index=mask_ignore_index,
+            ignore_index=ignore_index,
+            transform=transform,
+            skip_bad=skip_bad,
+            name=name or os.path.basename(os.path.abspath(root)),
+        )
         self.skipped_files.extend(dropped)
 
     def _find_samples(self, root, split, image_dir, mask_dir, skip_bad, dropped):
@@ -221,8 +271,10 @@ class FolderSegDataset(SegDataset):
             else:
                 split_file = os.path.join(root, "splits", f"{split}.txt")
                 if not os.path.isfile(split_file):
-                    raise SegDataError(f"split {split!r} not found in {root}: expected {image_dir}/{split}/ or "
-                                       f"splits/{split}.txt (or split=None for all images)")
+                    raise SegDataError(
+                        f"split {split!r} not found in {root}: expected {image_dir}/{split}/ or "
+                        f"splits/{split}.txt (or split=None for all images)"
+                    )
                 listed = self._read_split_file(split_file)
                 where = split_file
         images = _list_files(img_root, IMAGE_EXTS)
@@ -230,22 +282,42 @@ class FolderSegDataset(SegDataset):
         if listed is not None:
             names = listed
             missing = [n for n in names if n not in images]
-            _warn_or_raise(f"{where} lists images that do not exist in {img_root}", missing, skip_bad, dropped,
-                           "Fix the split file")
+            _warn_or_raise(
+                f"{where} lists images that do not exist in {img_root}",
+                missing,
+                skip_bad,
+                dropped,
+                "Fix the split file",
+            )
             names = [n for n in names if n in images]
         else:
             names = sorted(images)
             orphans = sorted(set(masks) - set(images))
-            _warn_or_raise(f"masks without an image in {img_root}",
-                           [masks[n] for n in orphans], skip_bad, dropped, "Add the images or remove the masks")
+            _warn_or_raise(
+                f"masks without an image in {img_root}",
+                [masks[n] for n in orphans],
+                skip_bad,
+                dropped,
+                "Add the images or remove the masks",
+            )
         no_mask = [n for n in names if n not in masks]
         lossy = _list_files(msk_root, (".jpg", ".jpeg")) if no_mask else {}
         lossy_masks = [lossy[n] for n in no_mask if n in lossy]
-        _warn_or_raise("JPEG masks (lossy compression changes class ids at edges)", lossy_masks, skip_bad, dropped,
-                       "Save masks as PNG")
+        _warn_or_raise(
+            "JPEG masks (lossy compression changes class ids at edges)",
+            lossy_masks,
+            skip_bad,
+            dropped,
+            "Save masks as PNG",
+        )
         no_mask = [n for n in no_mask if n not in lossy]
-        _warn_or_raise(f"images without a mask in {msk_root} (expected NAME.png)",
-                       [images[n] for n in no_mask], skip_bad, dropped, "Add the masks or remove the images")
+        _warn_or_raise(
+            f"images without a mask in {msk_root} (expected NAME.png)",
+            [images[n] for n in no_mask],
+            skip_bad,
+            dropped,
+            "Add the masks or remove the images",
+        )
         names = [n for n in names if n in masks]
         if not names:
             raise SegDataError(f"split {split!r} of {root} is empty: no image/mask pairs found under {where}")
@@ -288,8 +360,16 @@ class ADE20KSegDataset(FolderSegDataset):
 
     SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
 
-    def __init__(self, root: str, split: str = "train", label_set="ade20k_150", *, ignore_index: int = 255,
-                 transform=None, skip_bad: bool = False):
+    def __init__(
+        self,
+        root: str,
+        split: str = "train",
+        label_set="ade20k_150",
+        *,
+        ignore_index: int = 255,
+        transform=None,
+        skip_bad: bool = False,
+    ):
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"ADE20K root not found: {root} (expected ADEChallengeData2016/ or its parent)")
@@ -300,6 +380,16 @@ class ADE20KSegDataset(FolderSegDataset):
         ls = get_label_set(label_set)
         if len(ls) != 150:
             raise ValueError(f"ADE20K needs a 150-label set, got {len(ls)} labels ({ls.name!r})")
-        super().__init__(root, self.SPLITS[split], ls, reduce_zero_label=True, mask_ignore_index=None,
-                         ignore_index=ignore_index, image_dir="images", mask_dir="annotations", transform=transform,
-                         skip_bad=skip_bad, name="ade20k")
+        super().__init__(
+            root,
+            self.SPLITS[split],
+            ls,
+            reduce_zero_label=True,
+            mask_ignore_index=None,
+            ignore_index=ignore_index,
+            image_dir="images",
+            mask_dir="annotations",
+            transform=transform,
+            skip_bad=skip_bad,
+            name="ade20k",
+        )

@@ -32,6 +32,7 @@ A tree that holds only some of the files is evaluated over the episodes present 
 those of the full list; missing episodes are skipped) with a warning naming how many classes have no episode; the
 mIoU still averages over all the fold's classes (missing ones count 0), as the reference would.
 """
+
 import os
 import pickle
 import warnings
@@ -230,8 +231,10 @@ def _check_root(root: str, sub: str, benchmark: str, layout: str) -> str:
         if os.path.basename(os.path.normpath(root)) == sub:
             return os.path.dirname(os.path.normpath(root))
         entries = sorted(os.listdir(root))[:8]
-        raise SegDataError(f"{benchmark}: {root} has no {sub}/ folder (found: {', '.join(entries) or 'nothing'}); "
-                           f"expected layout {layout}")
+        raise SegDataError(
+            f"{benchmark}: {root} has no {sub}/ folder (found: {', '.join(entries) or 'nothing'}); "
+            f"expected layout {layout}"
+        )
     return root
 
 
@@ -272,13 +275,18 @@ class FSS1000Dataset(FewShotDataset):
                 if p.endswith(".jpg"):
                     episodes.append((p, p[: -len(".jpg")] + ".png", cid))
         if absent and len(absent) == len(classes):
-            raise SegDataError(f"fss: none of the {len(classes)} test classes of {self.split_file} has a folder in "
-                               f"{base} (e.g. {os.path.join(base, classes[0])}); expected layout {self.LAYOUT}")
+            raise SegDataError(
+                f"fss: none of the {len(classes)} test classes of {self.split_file} has a folder in "
+                f"{base} (e.g. {os.path.join(base, classes[0])}); expected layout {self.LAYOUT}"
+            )
         if absent:
             names = ", ".join(absent[:8]) + (" ..." if len(absent) > 8 else "")
-            warnings.warn(f"fss: {len(absent)} of the {len(classes)} test classes have no folder in {base} ({names}); "
-                          f"evaluating the {len(classes) - len(absent)} present. The mIoU still averages over all "
-                          f"{len(classes)} classes (a missing class counts 0).", stacklevel=2)
+            warnings.warn(
+                f"fss: {len(absent)} of the {len(classes)} test classes have no folder in {base} ({names}); "
+                f"evaluating the {len(classes) - len(absent)} present. The mIoU still averages over all "
+                f"{len(classes)} classes (a missing class counts 0).",
+                stacklevel=2,
+            )
         self._keep_present(episodes)
 
     def layout_hint(self) -> str:
@@ -295,8 +303,7 @@ class Pascal5iDataset(FewShotDataset):
     benchmark = "pascal"
     LAYOUT = "VOC2012/JPEGImages/<name>.jpg + VOC2012/SegmentationClassAug/<name>.png"
 
-    def __init__(self, root: str, mean, std, fold: int = 0, img_size: int = IMG_SIZE,
-                 num_episodes: int = NUM_EPISODES):
+    def __init__(self, root: str, mean, std, fold: int = 0, img_size: int = IMG_SIZE, num_episodes: int = NUM_EPISODES):
         super().__init__(mean, std, img_size)
         self.root = _check_root(root, "VOC2012", "PASCAL-5i", self.LAYOUT)
         self.fold = _check_fold(fold, "pascal")
@@ -308,8 +315,10 @@ class Pascal5iDataset(FewShotDataset):
         for lineno, line in enumerate(_read_lines(self.split_file), start=1):
             name, sep, cls = line.rpartition("__")
             if not sep or not cls.isdigit() or int(cls) - 1 not in self.class_ids:
-                raise SegDataError(f"split file {self.split_file}, line {lineno}: {line!r} is not '<image>__<class>' "
-                                   f"with a class of fold {self.fold} ({self.class_ids[0] + 1}..{self.class_ids[-1] + 1})")
+                raise SegDataError(
+                    f"split file {self.split_file}, line {lineno}: {line!r} is not '<image>__<class>' "
+                    f"with a class of fold {self.fold} ({self.class_ids[0] + 1}..{self.class_ids[-1] + 1})"
+                )
             entries.append((name, int(cls) - 1))
         if not entries:
             raise SegDataError(f"split file {self.split_file} lists no episode")
@@ -317,8 +326,13 @@ class Pascal5iDataset(FewShotDataset):
         episodes = []
         for i in range(num_episodes):
             name, cid = entries[i % len(entries)]
-            episodes.append((os.path.join(voc, "JPEGImages", name + ".jpg"),
-                             os.path.join(voc, "SegmentationClassAug", name + ".png"), cid))
+            episodes.append(
+                (
+                    os.path.join(voc, "JPEGImages", name + ".jpg"),
+                    os.path.join(voc, "SegmentationClassAug", name + ".png"),
+                    cid,
+                )
+            )
         self._keep_present(episodes)
 
     def layout_hint(self) -> str:
@@ -343,11 +357,11 @@ def _read_coco_split(path: str) -> Dict[int, List[str]]:
     except SegDataError:
         raise
     except Exception as e:  # noqa: BLE001 - any malformed pickle
-        raise SegDataError(f"cannot read split file {path}: {e} (expected a pickle of {{class id: [paths]}})") \
-            from None
+        raise SegDataError(f"cannot read split file {path}: {e} (expected a pickle of {{class id: [paths]}})") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise SegDataError(f"split file {path} must hold a dict {{class id: [image paths]}}, got "
-                           f"{type(data).__name__}")
+        raise SegDataError(
+            f"split file {path} must hold a dict {{class id: [image paths]}}, got " f"{type(data).__name__}"
+        )
     return {int(k): [str(p) for p in v] for k, v in data.items()}
 
 
@@ -357,8 +371,16 @@ class Coco20iDataset(FewShotDataset):
     benchmark = "coco"
     LAYOUT = "COCO2014/val2014/<file>.jpg + COCO2014/annotations/val2014/<file>.png"
 
-    def __init__(self, root: str, mean, std, fold: int = 0, img_size: int = IMG_SIZE,
-                 num_episodes: int = NUM_EPISODES, seed: int = 0):
+    def __init__(
+        self,
+        root: str,
+        mean,
+        std,
+        fold: int = 0,
+        img_size: int = IMG_SIZE,
+        num_episodes: int = NUM_EPISODES,
+        seed: int = 0,
+    ):
         super().__init__(mean, std, img_size)
         self.root = _check_root(root, "COCO2014", "COCO-20i", self.LAYOUT)
         self.fold = _check_fold(fold, "coco")
@@ -369,8 +391,10 @@ class Coco20iDataset(FewShotDataset):
         per_class = _read_coco_split(self.split_file)
         empty = [c for c in self.class_ids if not per_class.get(c)]
         if empty:
-            raise SegDataError(f"split file {self.split_file} has no image for test class(es) {empty} of fold "
-                               f"{self.fold}; every class {self.class_ids} needs at least one")
+            raise SegDataError(
+                f"split file {self.split_file} has no image for test class(es) {empty} of fold "
+                f"{self.fold}; every class {self.class_ids} needs at least one"
+            )
         coco = os.path.join(self.root, "COCO2014")
         episodes = []
         for cid, rel in self.draw_episodes(per_class, self.class_ids, num_episodes, seed):
@@ -379,8 +403,9 @@ class Coco20iDataset(FewShotDataset):
         self._keep_present(episodes)
 
     @staticmethod
-    def draw_episodes(per_class: Dict[int, List[str]], class_ids: Sequence[int], num_episodes: int,
-                      seed: int = 0) -> List[Tuple[int, str]]:
+    def draw_episodes(
+        per_class: Dict[int, List[str]], class_ids: Sequence[int], num_episodes: int, seed: int = 0
+    ) -> List[Tuple[int, str]]:
         """(class id, image path) of each episode: the reference's draws from numpy's legacy global RNG seeded 0."""
         rng = np.random.RandomState(seed)
         out = []
@@ -400,8 +425,9 @@ class Coco20iDataset(FewShotDataset):
 _CLASSES = {"fss": FSS1000Dataset, "pascal": Pascal5iDataset, "coco": Coco20iDataset}
 
 
-def create_fewshot_dataset(benchmark: str, root: str, fold: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                           img_size: int = IMG_SIZE) -> FewShotDataset:
+def create_fewshot_dataset(
+    benchmark: str, root: str, fold: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD, img_size: int = IMG_SIZE
+) -> FewShotDataset:
     """One of ``fss`` / ``pascal`` / ``coco`` (also accepted: ``fss1000``, ``pascal5i``, ``coco20i``)."""
     key = dict(zip(ZEROSHOT_DATASETS, BENCHMARKS)).get(benchmark, benchmark)
     if key not in _CLASSES:

@@ -6,6 +6,7 @@ evaluation. They are random shapes on noise, NOT the benchmarks: numbers measure
 Each tree carries its own ``splits/`` override (the shipped lists name thousands of files the fake tree lacks),
 unless ``write_splits=False``.
 """
+
 import argparse
 import os
 import pickle
@@ -26,12 +27,18 @@ def _scene(rng: np.random.Generator, size: int, value: int, background: int = 0)
     h, w = rng.integers(size // 4, size // 2, 2)
     y, x = rng.integers(0, size - h), rng.integers(0, size - w)
     label[y : y + h, x : x + w] = value
-    image[label == value] = (image[label == value] // 4 + np.array([180, 40, 40], np.uint8))
+    image[label == value] = image[label == value] // 4 + np.array([180, 40, 40], np.uint8)
     return image, label
 
 
-def make_fake_fss(root: str, classes: Sequence[str] = FAKE_FSS_CLASSES, images_per_class: int = 10, size: int = 64,
-                  seed: int = 0, write_splits: bool = True) -> str:
+def make_fake_fss(
+    root: str,
+    classes: Sequence[str] = FAKE_FSS_CLASSES,
+    images_per_class: int = 10,
+    size: int = 64,
+    seed: int = 0,
+    write_splits: bool = True,
+) -> str:
     """``root/FSS-1000/<class>/<k>.jpg`` + ``<k>.png`` (grey 0 / 255), k = 1..images_per_class."""
     rng = np.random.default_rng(seed)
     for name in classes:
@@ -48,8 +55,9 @@ def make_fake_fss(root: str, classes: Sequence[str] = FAKE_FSS_CLASSES, images_p
     return root
 
 
-def make_fake_pascal(root: str, fold: int = 0, images_per_class: int = 2, size: int = 64, seed: int = 0,
-                     write_splits: bool = True) -> List[str]:
+def make_fake_pascal(
+    root: str, fold: int = 0, images_per_class: int = 2, size: int = 64, seed: int = 0, write_splits: bool = True
+) -> List[str]:
     """``root/VOC2012/{JPEGImages,SegmentationClassAug}`` with ``images_per_class`` images per test class of
     ``fold``; labels hold the class (1-based), 0 background and a 255 border around the object. Returns the split
     lines ``<name>__<cls>`` (also written to ``splits/pascal/val/fold{fold}.txt``)."""
@@ -77,8 +85,9 @@ def make_fake_pascal(root: str, fold: int = 0, images_per_class: int = 2, size: 
     return lines
 
 
-def make_fake_coco(root: str, fold: int = 0, images_per_class: int = 2, size: int = 64, seed: int = 0,
-                   write_splits: bool = True) -> Dict[int, List[str]]:
+def make_fake_coco(
+    root: str, fold: int = 0, images_per_class: int = 2, size: int = 64, seed: int = 0, write_splits: bool = True
+) -> Dict[int, List[str]]:
     """``root/COCO2014/val2014/*.jpg`` + ``annotations/val2014/*.png`` for the 20 test classes of ``fold``; returns
     (and writes as ``splits/coco/val/fold{fold}.pkl``) the dict class id -> image paths (all 80 keys)."""
     rng = np.random.default_rng(seed)

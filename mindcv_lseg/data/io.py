@@ -1,12 +1,21 @@
 """Reading images and masks with specific errors, and mapping raw mask values to training ids."""
+
 import os
 from typing import Optional
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["SegDataError", "ImageNotFoundError", "to_rgb_array", "read_image", "read_mask", "map_mask", "IMAGE_EXTS",
-           "MASK_EXTS"]
+__all__ = [
+    "SegDataError",
+    "ImageNotFoundError",
+    "to_rgb_array",
+    "read_image",
+    "read_mask",
+    "map_mask",
+    "IMAGE_EXTS",
+    "MASK_EXTS",
+]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MASK_EXTS = (".png", ".tif", ".tiff", ".bmp")
@@ -33,11 +42,13 @@ def _open(path: str, what: str) -> Image.Image:
         im = Image.open(path)
         im.load()  # decode now: truncated/corrupt files fail here, not later
     except Image.DecompressionBombError as e:
-        raise SegDataError(f"cannot read {what} {path}: it is too large to decode safely ({e}); downscale it "
-                           "first") from None
+        raise SegDataError(
+            f"cannot read {what} {path}: it is too large to decode safely ({e}); downscale it " "first"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise SegDataError(f"cannot read {what} {path}: {e} (unreadable or truncated file; re-export or remove it)") \
-            from None
+        raise SegDataError(
+            f"cannot read {what} {path}: {e} (unreadable or truncated file; re-export or remove it)"
+        ) from None
     return im
 
 
@@ -63,8 +74,10 @@ def to_rgb_array(im: Image.Image, name: str = "<image>") -> np.ndarray:
         g = np.rint(v / 257.0).astype(np.uint8)
         arr = np.stack([g, g, g], axis=-1)
     else:
-        raise SegDataError(f"image {name}: unsupported image mode {mode!r} (e.g. float images); "
-                           "convert it to 8-bit RGB (or grayscale) PNG/JPEG")
+        raise SegDataError(
+            f"image {name}: unsupported image mode {mode!r} (e.g. float images); "
+            "convert it to 8-bit RGB (or grayscale) PNG/JPEG"
+        )
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise SegDataError(f"image {name}: decoded to an unexpected shape {arr.shape}")
     return np.ascontiguousarray(arr)
@@ -101,19 +114,30 @@ def read_mask(path: str) -> np.ndarray:
     im = _open(path, "mask")
     mode = im.mode
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LA", "PA", "La", "RGBa"):
-        raise SegDataError(f"mask {path} is a {mode} colour image; masks must be single-channel PNGs whose pixel "
-                           "values are class ids (mode L, P or 16-bit). Convert colour-coded masks to ids first")
+        raise SegDataError(
+            f"mask {path} is a {mode} colour image; masks must be single-channel PNGs whose pixel "
+            "values are class ids (mode L, P or 16-bit). Convert colour-coded masks to ids first"
+        )
     if mode not in _INT_MASK_MODES:
-        raise SegDataError(f"mask {path} has non-integer mode {mode!r}; masks must hold integer class ids "
-                           "(8/16-bit single-channel PNG)")
+        raise SegDataError(
+            f"mask {path} has non-integer mode {mode!r}; masks must hold integer class ids "
+            "(8/16-bit single-channel PNG)"
+        )
     arr = np.asarray(im)
     if arr.ndim != 2:
         raise SegDataError(f"mask {path} decoded to shape {arr.shape}; expected a single channel [H, W]")
     return arr.astype(np.int32)
 
 
-def map_mask(raw: np.ndarray, num_classes: int, *, reduce_zero_label: bool = False,
-             mask_ignore_index: Optional[int] = 255, ignore_index: int = 255, path: str = "<mask>") -> np.ndarray:
+def map_mask(
+    raw: np.ndarray,
+    num_classes: int,
+    *,
+    reduce_zero_label: bool = False,
+    mask_ignore_index: Optional[int] = 255,
+    ignore_index: int = 255,
+    path: str = "<mask>",
+) -> np.ndarray:
     """Map raw file values to training ids.
 
     * pixels equal to ``mask_ignore_index`` (file value; ``None`` = no such value) -> ``ignore_index``;
@@ -139,8 +163,10 @@ def map_mask(raw: np.ndarray, num_classes: int, *, reduce_zero_label: bool = Fal
         if reduce_zero_label:
             ign.insert(0, "0")
         ign_txt = f"; ignored values: {', '.join(ign)}" if ign else ""
-        raise SegDataError(f"mask {path} contains ids outside the label set: {shown} ({int(bad.sum())} pixels); "
-                           f"the label set has {num_classes} classes, so valid mask values are {lo}..{hi}{ign_txt}. "
-                           "Check classes.txt, reduce_zero_label and ignore_index")
+        raise SegDataError(
+            f"mask {path} contains ids outside the label set: {shown} ({int(bad.sum())} pixels); "
+            f"the label set has {num_classes} classes, so valid mask values are {lo}..{hi}{ign_txt}. "
+            "Check classes.txt, reduce_zero_label and ignore_index"
+        )
     out = np.where(ignore, ignore_index, m).astype(np.int32)
     return out

@@ -5,12 +5,14 @@ index order without shuffle) and sample ``i`` of epoch ``e`` is augmented with `
 Both are independent of ``num_workers``, so a run is reproducible, and resuming at ``(epoch, step)`` gives exactly
 the batches an uninterrupted run would have produced.
 """
+
 import gc
 import re
 import warnings
 from typing import Optional
 
 import numpy as np
+
 import mindspore.dataset as ds
 
 from .io import SegDataError
@@ -29,9 +31,18 @@ class EpochShardSampler(ds.Sampler):
     in lockstep); otherwise shards keep every sample (sizes may differ by one).
     """
 
-    def __init__(self, num_samples: int, batch_size: int = 1, shuffle: bool = False, seed: int = 0,
-                 num_shards: int = 1, shard_id: int = 0, drop_remainder: bool = False, start_epoch: int = 0,
-                 start_step: int = 0):
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        seed: int = 0,
+        num_shards: int = 1,
+        shard_id: int = 0,
+        drop_remainder: bool = False,
+        start_epoch: int = 0,
+        start_step: int = 0,
+    ):
         if num_samples <= 0:
             raise ValueError("EpochShardSampler needs at least one sample")
         if num_shards < 1 or not 0 <= shard_id < num_shards:
@@ -47,8 +58,10 @@ class EpochShardSampler(ds.Sampler):
         if self.drop_remainder:
             self.samples_per_epoch = (per_shard // self.batch_size) * self.batch_size
             if self.samples_per_epoch == 0:
-                raise ValueError(f"{self.n} samples over {self.num_shards} shard(s) give fewer than one full batch "
-                                 f"of {self.batch_size} per shard; lower batch_size or set drop_remainder=False")
+                raise ValueError(
+                    f"{self.n} samples over {self.num_shards} shard(s) give fewer than one full batch "
+                    f"of {self.batch_size} per shard; lower batch_size or set drop_remainder=False"
+                )
         else:
             self.samples_per_epoch = len(range(self.shard_id, self.n, self.num_shards))
         self.epoch = 0
@@ -68,8 +81,10 @@ class EpochShardSampler(ds.Sampler):
         the resumed partial epoch its own ``num_epochs=1`` iterator.
         """
         if epoch < 0 or not 0 <= start_step <= self.steps_per_epoch:
-            raise ValueError(f"invalid resume point epoch={epoch}, start_step={start_step} "
-                             f"({self.steps_per_epoch} steps per epoch)")
+            raise ValueError(
+                f"invalid resume point epoch={epoch}, start_step={start_step} "
+                f"({self.steps_per_epoch} steps per epoch)"
+            )
         if start_step == self.steps_per_epoch:  # resuming right after an epoch's last step
             epoch, start_step = epoch + 1, 0
         self.epoch = int(epoch)
@@ -83,12 +98,12 @@ class EpochShardSampler(ds.Sampler):
             order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
         else:
             order = np.arange(self.n)
-        return order[self.shard_id::self.num_shards][:self.samples_per_epoch]
+        return order[self.shard_id :: self.num_shards][: self.samples_per_epoch]
 
     def __iter__(self):
         epoch, skip = self.epoch, self.start_step
         self.epoch, self.start_step = epoch + 1, 0
-        for i in self.epoch_indices(epoch)[skip * self.batch_size:]:
+        for i in self.epoch_indices(epoch)[skip * self.batch_size :]:
             yield epoch * self.n + int(i)
 
     def __len__(self):
@@ -137,8 +152,7 @@ class _Source:
                 except SegDataError as e2:
                     err, bad = str(e2), (idx + k) % n
             if image is None:
-                raise SegDataError(f"skip_bad: no readable sample found near index {idx}; last error: {err}") \
-                    from None
+                raise SegDataError(f"skip_bad: no readable sample found near index {idx}; last error: {err}") from None
         if self.return_index:
             return image, mask, np.array(idx, dtype=np.int64)
         return image, mask
@@ -154,9 +168,11 @@ def _translate(err: RuntimeError, batch_size: int) -> Exception:
     if found:
         return SegDataError(found[-1].strip())
     if "batch" in msg.lower() and "shape" in msg.lower():
-        return SegDataError(f"cannot batch {batch_size} samples of different sizes (whole-image validation keeps "
-                            "each image's size): use batch_size=1, or a fixed-size transform (training crop, "
-                            "val_mode='resize_crop')")
+        return SegDataError(
+            f"cannot batch {batch_size} samples of different sizes (whole-image validation keeps "
+            "each image's size): use batch_size=1, or a fixed-size transform (training crop, "
+            "val_mode='resize_crop')"
+        )
     return err
 
 
@@ -174,10 +190,22 @@ class SegLoader:
         steps_per_epoch: batches per full epoch on this shard.
     """
 
-    def __init__(self, dataset, batch_size: int, shuffle: bool = False, num_workers: int = 1, num_shards: int = 1,
-                 shard_id: int = 0, seed: int = 0, drop_remainder: bool = False, start_epoch: int = 0,
-                 start_step: int = 0, return_index: bool = False, output_numpy: bool = False,
-                 max_rowsize: Optional[int] = None):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        shuffle: bool = False,
+        num_workers: int = 1,
+        num_shards: int = 1,
+        shard_id: int = 0,
+        seed: int = 0,
+        drop_remainder: bool = False,
+        start_epoch: int = 0,
+        start_step: int = 0,
+        return_index: bool = False,
+        output_numpy: bool = False,
+        max_rowsize: Optional[int] = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(dataset) == 0:
@@ -186,15 +214,22 @@ class SegLoader:
         self.batch_size = int(batch_size)
         self.output_numpy = output_numpy
         self.return_index = return_index
-        self.sampler = EpochShardSampler(len(dataset), batch_size, shuffle, seed, num_shards, shard_id,
-                                         drop_remainder, start_epoch, start_step)
+        self.sampler = EpochShardSampler(
+            len(dataset), batch_size, shuffle, seed, num_shards, shard_id, drop_remainder, start_epoch, start_step
+        )
         columns = ["image", "mask"] + (["index"] if return_index else [])
         num_workers = max(1, int(num_workers))
         kwargs = {}
         if num_workers > 1 and max_rowsize is not None:
             kwargs["max_rowsize"] = max_rowsize
-        gen = ds.GeneratorDataset(_Source(dataset, seed, return_index), column_names=columns, sampler=self.sampler,
-                                  num_parallel_workers=num_workers, python_multiprocessing=num_workers > 1, **kwargs)
+        gen = ds.GeneratorDataset(
+            _Source(dataset, seed, return_index),
+            column_names=columns,
+            sampler=self.sampler,
+            num_parallel_workers=num_workers,
+            python_multiprocessing=num_workers > 1,
+            **kwargs,
+        )
         self.pipeline = gen.batch(self.batch_size, drop_remainder=False)
         self.num_workers = num_workers
 
@@ -245,10 +280,21 @@ class SegLoader:
                 self.sampler.set_epoch(epoch + 1, 0)
 
 
-def create_seg_loader(dataset, batch_size: int, shuffle: bool = False, num_workers: int = 1, num_shards: int = 1,
-                      shard_id: int = 0, seed: int = 0, drop_remainder: bool = False, start_epoch: int = 0,
-                      start_step: int = 0, return_index: bool = False, output_numpy: bool = False,
-                      max_rowsize: Optional[int] = None) -> SegLoader:
+def create_seg_loader(
+    dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    num_workers: int = 1,
+    num_shards: int = 1,
+    shard_id: int = 0,
+    seed: int = 0,
+    drop_remainder: bool = False,
+    start_epoch: int = 0,
+    start_step: int = 0,
+    return_index: bool = False,
+    output_numpy: bool = False,
+    max_rowsize: Optional[int] = None,
+) -> SegLoader:
     """Build a :class:`SegLoader` (batched ``GeneratorDataset`` pipeline in ``loader.pipeline``).
 
     Args:
@@ -267,7 +313,18 @@ def create_seg_loader(dataset, batch_size: int, shuffle: bool = False, num_worke
     Returns:
         SegLoader yielding ``(image float32 [B, 3, h, w], mask int32 [B, h, w][, index int64 [B]])``.
     """
-    return SegLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers, num_shards=num_shards,
-                     shard_id=shard_id, seed=seed, drop_remainder=drop_remainder, start_epoch=start_epoch,
-                     start_step=start_step, return_index=return_index, output_numpy=output_numpy,
-                     max_rowsize=max_rowsize)
+    return SegLoader(
+        dataset,
+        batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        num_shards=num_shards,
+        shard_id=shard_id,
+        seed=seed,
+        drop_remainder=drop_remainder,
+        start_epoch=start_epoch,
+        start_step=start_step,
+        return_index=return_index,
+        output_numpy=output_numpy,
+        max_rowsize=max_rowsize,
+    )

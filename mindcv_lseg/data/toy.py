@@ -9,6 +9,7 @@ Class ids follow the built-in ``"toy"`` label set: 0 sky, 1 grass, 2 water, 3 ro
 
 Every image depends only on ``(seed, split, index)``: the same arguments always give byte-identical files.
 """
+
 import argparse
 import os
 import sys
@@ -111,8 +112,9 @@ def _texture(kind, rng, yy, xx, h, w):
     return out
 
 
-def make_toy_dataset(root: str, num_train: int = 96, num_val: int = 24, size: int = 128, seed: int = 0,
-                     overwrite: bool = False) -> str:
+def make_toy_dataset(
+    root: str, num_train: int = 96, num_val: int = 24, size: int = 128, seed: int = 0, overwrite: bool = False
+) -> str:
     """Write the toy set to ``root`` in the folder layout (``images/``, ``masks/``, ``classes.txt``, ``splits/``).
 
     Args:
@@ -134,8 +136,10 @@ def make_toy_dataset(root: str, num_train: int = 96, num_val: int = 24, size: in
     if os.path.isfile(stamp_path) and open(stamp_path, encoding="utf-8").read() == stamp and not overwrite:
         return root
     if os.path.isdir(root) and os.listdir(root) and not overwrite and not os.path.isfile(stamp_path):
-        raise FileExistsError(f"toy set output folder {root} is not empty and holds no toy set; choose an empty "
-                              "or new folder (data_dir / --data_dir), or empty this one")
+        raise FileExistsError(
+            f"toy set output folder {root} is not empty and holds no toy set; choose an empty "
+            "or new folder (data_dir / --data_dir), or empty this one"
+        )
     for sub in ("images", "masks", "splits"):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     for split, n in (("train", num_train), ("val", num_val)):
@@ -167,8 +171,10 @@ def main(argv=None):
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"toy set written to {a.out}: {a.num_train} train + {a.num_val} val images of {a.size}x{a.size}, "
-          f"classes: {', '.join(TOY_CLASSES)}")
+    print(
+        f"toy set written to {a.out}: {a.num_train} train + {a.num_val} val images of {a.size}x{a.size}, "
+        f"classes: {', '.join(TOY_CLASSES)}"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ All transforms take ``(image uint8 [H, W, 3], mask int32 [H, W], rng)`` and retu
 ``(image float32 [3, h, w], mask int32 [h, w])``; ``rng`` is a ``numpy.random.Generator`` (the loader seeds one
 per sample from ``(seed, epoch, index)``, so results do not depend on worker count or order).
 """
+
 from typing import Sequence, Tuple, Union
 
 import numpy as np
@@ -75,8 +76,14 @@ class TrainTransform:
         ignore_index: mask value for padded pixels.
     """
 
-    def __init__(self, base_size: int = 520, crop_size: Size = 480, scale_range=(0.5, 2.0),
-                 hflip: Union[float, bool] = 0.5, ignore_index: int = 255):
+    def __init__(
+        self,
+        base_size: int = 520,
+        crop_size: Size = 480,
+        scale_range=(0.5, 2.0),
+        hflip: Union[float, bool] = 0.5,
+        ignore_index: int = 255,
+    ):
         if int(base_size) <= 0:
             raise ValueError(f"base_size must be positive, got {base_size}")
         lo, hi = (float(s) for s in scale_range)
@@ -109,13 +116,15 @@ class TrainTransform:
         h, w = mask.shape
         y1 = int(rng.integers(0, h - ch, endpoint=True))
         x1 = int(rng.integers(0, w - cw, endpoint=True))
-        image = image[y1:y1 + ch, x1:x1 + cw]
-        mask = mask[y1:y1 + ch, x1:x1 + cw]
+        image = image[y1 : y1 + ch, x1 : x1 + cw]
+        mask = mask[y1 : y1 + ch, x1 : x1 + cw]
         return normalize(image), np.ascontiguousarray(mask, dtype=np.int32)
 
     def __repr__(self):
-        return (f"TrainTransform(long side {self.long_min}..{self.long_max}, crop=({self.crop_h}, {self.crop_w}), "
-                f"hflip={self.hflip}, ignore_index={self.ignore_index})")
+        return (
+            f"TrainTransform(long side {self.long_min}..{self.long_max}, crop=({self.crop_h}, {self.crop_w}), "
+            f"hflip={self.hflip}, ignore_index={self.ignore_index})"
+        )
 
 
 class ValTransform:
@@ -153,18 +162,26 @@ class ValTransform:
             image, mask = resize_pair(image, mask, oh, ow)
             y1 = int(round((oh - out) / 2.0))
             x1 = int(round((ow - out) / 2.0))
-            image = image[y1:y1 + out, x1:x1 + out]
-            mask = mask[y1:y1 + out, x1:x1 + out]
+            image = image[y1 : y1 + out, x1 : x1 + out]
+            mask = mask[y1 : y1 + out, x1 : x1 + out]
         return normalize(image), np.ascontiguousarray(mask, dtype=np.int32)
 
     def __repr__(self):
         return f"ValTransform(mode={self.mode!r}, crop_size={self.crop_h})"
 
 
-def create_seg_transform(train: bool, base_size: int = 520, crop_size: Size = 480, scale_range=(0.5, 2.0),
-                         hflip: Union[float, bool] = 0.5, val_mode: str = "original", ignore_index: int = 255):
+def create_seg_transform(
+    train: bool,
+    base_size: int = 520,
+    crop_size: Size = 480,
+    scale_range=(0.5, 2.0),
+    hflip: Union[float, bool] = 0.5,
+    val_mode: str = "original",
+    ignore_index: int = 255,
+):
     """Build the training (:class:`TrainTransform`) or validation (:class:`ValTransform`) transform."""
     if train:
-        return TrainTransform(base_size=base_size, crop_size=crop_size, scale_range=scale_range, hflip=hflip,
-                              ignore_index=ignore_index)
+        return TrainTransform(
+            base_size=base_size, crop_size=crop_size, scale_range=scale_range, hflip=hflip, ignore_index=ignore_index
+        )
     return ValTransform(mode=val_mode, crop_size=crop_size)

@@ -5,6 +5,7 @@
 * :mod:`.ui` — the Gradio page (optional extra ``pip install -e ".[demo]"``);
 * :mod:`.cli` — arguments, the quickstart default, load + warm-up, serving.
 """
+
 from .service import DEFAULT_LABELS, DemoInputError, DemoLimits, DemoOutput, DemoService
 
 __all__ = ["DEFAULT_LABELS", "DemoInputError", "DemoLimits", "DemoOutput", "DemoService"]

@@ -1,4 +1,5 @@
 """``tools/demo.py``: argument parsing, the quickstart default, start-up (load, warm-up) and serving."""
+
 import argparse
 import atexit
 import ipaddress
@@ -50,23 +51,40 @@ class DemoSetup:
 
 def build_parser() -> argparse.ArgumentParser:
     lim = DemoLimits()
-    p = argparse.ArgumentParser(prog="tools/demo.py", description="Serve an interactive LSeg page: upload a photo, "
-                                "type any labels, see the segmentation.", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="lseg_vitl16_384 | lseg_vitb32 | lseg_tiny_test "
-                   f"(default: the quickstart's {QUICKSTART_MODEL} if its checkpoint exists)")
-    p.add_argument("--ckpt_path", default=None, help="MindSpore checkpoint of --model (tools/convert.py or "
-                   f"tools/train.py); default: the quickstart's, {QUICKSTART_OUT_DIR}/best.ckpt")
+    p = argparse.ArgumentParser(
+        prog="tools/demo.py",
+        description="Serve an interactive LSeg page: upload a photo, " "type any labels, see the segmentation.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="lseg_vitl16_384 | lseg_vitb32 | lseg_tiny_test "
+        f"(default: the quickstart's {QUICKSTART_MODEL} if its checkpoint exists)",
+    )
+    p.add_argument(
+        "--ckpt_path",
+        default=None,
+        help="MindSpore checkpoint of --model (tools/convert.py or "
+        f"tools/train.py); default: the quickstart's, {QUICKSTART_OUT_DIR}/best.ckpt",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--labels", default=None, help="labels pre-filled in the page, comma-separated")
     p.add_argument("--examples", nargs="*", default=None, help="example images: files and/or folders (first 8)")
-    p.add_argument("--mode", type=int, default=0, choices=(0, 1), help="MindSpore mode: 0 GRAPH (default, "
-                   "compiled once per image size), 1 PYNATIVE")
+    p.add_argument(
+        "--mode",
+        type=int,
+        default=0,
+        choices=(0, 1),
+        help="MindSpore mode: 0 GRAPH (default, " "compiled once per image size), 1 PYNATIVE",
+    )
     p.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
     p.add_argument("--max_file_mb", type=float, default=lim.max_file_mb, help="largest upload (MB)")
-    p.add_argument("--max_pixels", type=int, default=lim.max_pixels, help="largest image (pixels), checked "
-                   "before decoding")
+    p.add_argument(
+        "--max_pixels", type=int, default=lim.max_pixels, help="largest image (pixels), checked " "before decoding"
+    )
     p.add_argument("--max_side", type=int, default=lim.max_side, help="longer image sides are downscaled to this")
     p.add_argument("--max_labels", type=int, default=lim.max_labels, help="most labels per request (<= 256)")
     p.add_argument("--queue_size", type=int, default=lim.queue_size, help="most requests waiting")
@@ -110,17 +128,24 @@ def resolve_setup(args) -> DemoSetup:
         ckpt = find_checkpoint(QUICKSTART_OUT_DIR, QUICKSTART_MODEL)
         if ckpt is None:
             raise ValueError(NO_CHECKPOINT)
-        note = ("Serving the quickstart's toy model: the tiny LSeg trained for a few minutes on generated scenes "
-                f"of {', '.join(TOY_LABELS[:-1])} and {TOY_LABELS[-1]}. It knows only these; the examples below are "
-                "toy validation images.")
-        return DemoSetup(QUICKSTART_MODEL, ckpt, labels or list(TOY_LABELS),
-                         examples or _toy_examples(QUICKSTART_DATA_DIR), note)
+        note = (
+            "Serving the quickstart's toy model: the tiny LSeg trained for a few minutes on generated scenes "
+            f"of {', '.join(TOY_LABELS[:-1])} and {TOY_LABELS[-1]}. It knows only these; the examples below are "
+            "toy validation images."
+        )
+        return DemoSetup(
+            QUICKSTART_MODEL, ckpt, labels or list(TOY_LABELS), examples or _toy_examples(QUICKSTART_DATA_DIR), note
+        )
     if args.model is None:
-        raise ValueError("--ckpt_path given without --model: pass the checkpoint's variant, e.g. --model "
-                         "lseg_vitl16_384 (lseg_vitl16_384, lseg_vitb32, lseg_tiny_test)")
+        raise ValueError(
+            "--ckpt_path given without --model: pass the checkpoint's variant, e.g. --model "
+            "lseg_vitl16_384 (lseg_vitl16_384, lseg_vitb32, lseg_tiny_test)"
+        )
     if not args.ckpt_path:
-        raise ValueError(f"no checkpoint given for {args.model}: pass --ckpt_path FILE.ckpt (convert the official "
-                         "weights with tools/convert.py or train one with tools/train.py)")
+        raise ValueError(
+            f"no checkpoint given for {args.model}: pass --ckpt_path FILE.ckpt (convert the official "
+            "weights with tools/convert.py or train one with tools/train.py)"
+        )
     if not os.path.isfile(args.ckpt_path):
         raise ValueError(f"checkpoint not found: {args.ckpt_path} (check the path given to --ckpt_path)")
     return DemoSetup(args.model, args.ckpt_path, labels or list(DEFAULT_LABELS), examples)
@@ -153,8 +178,10 @@ def main(argv=None) -> int:
     if setup.note:
         print(f"{setup.note}\n  checkpoint: {setup.ckpt_path}", flush=True)
     if not _is_loopback(args.host):
-        print(f"warning: binding {args.host}: the page is reachable from other machines and has no "
-              "authentication", file=sys.stderr)
+        print(
+            f"warning: binding {args.host}: the page is reachable from other machines and has no " "authentication",
+            file=sys.stderr,
+        )
 
     work_dir = tempfile.mkdtemp(prefix="lseg_demo_")  # uploads and masks; removed at exit
     atexit.register(shutil.rmtree, work_dir, True)
@@ -168,9 +195,15 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     try:
-        service = DemoService.from_checkpoint(setup.model, setup.ckpt_path, mode=args.mode,
-                                              device_target=args.device_target, limits=limits,
-                                              default_labels=setup.labels, work_dir=os.path.join(work_dir, "masks"))
+        service = DemoService.from_checkpoint(
+            setup.model,
+            setup.ckpt_path,
+            mode=args.mode,
+            device_target=args.device_target,
+            limits=limits,
+            default_labels=setup.labels,
+            work_dir=os.path.join(work_dir, "masks"),
+        )
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -185,8 +218,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     t_warm = service.warm_up(warm_image)
-    print(f"model {setup.model} loaded in {t_load:.1f} s, warm-up (compile + label embeddings) {t_warm:.1f} s",
-          flush=True)
+    print(
+        f"model {setup.model} loaded in {t_load:.1f} s, warm-up (compile + label embeddings) {t_warm:.1f} s", flush=True
+    )
 
     from .ui import build_ui, launch
 

@@ -6,6 +6,7 @@ by calling :func:`mindcv_lseg.segment` — the same inference core as ``tools/in
 inference path. Bad input raises :class:`DemoInputError`, whose message is safe to show to the client: it never
 contains a server-side path.
 """
+
 import itertools
 import os
 import re
@@ -50,8 +51,9 @@ class DemoLimits:
             if not getattr(self, name) > 0:
                 raise ValueError(f"demo limit {name} must be positive, got {getattr(self, name)!r}")
         if self.max_labels > 256:
-            raise ValueError(f"demo limit max_labels must be <= 256 (one palette index per label), got "
-                             f"{self.max_labels}")
+            raise ValueError(
+                f"demo limit max_labels must be <= 256 (one palette index per label), got " f"{self.max_labels}"
+            )
 
     @property
     def max_file_bytes(self) -> int:
@@ -106,9 +108,15 @@ class DemoService:
     Requests are serialised by a lock (the web server also queues them with concurrency 1).
     """
 
-    def __init__(self, net, model_name: str, limits: DemoLimits = DemoLimits(),
-                 default_labels: Sequence[str] = DEFAULT_LABELS, work_dir: Optional[str] = None,
-                 max_label_sets: int = 256):
+    def __init__(
+        self,
+        net,
+        model_name: str,
+        limits: DemoLimits = DemoLimits(),
+        default_labels: Sequence[str] = DEFAULT_LABELS,
+        work_dir: Optional[str] = None,
+        max_label_sets: int = 256,
+    ):
         self.net = net
         self.model_name = model_name
         self.limits = limits
@@ -152,8 +160,10 @@ class DemoService:
         lines = [t.strip() for t in str(text or "").splitlines() if t.strip()]
         for t in lines:
             if t.count("{}") != 1 or "{" in t.replace("{}", "") or "}" in t.replace("{}", ""):
-                raise DemoInputError(f"prompt template {t!r} must contain the placeholder {{}} exactly once "
-                                     "and no other braces, e.g. \"a photo of a {}.\"")
+                raise DemoInputError(
+                    f"prompt template {t!r} must contain the placeholder {{}} exactly once "
+                    'and no other braces, e.g. "a photo of a {}."'
+                )
         return tuple(lines) or None
 
     def read_image(self, path: str) -> Tuple[Image.Image, List[str]]:
@@ -169,19 +179,23 @@ class DemoService:
             raise DemoInputError("no image: upload or drop a photo, or click an example")
         nbytes = os.path.getsize(path)
         if nbytes > lim.max_file_bytes:
-            raise DemoInputError(f"the file is {nbytes / 2**20:.1f} MB; this server accepts at most "
-                                 f"{lim.max_file_mb:g} MB")
+            raise DemoInputError(
+                f"the file is {nbytes / 2**20:.1f} MB; this server accepts at most " f"{lim.max_file_mb:g} MB"
+            )
         try:
             with Image.open(path) as im:  # reads the header only
                 w, h = im.size
         except Image.DecompressionBombError:
             raise DemoInputError(f"the image has too many pixels (limit {lim.max_pixels / 1e6:g} MP)") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise DemoInputError("the file is not an image this server can read (use PNG, JPEG, WebP, BMP or "
-                                 "TIFF)") from None
+            raise DemoInputError(
+                "the file is not an image this server can read (use PNG, JPEG, WebP, BMP or " "TIFF)"
+            ) from None
         if w * h > lim.max_pixels:
-            raise DemoInputError(f"the image is {w}x{h} = {w * h / 1e6:.1f} MP; this server accepts at most "
-                                 f"{lim.max_pixels / 1e6:g} MP")
+            raise DemoInputError(
+                f"the image is {w}x{h} = {w * h / 1e6:.1f} MP; this server accepts at most "
+                f"{lim.max_pixels / 1e6:g} MP"
+            )
         try:
             image = load_image(path)
         except (ValueError, OSError, Image.DecompressionBombError):
@@ -190,8 +204,10 @@ class DemoService:
         if max(image.size) > lim.max_side:
             scale = lim.max_side / max(image.size)
             size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
-            notes.append(f"the image was downscaled from {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} "
-                         f"(longest side limit {lim.max_side} px)")
+            notes.append(
+                f"the image was downscaled from {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} "
+                f"(longest side limit {lim.max_side} px)"
+            )
             image = image.resize(size, Image.BILINEAR)
         return image, notes
 
@@ -202,12 +218,18 @@ class DemoService:
 
         cache = self._caches.get(templates)
         if cache is None or cache.misses >= self.max_label_sets:
-            cache = self._caches[templates] = TextEmbeddingCache(self.net, model_id=self.model_name,
-                                                                 templates=templates)
+            cache = self._caches[templates] = TextEmbeddingCache(
+                self.net, model_id=self.model_name, templates=templates
+            )
         return cache
 
-    def segment(self, image: Image.Image, labels: Sequence[str], mode: str = "whole",
-                templates: Optional[Tuple[str, ...]] = None):
+    def segment(
+        self,
+        image: Image.Image,
+        labels: Sequence[str],
+        mode: str = "whole",
+        templates: Optional[Tuple[str, ...]] = None,
+    ):
         """:func:`mindcv_lseg.segment` with this service's network and cache, one request at a time."""
         from ..eval.api import segment
 
@@ -222,8 +244,14 @@ class DemoService:
         self.segment(image, self.default_labels, mode=mode)
         return time.perf_counter() - t0
 
-    def handle(self, image_path: Optional[str], labels_text, mode: str = "whole", templates_text: str = "",
-               client_name: Optional[str] = None) -> DemoOutput:
+    def handle(
+        self,
+        image_path: Optional[str],
+        labels_text,
+        mode: str = "whole",
+        templates_text: str = "",
+        client_name: Optional[str] = None,
+    ) -> DemoOutput:
         """One request of the page.
 
         Args:
@@ -251,11 +279,19 @@ class DemoService:
         from ..viz import get_palette
 
         pal = get_palette(len(labels))
-        table = [[i, lab, "#%02x%02x%02x" % tuple(int(c) for c in pal[i]), round(float(share[i]), 2)]
-                 for i, lab in enumerate(labels)]
-        return DemoOutput(result=res, overlay=res.visualize(), mask_rgb=res.palette_image.convert("RGB"),
-                          mask_path=mask_path, table=table, notes=notes + image_notes,
-                          seconds=time.perf_counter() - t0)
+        table = [
+            [i, lab, "#%02x%02x%02x" % tuple(int(c) for c in pal[i]), round(float(share[i]), 2)]
+            for i, lab in enumerate(labels)
+        ]
+        return DemoOutput(
+            result=res,
+            overlay=res.visualize(),
+            mask_rgb=res.palette_image.convert("RGB"),
+            mask_path=mask_path,
+            table=table,
+            notes=notes + image_notes,
+            seconds=time.perf_counter() - t0,
+        )
 
     def _write_mask(self, res, stem: str, keep: int = 8) -> str:
         """Write the palette PNG into a fresh request folder; only the last ``keep`` folders are kept."""

@@ -20,14 +20,14 @@ translate are swapped for equivalent formulations first (:mod:`mindcv_lseg.deplo
 Every argument is checked before anything is built or written; the graphs are exported into a temporary folder and
 moved into ``DIR`` only when all of them exist, the JSON last, so a failed export leaves nothing behind.
 """
+
 import json
 import os
 import shutil
 import tempfile
 from typing import Optional, Sequence
 
-__all__ = ["ExportError", "PARTS", "FILE_FORMATS", "ExportSpec", "check_export_args", "export_lseg",
-           "deploy_json_path"]
+__all__ = ["ExportError", "PARTS", "FILE_FORMATS", "ExportSpec", "check_export_args", "export_lseg", "deploy_json_path"]
 
 PARTS = ("image", "text", "both")
 FILE_FORMATS = ("MINDIR", "ONNX")
@@ -63,9 +63,16 @@ class ExportSpec:
         return f"{self.model}_{part}{_EXT[self.file_format]}"
 
 
-def check_export_args(model: str, ckpt_path: Optional[str], part: str = "both", file_format: str = "MINDIR",
-                      image_size: Optional[Sequence[int]] = None, num_labels: int = 5,
-                      output_dir: str = "./export", impl: str = "native") -> ExportSpec:
+def check_export_args(
+    model: str,
+    ckpt_path: Optional[str],
+    part: str = "both",
+    file_format: str = "MINDIR",
+    image_size: Optional[Sequence[int]] = None,
+    num_labels: int = 5,
+    output_dir: str = "./export",
+    impl: str = "native",
+) -> ExportSpec:
     """Validate export arguments without building anything.
 
     Args:
@@ -85,14 +92,17 @@ def check_export_args(model: str, ckpt_path: Optional[str], part: str = "both", 
     import mindcv
 
     import mindcv_lseg  # noqa: F401  (registers the lseg_* models)
+
     from ..models.lseg import INPUT_MULTIPLE
 
     lseg_models = mindcv.list_models("lseg_*")
     if model not in lseg_models:
         raise ExportError(f"--model: unknown model {model!r}; LSeg models: {', '.join(lseg_models)}")
     if not ckpt_path:
-        raise ExportError(f"--ckpt_path: no checkpoint given for {model} (convert the official weights with "
-                          f"tools/convert.py or train one with tools/train.py)")
+        raise ExportError(
+            f"--ckpt_path: no checkpoint given for {model} (convert the official weights with "
+            f"tools/convert.py or train one with tools/train.py)"
+        )
     if not os.path.isfile(ckpt_path):
         raise ExportError(f"--ckpt_path: checkpoint not found: {ckpt_path}")
     if part not in PARTS:
@@ -106,17 +116,24 @@ def check_export_args(model: str, ckpt_path: Optional[str], part: str = "both", 
         size = tuple(int(s) for s in image_size)
     except (TypeError, ValueError):
         raise ExportError(f"--image_size takes two integers H W, got {image_size!r}") from None
-    if len(size) != 2 or any(s <= 0 or s % INPUT_MULTIPLE for s in size) or any(
-            float(s) != float(t) for s, t in zip(size, image_size)):
-        raise ExportError(f"--image_size takes two positive multiples of {INPUT_MULTIPLE} (H W), got "
-                          f"{' '.join(str(s) for s in image_size)}")
+    if (
+        len(size) != 2
+        or any(s <= 0 or s % INPUT_MULTIPLE for s in size)
+        or any(float(s) != float(t) for s, t in zip(size, image_size))
+    ):
+        raise ExportError(
+            f"--image_size takes two positive multiples of {INPUT_MULTIPLE} (H W), got "
+            f"{' '.join(str(s) for s in image_size)}"
+        )
     if isinstance(num_labels, bool) or int(num_labels) != num_labels or int(num_labels) < 1:
         raise ExportError(f"--num_labels must be a positive integer, got {num_labels!r}")
     if impl not in ("native", "lean"):
         raise ExportError(f"--impl must be native or lean, got {impl!r}")
     if impl == "lean" and fmt == "ONNX":
-        raise ExportError("--impl lean exports to MINDIR only (its CPU formulations are not ONNX-exportable); "
-                          "ONNX exports use --impl native")
+        raise ExportError(
+            "--impl lean exports to MINDIR only (its CPU formulations are not ONNX-exportable); "
+            "ONNX exports use --impl native"
+        )
     if not output_dir:
         raise ExportError("--output_dir: no folder given")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
@@ -228,8 +245,10 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
                 example = ms.Tensor(np.zeros((spec.num_labels, context_length), np.int32))
                 cell, names = _text_cell(net), ("tokens", "text_features")
                 shapes = ([spec.num_labels, context_length], [spec.num_labels, embed_dim])
-            log(f"exporting {part} graph -> {spec.file_name(part)} (input {names[0]} {shapes[0]}, "
-                f"output {names[1]} {shapes[1]})")
+            log(
+                f"exporting {part} graph -> {spec.file_name(part)} (input {names[0]} {shapes[0]}, "
+                f"output {names[1]} {shapes[1]})"
+            )
             file = _export_graph(cell, example, path, spec.file_format, *names)
             info[part] = {"file": file, "input_shape": shapes[0], "output_shape": shapes[1]}
         os.makedirs(spec.output_dir, exist_ok=True)

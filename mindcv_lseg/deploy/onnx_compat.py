@@ -10,13 +10,13 @@ the exporter translates correctly (matmul, elementwise arithmetic, ``Exp``, ``Ab
 transpose). Outputs agree with the replaced cells to float32 rounding (GELU, run by MindSpore on CPU: max abs error 5.8e-7 on
 [-12, 12], against 4.5e-7 for MindSpore's own exact ``ops.gelu``; its CPU ``Exp`` is off by up to 5e-6 relative).
 """
+
 import math
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-__all__ = ["PolyGELU", "DecomposedLayerNorm", "MatmulConvTranspose2d", "MatmulBilinearResize",
-           "make_onnx_exportable"]
+__all__ = ["PolyGELU", "DecomposedLayerNorm", "MatmulConvTranspose2d", "MatmulBilinearResize", "make_onnx_exportable"]
 
 # Abramowitz & Stegun (1964), formula 7.1.26: erfc(z) ~= t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-z^2),
 # t = 1 / (1 + p z), z >= 0, absolute error <= 1.5e-7.

@@ -15,6 +15,7 @@ The graphs have the shapes fixed at export time (written in ``NAME_deploy.json``
   right, with the value of a black pixel) and the output cropped, which equals eager ``whole`` only when the padded
   size is the exported size (the ViT sees the extra padding); a larger one raises ``ValueError``.
 """
+
 import json
 import os
 from dataclasses import replace
@@ -22,7 +23,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..eval.api import SegResult, segment as eager_segment
+from ..eval.api import SegResult
+from ..eval.api import segment as eager_segment
 from ..eval.inference import InferenceConfig, resize_bilinear
 from ..eval.text_cache import TextEmbeddingCache
 from ..text.tokenizer import tokenize
@@ -62,8 +64,9 @@ class _Graph:
             try:
                 import onnxruntime as ort
             except ImportError:
-                raise DeployError("ONNX Runtime is not installed: pip install 'mindcv-lseg[onnx]' (or onnxruntime)") \
-                    from None
+                raise DeployError(
+                    "ONNX Runtime is not installed: pip install 'mindcv-lseg[onnx]' (or onnxruntime)"
+                ) from None
             opts = ort.SessionOptions()
             if threads:
                 opts.intra_op_num_threads = int(threads)
@@ -149,8 +152,10 @@ class DeployedLSeg:
         x = np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x, dtype=np.float32)
         (h, w), (eh, ew) = x.shape[2:], self.image_size
         if x.ndim != 4 or x.shape[:2] != (1, 3) or h > eh or w > ew:
-            raise ValueError(f"the exported image graph takes [1, 3, {eh}, {ew}] (padded up from smaller images); "
-                             f"got {list(x.shape)}: export again with --image_size covering it, or use mode='slide'")
+            raise ValueError(
+                f"the exported image graph takes [1, 3, {eh}, {ew}] (padded up from smaller images); "
+                f"got {list(x.shape)}: export again with --image_size covering it, or use mode='slide'"
+            )
         if (h, w) != (eh, ew):
             x = np.pad(x, ((0, 0), (0, 0), (0, eh - h), (0, ew - w)), constant_values=np.float32(-1.0))
         return np.ascontiguousarray(x)
@@ -176,8 +181,9 @@ class DeployedLSeg:
         return self.logits(self._image(self._check_image(x)), text)[:, :, :h, :w]
 
     # ----------------------------------------------------------------- the eager API
-    def inference_config(self, config: Optional[InferenceConfig] = None, mode: str = "whole",
-                         **overrides) -> InferenceConfig:
+    def inference_config(
+        self, config: Optional[InferenceConfig] = None, mode: str = "whole", **overrides
+    ) -> InferenceConfig:
         """The :class:`InferenceConfig` for the exported graphs: ``crop_size`` = the exported size.
 
         Raises ``ValueError`` for ``slide``/``ms_flip`` when the export is not square or another ``crop_size`` is
@@ -187,19 +193,38 @@ class DeployedLSeg:
         cfg = config if config is not None else InferenceConfig(mode=mode, **overrides)
         if cfg.mode != "whole":
             if eh != ew or overrides.get("crop_size", eh) != eh:
-                raise ValueError(f"mode={cfg.mode!r} feeds crop_size x crop_size windows: it needs a square export "
-                                 f"whose --image_size is the crop size (this export is {eh}x{ew}, crop_size "
-                                 f"{overrides.get('crop_size', eh)})")
+                raise ValueError(
+                    f"mode={cfg.mode!r} feeds crop_size x crop_size windows: it needs a square export "
+                    f"whose --image_size is the crop size (this export is {eh}x{ew}, crop_size "
+                    f"{overrides.get('crop_size', eh)})"
+                )
             cfg = replace(cfg, crop_size=eh)
         return cfg
 
-    def segment(self, image, labels, mode: str = "whole", config: Optional[InferenceConfig] = None,
-                text_cache: Optional[TextEmbeddingCache] = None, return_embeddings: bool = False,
-                templates=None, alpha: float = 0.5, **config_overrides) -> SegResult:
+    def segment(
+        self,
+        image,
+        labels,
+        mode: str = "whole",
+        config: Optional[InferenceConfig] = None,
+        text_cache: Optional[TextEmbeddingCache] = None,
+        return_embeddings: bool = False,
+        templates=None,
+        alpha: float = 0.5,
+        **config_overrides,
+    ) -> SegResult:
         """:func:`mindcv_lseg.segment` with the exported graphs (``crop_size`` = the exported size)."""
         cfg = self.inference_config(config, mode, **config_overrides)
-        return eager_segment(self, image, labels, config=cfg, text_cache=text_cache,
-                             return_embeddings=return_embeddings, templates=templates, alpha=alpha)
+        return eager_segment(
+            self,
+            image,
+            labels,
+            config=cfg,
+            text_cache=text_cache,
+            return_embeddings=return_embeddings,
+            templates=templates,
+            alpha=alpha,
+        )
 
 
 def load_deployed(export_dir: str, runtime: Optional[str] = None, threads: Optional[int] = None) -> DeployedLSeg:

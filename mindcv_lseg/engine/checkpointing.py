@@ -17,6 +17,7 @@ window is open. Only rank 0 writes; every rank reads the same file on resume.
 
 File names in ``ckpt_save_dir``: ``{model}-{epoch:04d}.ckpt`` (periodic), ``best.ckpt``.
 """
+
 import json
 import os
 import random
@@ -27,8 +28,14 @@ import numpy as np
 
 import mindspore as ms
 
-from ..checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint_checked, match_state, net_shapes
-from ..checkpoint import save_checkpoint_atomic
+from ..checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_checkpoint_checked,
+    match_state,
+    net_shapes,
+    save_checkpoint_atomic,
+)
 from ..fileio import atomic_save
 
 __all__ = [
@@ -137,12 +144,17 @@ def load_train_checkpoint(path: str, net, optimizer=None, require_optimizer: boo
     net_params = {p.name: p for p in net.get_parameters()}
     problems = match_state(net_shapes(params), net_shapes(net_params))
     if problems:
-        raise CheckpointMismatchError(problems.message(
-            f"cannot resume from {path}: it does not match the network (was it written for another model/config?)",
-            limit=5))
+        raise CheckpointMismatchError(
+            problems.message(
+                f"cannot resume from {path}: it does not match the network (was it written for another model/config?)",
+                limit=5,
+            )
+        )
     if "epoch" not in params:
-        raise CheckpointError(f"cannot resume from {path}: no 'epoch' entry, it is not a training checkpoint "
-                              "(to initialise from weights only, use ckpt_path instead of resume)")
+        raise CheckpointError(
+            f"cannot resume from {path}: no 'epoch' entry, it is not a training checkpoint "
+            "(to initialise from weights only, use ckpt_path instead of resume)"
+        )
     # values are assigned parameter by parameter: ``load_param_into_net(optimizer, ...)`` would strip the
     # ``moments.`` prefix and write the momentum buffers INTO the network weights (the optimizer holds both).
     for n, p in net_params.items():
@@ -151,8 +163,10 @@ def load_train_checkpoint(path: str, net, optimizer=None, require_optimizer: boo
         opt_state = {n: p for n, p in optimizer.parameters_and_names() if n.startswith(OPTIMIZER_STATE_PREFIXES)}
         absent = [n for n in opt_state if n not in params]
         if absent and require_optimizer:
-            raise CheckpointError(f"cannot resume from {path}: optimizer state missing ({absent[:5]}); "
-                                  "was the optimizer (opt) changed?")
+            raise CheckpointError(
+                f"cannot resume from {path}: optimizer state missing ({absent[:5]}); "
+                "was the optimizer (opt) changed?"
+            )
         bad = [n for n in opt_state if n in params and tuple(params[n].shape) != tuple(opt_state[n].shape)]
         if bad:
             raise CheckpointError(f"cannot resume from {path}: optimizer state shape mismatch for {bad[:5]}")
@@ -193,8 +207,10 @@ def resolve_resume_path(resume: str, save_dir: str) -> Optional[str]:
     if resume == "auto":
         return find_latest_checkpoint(save_dir)
     if not os.path.isfile(resume):
-        raise CheckpointError(f"resume checkpoint not found: {resume!r} (give an existing training checkpoint, or "
-                              f"'auto' for the latest one in ckpt_save_dir)")
+        raise CheckpointError(
+            f"resume checkpoint not found: {resume!r} (give an existing training checkpoint, or "
+            f"'auto' for the latest one in ckpt_save_dir)"
+        )
     return resume
 
 
@@ -239,7 +255,7 @@ class CheckpointManager:
         if self.rank != 0:
             return None
         path = save_train_checkpoint(self.periodic_path(epoch), net, optimizer, state)
-        for old in self.periodic()[:-self.keep_max]:
+        for old in self.periodic()[: -self.keep_max]:
             try:
                 os.remove(old)
             except OSError:

@@ -41,6 +41,7 @@ Every error (unknown key, wrong type, value not in the allowed choices or range,
 raises :class:`ConfigError`, whose message names the key and, for YAML, the file. CLIs catch it and exit with
 status 2.
 """
+
 import argparse
 import difflib
 import math
@@ -126,8 +127,17 @@ class Option:
 
 
 _SYS, _DATA, _AUG, _MODEL, _CKPT, _OPT, _SCHED, _LOSS, _VAL, _EVAL = (
-    "System", "Dataset", "Augmentation", "Model", "Checkpoint", "Optimizer", "Scheduler", "Loss", "Validation",
-    "Evaluation")
+    "System",
+    "Dataset",
+    "Augmentation",
+    "Model",
+    "Checkpoint",
+    "Optimizer",
+    "Scheduler",
+    "Loss",
+    "Validation",
+    "Evaluation",
+)
 
 # fmt: off
 OPTIONS: List[Option] = [
@@ -311,15 +321,19 @@ def _check_value(opt: Option, value: Any, where: str) -> Any:
                 raise bad(f"expected str, got {type(v).__name__} {v!r}")
         if opt.choices is not None and v not in opt.choices:
             raise bad(f"{v!r} is not one of {list(opt.choices)}")
-        out_of_range = ((opt.min_value is not None and v < opt.min_value)
-                        or (opt.max_value is not None and v > opt.max_value)
-                        or (opt.above is not None and v <= opt.above))
+        out_of_range = (
+            (opt.min_value is not None and v < opt.min_value)
+            or (opt.max_value is not None and v > opt.max_value)
+            or (opt.above is not None and v <= opt.above)
+        )
         if out_of_range:
             raise bad(f"{v!r} is out of range (allowed: {_range_text(opt)})")
         if opt.multiple_of and v % opt.multiple_of:
             lo = max(opt.multiple_of, v // opt.multiple_of * opt.multiple_of)
-            raise bad(f"{v!r} is not a multiple of {opt.multiple_of} (the network's input size must be); "
-                      f"use e.g. {lo} or {lo + opt.multiple_of}")
+            raise bad(
+                f"{v!r} is not a multiple of {opt.multiple_of} (the network's input size must be); "
+                f"use e.g. {lo} or {lo + opt.multiple_of}"
+            )
         return v
 
     if opt.nargs in ("+", "*"):
@@ -405,8 +419,13 @@ def _help_text(o: Option) -> str:
     return text.replace("%", "%%") + " (default: %(default)s)"
 
 
-def build_parser(description: str = "LSeg training", extra_options: Sequence[Option] = (), tool: str = "train",
-                 epilog: Optional[str] = None, prog: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(
+    description: str = "LSeg training",
+    extra_options: Sequence[Option] = (),
+    tool: str = "train",
+    epilog: Optional[str] = None,
+    prog: Optional[str] = None,
+) -> argparse.ArgumentParser:
     """Build the argument parser of one tool.
 
     Args:
@@ -427,10 +446,22 @@ def build_parser(description: str = "LSeg training", extra_options: Sequence[Opt
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"duplicate config keys: {sorted(dup)}")
-    parser = _Parser(prog=prog, description=description, epilog=epilog, options=options,
-                     formatter_class=_HelpFormatter, usage="%(prog)s [-h] [-c FILE.yaml] [--KEY VALUE ...]")
-    parser.add_argument("-c", "--config", type=str, default="", metavar="FILE.yaml",
-                        help="YAML config file: its values become the defaults shown below; flags override them")
+    parser = _Parser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        options=options,
+        formatter_class=_HelpFormatter,
+        usage="%(prog)s [-h] [-c FILE.yaml] [--KEY VALUE ...]",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=str,
+        default="",
+        metavar="FILE.yaml",
+        help="YAML config file: its values become the defaults shown below; flags override them",
+    )
     groups = {}
     hidden = {}
     for o in options:
@@ -512,8 +543,9 @@ def load_config(path: str, parser: Optional[argparse.ArgumentParser] = None) -> 
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{data[e.start]:02x} on line {line}); "
-                          f"save it as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{data[e.start]:02x} on line {line}); " f"save it as UTF-8"
+        ) from None
     try:
         cfg = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as e:

@@ -6,6 +6,7 @@ puts Python's handler back for SIGINT and turns SIGTERM into a ``KeyboardInterru
 while MindSpore's handler is installed (e.g. during a graph compilation) still ends in Python;
 :func:`restore_sigint` re-installs Python's SIGINT handler after each training step (MindSpore may have replaced it).
 """
+
 import contextlib
 import signal
 import threading

@@ -10,6 +10,7 @@ into the first run's folder), it names the file ``rank{N}.log`` rather than the 
 ``color=True`` raises unless ``rich`` or ``termcolor`` is installed (neither is a dependency), and it gives ranks
 other than 0 no console output, so their warnings would be lost.
 """
+
 import csv
 import io
 import json
@@ -26,8 +27,9 @@ from ..fileio import atomic_write_bytes
 __all__ = ["create_logger", "MetricsHistory", "plot_curves"]
 
 
-def create_logger(log_dir: Optional[str], rank: int = 0, name: str = "mindcv_lseg.train",
-                  filename: str = "train.log") -> logging.Logger:
+def create_logger(
+    log_dir: Optional[str], rank: int = 0, name: str = "mindcv_lseg.train", filename: str = "train.log"
+) -> logging.Logger:
     """Logger writing ``log_dir/filename`` (rank 0, appended across resumes) and the console.
 
     Rank > 0 logs warnings and errors to the console only.
@@ -92,8 +94,9 @@ class MetricsHistory:
         for r in self.rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
         atomic_write_bytes(os.path.join(self.out_dir, "metrics.csv"), buf.getvalue().encode("utf-8"))
-        atomic_write_bytes(os.path.join(self.out_dir, "metrics.json"),
-                           (json.dumps(self.rows, indent=1) + "\n").encode("utf-8"))
+        atomic_write_bytes(
+            os.path.join(self.out_dir, "metrics.json"), (json.dumps(self.rows, indent=1) + "\n").encode("utf-8")
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ plotting

@@ -6,6 +6,7 @@ mindcv's ``create_loss("CE")`` has no ``ignore_index`` (an ignored label crashes
 own. Unlike ``ops.cross_entropy(..., reduction='mean')`` it returns 0 (not NaN) when every pixel of a batch is
 ignored, so one empty crop cannot poison the weights.
 """
+
 import mindspore as ms
 from mindspore import nn, ops
 

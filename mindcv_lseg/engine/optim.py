@@ -14,14 +14,14 @@ Optimizer: MindSpore's ``nn.Momentum`` / ``nn.SGD`` / ``nn.AdamWeightDecay`` wit
 ``mindcv.optim.create_optimizer`` only supports per-group lrs with its ``weight_decay_filter="auto"`` split and
 its own ``adamw`` is very memory-hungry on CPU (docs/platform_notes.md, "Training pieces").
 """
+
 import contextlib
 import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mindspore import nn
-
 from mindcv.scheduler import create_scheduler
+from mindspore import nn
 
 __all__ = [
     "ENCODER_PREFIX",
@@ -75,11 +75,16 @@ def split_param_groups(net: nn.Cell) -> Tuple[List, List]:
         else:
             other.append(p)
     if other:
-        _logger.warning("%d trainable parameters outside encoder.*/scratch.* get the base lr: %s",
-                        len(other), [p.name for p in other[:5]])
+        _logger.warning(
+            "%d trainable parameters outside encoder.*/scratch.* get the base lr: %s",
+            len(other),
+            [p.name for p in other[:5]],
+        )
         enc.extend(other)
     if not enc and not dec:
-        raise ValueError(f"{type(net).__name__} has no trainable parameters under {ENCODER_PREFIX!r}/{DECODER_PREFIX!r}")
+        raise ValueError(
+            f"{type(net).__name__} has no trainable parameters under {ENCODER_PREFIX!r}/{DECODER_PREFIX!r}"
+        )
     return enc, dec
 
 
@@ -101,10 +106,18 @@ def updates_per_epoch(steps_per_epoch: int, gradient_accumulation_steps: int) ->
 _USES_DECAY_EPOCHS = ("cosine_decay", "step_decay")
 
 
-def build_lr_schedule(base_lr: float, num_updates_per_epoch: int, epochs: int, scheduler: str = "polynomial_decay",
-                      decay_rate: float = 0.9, warmup_epochs: int = 0, warmup_factor: float = 0.0,
-                      min_lr: float = 0.0, decay_epochs: Optional[int] = None,
-                      lr_epoch_stair: bool = False) -> List[float]:
+def build_lr_schedule(
+    base_lr: float,
+    num_updates_per_epoch: int,
+    epochs: int,
+    scheduler: str = "polynomial_decay",
+    decay_rate: float = 0.9,
+    warmup_epochs: int = 0,
+    warmup_factor: float = 0.0,
+    min_lr: float = 0.0,
+    decay_epochs: Optional[int] = None,
+    lr_epoch_stair: bool = False,
+) -> List[float]:
     """Per-update lr list (length ``num_updates_per_epoch * epochs``) from ``mindcv.scheduler.create_scheduler``.
 
     ``decay_epochs`` is used by ``cosine_decay`` (epochs to reach ``min_lr``) and ``step_decay`` (epochs per step)
@@ -114,20 +127,35 @@ def build_lr_schedule(base_lr: float, num_updates_per_epoch: int, epochs: int, s
     and an explicit value that does is reported by a warning naming the keys and their values instead.
     """
     if num_updates_per_epoch < 1:
-        raise ValueError("the training set yields no batch per epoch (dataset smaller than batch_size with "
-                         "drop_remainder?)")
+        raise ValueError(
+            "the training set yields no batch per epoch (dataset smaller than batch_size with " "drop_remainder?)"
+        )
     main_epochs = epochs - warmup_epochs
     if scheduler == "step_decay" and decay_epochs is None:
         raise ValueError("scheduler step_decay needs decay_epochs (epochs per step of x decay_rate)")
     if decay_epochs is None or scheduler not in _USES_DECAY_EPOCHS:
         decay_epochs = main_epochs
     elif decay_epochs > main_epochs:
-        _logger.warning("decay_epochs (%d) + warmup_epochs (%d) > epoch_size (%d): the %s schedule ends before its "
-                        "decay does", decay_epochs, warmup_epochs, epochs, scheduler)
+        _logger.warning(
+            "decay_epochs (%d) + warmup_epochs (%d) > epoch_size (%d): the %s schedule ends before its " "decay does",
+            decay_epochs,
+            warmup_epochs,
+            epochs,
+            scheduler,
+        )
     with _quiet_mindcv_decay_warning():
-        lrs = create_scheduler(num_updates_per_epoch, scheduler=scheduler, lr=base_lr, min_lr=min_lr,
-                               warmup_epochs=warmup_epochs, warmup_factor=warmup_factor, decay_epochs=decay_epochs,
-                               decay_rate=decay_rate, num_epochs=epochs, lr_epoch_stair=lr_epoch_stair)
+        lrs = create_scheduler(
+            num_updates_per_epoch,
+            scheduler=scheduler,
+            lr=base_lr,
+            min_lr=min_lr,
+            warmup_epochs=warmup_epochs,
+            warmup_factor=warmup_factor,
+            decay_epochs=decay_epochs,
+            decay_rate=decay_rate,
+            num_epochs=epochs,
+            lr_epoch_stair=lr_epoch_stair,
+        )
     return [float(x) for x in lrs]
 
 
@@ -163,9 +191,16 @@ def _groups(params: Sequence, lr, weight_decay: float, weight_decay_filter: str)
     return out
 
 
-def create_seg_optimizer(net: nn.Cell, lr_schedule: Sequence[float], opt: str = "momentum", momentum: float = 0.9,
-                         weight_decay: float = 1e-4, decoder_lr_mult: float = 10.0, use_nesterov: bool = False,
-                         weight_decay_filter: str = "disable") -> nn.Optimizer:
+def create_seg_optimizer(
+    net: nn.Cell,
+    lr_schedule: Sequence[float],
+    opt: str = "momentum",
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    decoder_lr_mult: float = 10.0,
+    use_nesterov: bool = False,
+    weight_decay_filter: str = "disable",
+) -> nn.Optimizer:
     """Optimizer over the encoder (base lr) and decoder (``decoder_lr_mult`` x lr) groups.
 
     Args:
@@ -190,16 +225,17 @@ def create_seg_optimizer(net: nn.Cell, lr_schedule: Sequence[float], opt: str = 
     enc, dec = split_param_groups(net)
     base = [float(x) for x in lr_schedule]
     dec_lr = [x * decoder_lr_mult for x in base]
-    groups = _groups(enc, base, weight_decay, weight_decay_filter) + _groups(dec, dec_lr, weight_decay,
-                                                                             weight_decay_filter)
+    groups = _groups(enc, base, weight_decay, weight_decay_filter) + _groups(
+        dec, dec_lr, weight_decay, weight_decay_filter
+    )
     groups.append({"order_params": enc + dec})
     opt = opt.lower()
     if opt == "momentum":
-        return nn.Momentum(groups, learning_rate=base, momentum=momentum, weight_decay=weight_decay,
-                           use_nesterov=use_nesterov)
+        return nn.Momentum(
+            groups, learning_rate=base, momentum=momentum, weight_decay=weight_decay, use_nesterov=use_nesterov
+        )
     if opt == "sgd":
-        return nn.SGD(groups, learning_rate=base, momentum=momentum, weight_decay=weight_decay,
-                      nesterov=use_nesterov)
+        return nn.SGD(groups, learning_rate=base, momentum=momentum, weight_decay=weight_decay, nesterov=use_nesterov)
     if opt == "adamw":
         return nn.AdamWeightDecay(groups, learning_rate=base, beta1=momentum, weight_decay=weight_decay)
     raise ValueError(f"unsupported optimizer {opt!r}: use 'momentum', 'sgd' or 'adamw'")

@@ -14,6 +14,7 @@
    MindSpore's ``.NAME.XXXX.tmp`` checkpoint temps, ``.best.ckpt.link*``) are deleted; with the lock held no other
    process can be writing them.
 """
+
 import datetime
 import json
 import os
@@ -26,8 +27,17 @@ from typing import List, Optional
 from ..fileio import TEMP_PREFIX
 from ..quickstart import QUICKSTART_OUT_DIR
 
-__all__ = ["RunDirError", "RunDirLockedError", "RunLock", "LOCK_NAME", "find_run_files",
-           "find_temp_files", "clean_temp_files", "prepare_run_dir", "quickstart_validate_argv"]
+__all__ = [
+    "RunDirError",
+    "RunDirLockedError",
+    "RunLock",
+    "LOCK_NAME",
+    "find_run_files",
+    "find_temp_files",
+    "clean_temp_files",
+    "prepare_run_dir",
+    "quickstart_validate_argv",
+]
 
 LOCK_NAME = ".lseg_run.lock"
 # tools/quickstart.py's run folder (relative to the working directory); tools/validate.py without arguments uses it
@@ -84,8 +94,10 @@ class RunLock:
     def describe(holder: dict) -> str:
         if not holder:
             return "an unknown process"
-        return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}: "
-                f"{holder.get('command', '?')}")
+        return (
+            f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}: "
+            f"{holder.get('command', '?')}"
+        )
 
     def acquire(self) -> "RunLock":
         import fcntl
@@ -99,7 +111,8 @@ class RunLock:
                 os.close(fd)
                 raise RunDirLockedError(
                     f"ckpt_save_dir {self.directory} is in use by another training run ({self.describe(holder)}). "
-                    "Wait for it to finish, stop it, or pass another --ckpt_save_dir") from None
+                    "Wait for it to finish, stop it, or pass another --ckpt_save_dir"
+                ) from None
             # the previous holder may have unlinked the file between our open and our flock: lock the current one
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
@@ -111,9 +124,12 @@ class RunLock:
         old = self.read_holder(self.path)
         if old and old.get("pid") != os.getpid():
             self.previous = old
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
         self.fd = fd
@@ -206,11 +222,15 @@ def prepare_run_dir(directory: str, resume: str = "", overwrite: bool = False, l
 
     directory = os.fspath(directory)
     if resume and overwrite:
-        raise RunDirError("--resume and --overwrite contradict each other: resume continues the run in "
-                          f"{directory}, overwrite deletes it; pass one of them")
+        raise RunDirError(
+            "--resume and --overwrite contradict each other: resume continues the run in "
+            f"{directory}, overwrite deletes it; pass one of them"
+        )
     if os.path.exists(directory) and not os.path.isdir(directory):
-        raise RunDirError(f"ckpt_save_dir {directory} is a file, not a folder: pass a folder path with "
-                          "--ckpt_save_dir (it is created if missing)")
+        raise RunDirError(
+            f"ckpt_save_dir {directory} is a file, not a folder: pass a folder path with "
+            "--ckpt_save_dir (it is created if missing)"
+        )
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
@@ -218,12 +238,17 @@ def prepare_run_dir(directory: str, resume: str = "", overwrite: bool = False, l
     lock = RunLock(directory).acquire()
     try:
         if lock.previous is not None and not _pid_alive(int(lock.previous.get("pid", -1))):
-            say("warning", f"took over the lock of a run that ended without releasing it "
-                           f"({RunLock.describe(lock.previous)})")
+            say(
+                "warning",
+                f"took over the lock of a run that ended without releasing it " f"({RunLock.describe(lock.previous)})",
+            )
         removed = clean_temp_files(directory)
         if removed:
-            say("info", f"removed {len(removed)} temp file(s) of an interrupted save in {directory}: "
-                        f"{', '.join(removed[:5])}")
+            say(
+                "info",
+                f"removed {len(removed)} temp file(s) of an interrupted save in {directory}: "
+                f"{', '.join(removed[:5])}",
+            )
         existing = find_run_files(directory)
         if existing and not resume:
             if not overwrite:
@@ -231,7 +256,8 @@ def prepare_run_dir(directory: str, resume: str = "", overwrite: bool = False, l
                 raise RunDirError(
                     f"ckpt_save_dir {directory} already holds the results of another run ({shown}). Nothing was "
                     "changed. Pass --resume auto to continue that run, --overwrite to delete its results and start "
-                    "over, or another --ckpt_save_dir for a new run")
+                    "over, or another --ckpt_save_dir for a new run"
+                )
             _remove_run_files(directory, existing)
             say("warning", f"--overwrite: deleted the previous run's results in {directory}: {', '.join(existing)}")
     except BaseException:

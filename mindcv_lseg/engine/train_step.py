@@ -12,11 +12,18 @@ with a fixed loss scale (the only loss-scale mode available on CPU).
 
 All three are GRAPH-mode friendly (``construct`` only uses tensors and hyper-maps).
 """
+
 import mindspore as ms
 from mindspore import nn, ops
 
-__all__ = ["TrainStep", "AccumulateStep", "ApplyAccumulated", "build_train_cells", "create_grad_reducer",
-           "resolve_loss_scale_type"]
+__all__ = [
+    "TrainStep",
+    "AccumulateStep",
+    "ApplyAccumulated",
+    "build_train_cells",
+    "create_grad_reducer",
+    "resolve_loss_scale_type",
+]
 
 _scale = ops.MultitypeFuncGraph("scale")
 _add = ops.MultitypeFuncGraph("add")
@@ -76,8 +83,16 @@ class TrainStep(nn.Cell):
         Scalar loss (of this rank's micro-batch, unscaled).
     """
 
-    def __init__(self, network, optimizer, loss_scale=1.0, clip_grad=False, clip_value=15.0, distribute=False,
-                 dynamic_loss_scale=False):
+    def __init__(
+        self,
+        network,
+        optimizer,
+        loss_scale=1.0,
+        clip_grad=False,
+        clip_value=15.0,
+        distribute=False,
+        dynamic_loss_scale=False,
+    ):
         super().__init__(auto_prefix=False)
         self.network = network
         self.network.set_grad()
@@ -86,8 +101,9 @@ class TrainStep(nn.Cell):
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.hyper_map = ops.HyperMap()
         self.dynamic = bool(dynamic_loss_scale)
-        self.scale_sense = ms.Parameter(ms.Tensor(float(loss_scale), ms.float32), name="scale_sense",
-                                        requires_grad=False)
+        self.scale_sense = ms.Parameter(
+            ms.Tensor(float(loss_scale), ms.float32), name="scale_sense", requires_grad=False
+        )
         self.update_scale = nn.DynamicLossScaleUpdateCell(float(loss_scale), 2, 2000) if self.dynamic else None
         self.clip_grad = bool(clip_grad)
         self.clip_value = float(clip_value)
@@ -209,8 +225,16 @@ class _SingleTrainer:
         self.cell.set_train(mode)
 
 
-def build_train_cells(network, optimizer, grad_accumulation=1, loss_scale=1.0, clip_grad=False, clip_value=15.0,
-                      distribute=False, loss_scale_type="fixed"):
+def build_train_cells(
+    network,
+    optimizer,
+    grad_accumulation=1,
+    loss_scale=1.0,
+    clip_grad=False,
+    clip_value=15.0,
+    distribute=False,
+    loss_scale_type="fixed",
+):
     """Build the train driver: ``driver.step(image, label, close_window) -> (loss, updated)``.
 
     With ``grad_accumulation == 1`` every call updates (``close_window`` is ignored); otherwise the caller closes a
@@ -220,12 +244,25 @@ def build_train_cells(network, optimizer, grad_accumulation=1, loss_scale=1.0, c
     if loss_scale_type not in ("fixed", "dynamic"):
         raise ValueError(f"loss_scale_type must be 'fixed' or 'dynamic' here, got {loss_scale_type!r}")
     if grad_accumulation <= 1:
-        return _SingleTrainer(TrainStep(network, optimizer, loss_scale, clip_grad, clip_value, distribute,
-                                        dynamic_loss_scale=loss_scale_type == "dynamic"))
+        return _SingleTrainer(
+            TrainStep(
+                network,
+                optimizer,
+                loss_scale,
+                clip_grad,
+                clip_value,
+                distribute,
+                dynamic_loss_scale=loss_scale_type == "dynamic",
+            )
+        )
     if loss_scale_type == "dynamic":
-        raise ValueError("loss_scale_type 'dynamic' works with grad_accumulation 1 only; use a fixed loss scale "
-                         "with gradient accumulation")
+        raise ValueError(
+            "loss_scale_type 'dynamic' works with grad_accumulation 1 only; use a fixed loss scale "
+            "with gradient accumulation"
+        )
     weights = optimizer.parameters
     accum = weights.clone(prefix="accum_grad", init="zeros")
-    return _AccumulatingTrainer(AccumulateStep(network, weights, accum, loss_scale),
-                                ApplyAccumulated(optimizer, accum, clip_grad, clip_value, distribute))
+    return _AccumulatingTrainer(
+        AccumulateStep(network, weights, accum, loss_scale),
+        ApplyAccumulated(optimizer, accum, clip_grad, clip_value, distribute),
+    )

@@ -20,6 +20,7 @@
 With data parallelism each rank keeps its own BatchNorm batch statistics during the epoch (no SyncBN on CPU) and
 the running statistics are averaged over ranks at each epoch end, so the replicas stay identical.
 """
+
 import hashlib
 import math
 import os
@@ -45,12 +46,29 @@ from .optim import build_lr_schedule, create_seg_optimizer, effective_lr, update
 from .run_dir import RunDirError, prepare_run_dir
 from .train_step import build_train_cells, resolve_loss_scale_type
 
-__all__ = ["init_context", "build_network", "load_partial_weights", "param_digest", "sync_bn_statistics",
-           "build_datasets", "SegTrainer", "train", "run_cli"]
+__all__ = [
+    "init_context",
+    "build_network",
+    "load_partial_weights",
+    "param_digest",
+    "sync_bn_statistics",
+    "build_datasets",
+    "SegTrainer",
+    "train",
+    "run_cli",
+]
 
 # config keys that may legitimately differ between the run that wrote a checkpoint and the run resuming it
-_RESUME_FREE_KEYS = {"resume", "overwrite", "config", "progress_bar", "log_interval", "param_digest_dir",
-                     "num_parallel_workers", "epoch_size"}
+_RESUME_FREE_KEYS = {
+    "resume",
+    "overwrite",
+    "config",
+    "progress_bar",
+    "log_interval",
+    "param_digest_dir",
+    "num_parallel_workers",
+    "epoch_size",
+}
 
 
 # ------------------------------------------------------------------------------------------------------- context
@@ -73,11 +91,13 @@ def init_context(mode: int = 0, device_target: str = "CPU", distribute: bool = F
         raise RuntimeError(
             "distribute=True needs MindSpore's launcher: run e.g. `msrun --worker_num 2 --local_worker_num 2 "
             "--master_port 8129 --log_dir LOGDIR --join True python tools/train.py -c CONFIG --distribute` "
-            f"(communication init failed: {e})") from None
+            f"(communication init failed: {e})"
+        ) from None
     group_size = get_group_size()
     ms.reset_auto_parallel_context()
-    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                 device_num=group_size)
+    ms.set_auto_parallel_context(
+        parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=group_size
+    )
     return get_rank(), group_size
 
 
@@ -97,7 +117,8 @@ def load_partial_weights(net: nn.Cell, path: str, prefix: str, what: str) -> Lis
         raise CheckpointMismatchError(
             f"{what} checkpoint {path} holds parameters that are not {prefix}* parameters of the network "
             f"{type(net).__name__}: {unexpected[:5]} ({len(unexpected)} in all); convert it with the matching --part "
-            "and --model")
+            "and --model"
+        )
     if len(missing) == sum(1 for p in net.get_parameters() if p.name.startswith(prefix)):
         raise CheckpointMismatchError(f"{what} checkpoint {path} contains no parameter of the network under {prefix}")
     return missing
@@ -119,8 +140,13 @@ def build_network(args, logger=None) -> nn.Cell:
     # mindcv's slow truncated-normal ViT init is skipped when the encoder weights are loaded afterwards
     weight_init = not (args.ckpt_path or args.backbone_ckpt)
     # mindcv drops None-valued arguments, so unset drop rates keep the model's defaults (no dropout)
-    net = mindcv.create_model(args.model, weight_init=weight_init, drop_rate=getattr(args, "drop_rate", None),
-                              drop_path_rate=getattr(args, "drop_path_rate", None), impl=args.impl)
+    net = mindcv.create_model(
+        args.model,
+        weight_init=weight_init,
+        drop_rate=getattr(args, "drop_rate", None),
+        drop_path_rate=getattr(args, "drop_path_rate", None),
+        impl=args.impl,
+    )
     if args.ckpt_path:
         load_into_net(net, args.ckpt_path, strict=True)
         if logger:
@@ -128,13 +154,18 @@ def build_network(args, logger=None) -> nn.Cell:
     if args.backbone_ckpt:
         kept = load_partial_weights(net, args.backbone_ckpt, "encoder.", "image-encoder")
         if logger:
-            logger.info("loaded the image encoder from %s (%d encoder parameters keep their init, e.g. %s)",
-                        args.backbone_ckpt, len(kept), kept[:3])
+            logger.info(
+                "loaded the image encoder from %s (%d encoder parameters keep their init, e.g. %s)",
+                args.backbone_ckpt,
+                len(kept),
+                kept[:3],
+            )
     if args.text_ckpt:
         kept = load_partial_weights(net, args.text_ckpt, "clip_text.", "text-encoder")
         if kept:
-            raise CheckpointMismatchError(f"text-encoder checkpoint {args.text_ckpt} lacks {len(kept)} CLIP text "
-                                          f"parameters, e.g. {kept[:5]}")
+            raise CheckpointMismatchError(
+                f"text-encoder checkpoint {args.text_ckpt} lacks {len(kept)} CLIP text " f"parameters, e.g. {kept[:5]}"
+            )
         if logger:
             logger.info("loaded the CLIP text encoder from %s", args.text_ckpt)
     for p in net.get_parameters():
@@ -194,21 +225,33 @@ def build_datasets(args, rank: int = 0, group_size: int = 1):
             make_toy_dataset(args.data_dir)
         _barrier(group_size)
 
-    common = dict(label_set=_label_arg(args.label_set), base_size=args.base_size, crop_size=args.crop_size,
-                  ignore_index=args.ignore_index)
-    train_ds = create_seg_dataset(args.dataset, args.data_dir, args.train_split, transform="train",
-                                  scale_range=tuple(args.scale_range), hflip=args.hflip, **common)
+    common = dict(
+        label_set=_label_arg(args.label_set),
+        base_size=args.base_size,
+        crop_size=args.crop_size,
+        ignore_index=args.ignore_index,
+    )
+    train_ds = create_seg_dataset(
+        args.dataset,
+        args.data_dir,
+        args.train_split,
+        transform="train",
+        scale_range=tuple(args.scale_range),
+        hflip=args.hflip,
+        **common,
+    )
     val_ds = None
     if args.val_while_train:
-        val_ds = create_seg_dataset(args.dataset, args.data_dir, args.val_split, transform="val",
-                                    val_mode=args.val_mode, **common)
+        val_ds = create_seg_dataset(
+            args.dataset, args.data_dir, args.val_split, transform="val", val_mode=args.val_mode, **common
+        )
         if list(val_ds.label_set.labels) != list(train_ds.label_set.labels):
             raise ValueError("the train and val splits have different label sets")
     if args.num_samples:
         # minimal adapter: the data package has no subset option; datasets index their ``samples`` list
-        train_ds.samples = train_ds.samples[:args.num_samples]
+        train_ds.samples = train_ds.samples[: args.num_samples]
         if val_ds is not None:
-            val_ds.samples = val_ds.samples[:args.num_samples]
+            val_ds.samples = val_ds.samples[: args.num_samples]
     return train_ds, val_ds
 
 
@@ -216,8 +259,14 @@ def _eval_logits(net, x: np.ndarray, text, args) -> np.ndarray:
     """Logits [1, N, H, W] of one validation image in the configured ``eval_mode`` (whole / slide / ms_flip)."""
     from ..eval.inference import InferenceConfig, run_inference
 
-    cfg = InferenceConfig(mode=args.eval_mode, scales=args.eval_scales, flip=args.eval_flip,
-                          base_size=args.base_size, crop_size=args.crop_size, stride=args.eval_stride)
+    cfg = InferenceConfig(
+        mode=args.eval_mode,
+        scales=args.eval_scales,
+        flip=args.eval_flip,
+        base_size=args.base_size,
+        crop_size=args.crop_size,
+        stride=args.eval_stride,
+    )
     return run_inference(net, x, text, cfg)
 
 
@@ -274,34 +323,72 @@ class SegTrainer:
 
         from ..data import create_seg_loader
 
-        self.loader = create_seg_loader(self.train_ds, args.batch_size, shuffle=args.shuffle,
-                                        num_workers=args.num_parallel_workers, num_shards=self.group_size,
-                                        shard_id=self.rank, seed=args.seed, drop_remainder=args.drop_remainder,
-                                        output_numpy=True)
+        self.loader = create_seg_loader(
+            self.train_ds,
+            args.batch_size,
+            shuffle=args.shuffle,
+            num_workers=args.num_parallel_workers,
+            num_shards=self.group_size,
+            shard_id=self.rank,
+            seed=args.seed,
+            drop_remainder=args.drop_remainder,
+            output_numpy=True,
+        )
         self.val_loader = None
         if self.val_ds is not None:
-            self.val_loader = create_seg_loader(self.val_ds, 1, shuffle=False, num_workers=1,
-                                                num_shards=self.group_size, shard_id=self.rank, seed=args.seed,
-                                                drop_remainder=False, output_numpy=True)
+            self.val_loader = create_seg_loader(
+                self.val_ds,
+                1,
+                shuffle=False,
+                num_workers=1,
+                num_shards=self.group_size,
+                shard_id=self.rank,
+                seed=args.seed,
+                drop_remainder=False,
+                output_numpy=True,
+            )
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.updates_per_epoch = updates_per_epoch(self.steps_per_epoch, args.gradient_accumulation_steps)
         self.base_lr = effective_lr(args.lr, args.batch_size, args.lr_ref_batch_size)
         self.lr_schedule = build_lr_schedule(
-            self.base_lr, self.updates_per_epoch, args.epoch_size, scheduler=args.scheduler,
-            decay_rate=args.decay_rate, warmup_epochs=args.warmup_epochs, warmup_factor=args.warmup_factor,
-            min_lr=args.min_lr, decay_epochs=args.decay_epochs, lr_epoch_stair=args.lr_epoch_stair)
+            self.base_lr,
+            self.updates_per_epoch,
+            args.epoch_size,
+            scheduler=args.scheduler,
+            decay_rate=args.decay_rate,
+            warmup_epochs=args.warmup_epochs,
+            warmup_factor=args.warmup_factor,
+            min_lr=args.min_lr,
+            decay_epochs=args.decay_epochs,
+            lr_epoch_stair=args.lr_epoch_stair,
+        )
         self.optimizer = create_seg_optimizer(
-            self.net, self.lr_schedule, opt=args.opt, momentum=args.momentum, weight_decay=args.weight_decay,
-            decoder_lr_mult=args.decoder_lr_mult, use_nesterov=args.use_nesterov,
-            weight_decay_filter=args.weight_decay_filter)
+            self.net,
+            self.lr_schedule,
+            opt=args.opt,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            decoder_lr_mult=args.decoder_lr_mult,
+            use_nesterov=args.use_nesterov,
+            weight_decay_filter=args.weight_decay_filter,
+        )
         self.loss_fn = create_seg_loss(args.loss, args.ignore_index, impl=self.net.impl)
         auto_mixed_precision(self.net, args.amp_level)  # image branch only; text features are computed above
         self.net_with_loss = NetWithLoss(self.net, self.loss_fn, self.text_features)
         loss_scale_type = resolve_loss_scale_type(args.loss_scale_type, args.amp_level)
-        self.driver = build_train_cells(self.net_with_loss, self.optimizer, args.gradient_accumulation_steps,
-                                        args.loss_scale, args.clip_grad, args.clip_value, args.distribute, loss_scale_type)
-        log.info("impl %s, amp_level %s, loss scale %s %g", self.net.impl, args.amp_level, loss_scale_type,
-                 args.loss_scale)
+        self.driver = build_train_cells(
+            self.net_with_loss,
+            self.optimizer,
+            args.gradient_accumulation_steps,
+            args.loss_scale,
+            args.clip_grad,
+            args.clip_value,
+            args.distribute,
+            loss_scale_type,
+        )
+        log.info(
+            "impl %s, amp_level %s, loss scale %s %g", self.net.impl, args.amp_level, loss_scale_type, args.loss_scale
+        )
 
         self.start_epoch, self.global_step, self.best_miou, self.best_epoch = 0, 0, -1.0, -1
         if self.resume_path:
@@ -313,13 +400,30 @@ class SegTrainer:
             save_config(args, os.path.join(self.save_dir, "config.yaml"))
         n_enc = sum(p.size for p in self.optimizer.parameters if p.name.startswith("encoder."))
         n_dec = sum(p.size for p in self.optimizer.parameters if p.name.startswith("scratch."))
-        log.info("model %s: %d labels (%s), trainable encoder %.2fM @ lr %.3g, decoder %.2fM @ lr %.3g, "
-                 "frozen text encoder", args.model, self.num_classes, self.train_ds.label_set.name, n_enc / 1e6,
-                 self.base_lr, n_dec / 1e6, self.base_lr * args.decoder_lr_mult)
-        log.info("data %s: %d train / %s val samples, %d rank(s), batch %d/rank, %d steps/epoch, "
-                 "gradient_accumulation_steps %d -> %d updates/epoch, %d epochs", args.dataset, len(self.train_ds),
-                 len(self.val_ds) if self.val_ds is not None else "no", self.group_size, args.batch_size,
-                 self.steps_per_epoch, args.gradient_accumulation_steps, self.updates_per_epoch, args.epoch_size)
+        log.info(
+            "model %s: %d labels (%s), trainable encoder %.2fM @ lr %.3g, decoder %.2fM @ lr %.3g, "
+            "frozen text encoder",
+            args.model,
+            self.num_classes,
+            self.train_ds.label_set.name,
+            n_enc / 1e6,
+            self.base_lr,
+            n_dec / 1e6,
+            self.base_lr * args.decoder_lr_mult,
+        )
+        log.info(
+            "data %s: %d train / %s val samples, %d rank(s), batch %d/rank, %d steps/epoch, "
+            "gradient_accumulation_steps %d -> %d updates/epoch, %d epochs",
+            args.dataset,
+            len(self.train_ds),
+            len(self.val_ds) if self.val_ds is not None else "no",
+            self.group_size,
+            args.batch_size,
+            self.steps_per_epoch,
+            args.gradient_accumulation_steps,
+            self.updates_per_epoch,
+            args.epoch_size,
+        )
 
     def _resume(self, path: str):
         args, log = self.args, self.logger
@@ -329,15 +433,20 @@ class SegTrainer:
         self.best_miou = state.get("best_miou", -1.0)
         self.best_epoch = state.get("best_epoch", -1)
         if state.get("seed", args.seed) != args.seed:
-            log.warning("resuming with seed %d but the checkpoint was written with seed %d: the data order differs",
-                        args.seed, state["seed"])
+            log.warning(
+                "resuming with seed %d but the checkpoint was written with seed %d: the data order differs",
+                args.seed,
+                state["seed"],
+            )
         if "train_config" in state:
             old = yaml.safe_load(state["train_config"]) or {}
             new = config_to_dict(args)
             diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_KEYS and old.get(k) != new.get(k))
             if diff:
-                log.warning("config differs from the checkpoint's in %s; the run will not match an "
-                            "uninterrupted one", ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff))
+                log.warning(
+                    "config differs from the checkpoint's in %s; the run will not match an " "uninterrupted one",
+                    ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff),
+                )
         if "train_history" in state:
             self.history.load_json(state["train_history"])
             self.history.truncate(self.start_epoch)
@@ -346,10 +455,19 @@ class SegTrainer:
         expected = self.start_epoch * self.updates_per_epoch
         got = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         if got != expected:
-            log.warning("optimizer step %d != %d epochs x %d updates: the lr schedule is offset", got,
-                        self.start_epoch, self.updates_per_epoch)
-        log.info("resumed from %s at epoch %d (optimizer step %d, best mIoU %.4f)", path, self.start_epoch, got,
-                 self.best_miou)
+            log.warning(
+                "optimizer step %d != %d epochs x %d updates: the lr schedule is offset",
+                got,
+                self.start_epoch,
+                self.updates_per_epoch,
+            )
+        log.info(
+            "resumed from %s at epoch %d (optimizer step %d, best mIoU %.4f)",
+            path,
+            self.start_epoch,
+            got,
+            self.best_miou,
+        )
 
     # -------------------------------------------------------------------------------------------------- loop
     def _lr_at(self, update: int) -> float:
@@ -386,21 +504,26 @@ class SegTrainer:
             close = (step + 1) % k == 0 or step + 1 == steps
             # own the batch memory: graph execution on pipeline-owned (do_copy=False) tensors can stall at the
             # end of an epoch
-            done = announce_compile(self.driver, "training", image.shape, "first step", model=args.model,
-                                    log=self._log_compile(bar))
+            done = announce_compile(
+                self.driver, "training", image.shape, "first step", model=args.model, log=self._log_compile(bar)
+            )
             if close and k > 1:
-                done_update = announce_compile(self.driver, "optimizer-update", (), "first update",
-                                               log=self._log_compile(bar))
-            loss, _ = self.driver.step(ms.Tensor(np.ascontiguousarray(image)), ms.Tensor(np.ascontiguousarray(mask)),
-                                       close)
+                done_update = announce_compile(
+                    self.driver, "optimizer-update", (), "first update", log=self._log_compile(bar)
+                )
+            loss, _ = self.driver.step(
+                ms.Tensor(np.ascontiguousarray(image)), ms.Tensor(np.ascontiguousarray(mask)), close
+            )
             done()
             if close and k > 1:
                 done_update()
             restore_sigint()  # a graph compilation installs MindSpore's SIGINT handler (see .interrupt)
             loss = float(loss.asnumpy())
             if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at epoch {epoch + 1}, step {step + 1}: lower lr "
-                                         "(or check the labels against ignore_index / the label set)")
+                raise FloatingPointError(
+                    f"loss is {loss} at epoch {epoch + 1}, step {step + 1}: lower lr "
+                    "(or check the labels against ignore_index / the label set)"
+                )
             losses.append(loss)
             self.global_step += 1
             now = time.time()
@@ -411,15 +534,27 @@ class SegTrainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{ips:.1f}")
                 bar.update(1)
             if self.is_main and ((step + 1) % args.log_interval == 0 or step + 1 == steps):
-                self.logger.info("epoch %d/%d step %d/%d loss %.4f lr %.4g %.1f img/s", epoch + 1, args.epoch_size,
-                                 step + 1, steps, loss, lr, ips)
+                self.logger.info(
+                    "epoch %d/%d step %d/%d loss %.4f lr %.4g %.1f img/s",
+                    epoch + 1,
+                    args.epoch_size,
+                    step + 1,
+                    steps,
+                    loss,
+                    lr,
+                    ips,
+                )
         if bar is not None:
             bar.close()
         if len(losses) != steps:
             raise RuntimeError(f"the loader yielded {len(losses)} batches instead of {steps} in epoch {epoch + 1}")
         dt = time.time() - t0
-        return {"train_loss": float(np.mean(losses)), "lr": self._lr_at(epoch * self.updates_per_epoch),
-                "epoch_time": dt, "images_per_s": steps * imgs_per_step / max(dt, 1e-9)}
+        return {
+            "train_loss": float(np.mean(losses)),
+            "lr": self._lr_at(epoch * self.updates_per_epoch),
+            "epoch_time": dt,
+            "images_per_s": steps * imgs_per_step / max(dt, 1e-9),
+        }
 
     def evaluate_val_split(self) -> Dict:
         """Validation of this rank's shard in the configured ``eval_mode``; confusion matrices summed over ranks."""
@@ -433,14 +568,26 @@ class SegTrainer:
             cm.update(logits.argmax(axis=1), np.asarray(mask))
         total = allreduce_confusion_matrix(cm.mat, self.group_size)
         m = compute_metrics(total, self.labels)
-        return {"val_miou": m["mIoU"], "val_pixacc": m["pixAcc"], "val_miou_nanmean": m["mIoU_nanmean"],
-                "val_time": time.time() - t0}
+        return {
+            "val_miou": m["mIoU"],
+            "val_pixacc": m["pixAcc"],
+            "val_miou_nanmean": m["mIoU_nanmean"],
+            "val_time": time.time() - t0,
+        }
 
     def _state(self, epoch: int) -> Dict:
-        return {"epoch": epoch, "step": self.global_step, "best_miou": self.best_miou, "best_epoch": self.best_epoch,
-                "seed": self.args.seed, "train_history": self.history.to_json(), "rng_state": get_rng_state(),
-                "train_config": yaml.safe_dump({k: v for k, v in config_to_dict(self.args).items() if k != "config"},
-                                               sort_keys=False)}
+        return {
+            "epoch": epoch,
+            "step": self.global_step,
+            "best_miou": self.best_miou,
+            "best_epoch": self.best_epoch,
+            "seed": self.args.seed,
+            "train_history": self.history.to_json(),
+            "rng_state": get_rng_state(),
+            "train_config": yaml.safe_dump(
+                {k: v for k, v in config_to_dict(self.args).items() if k != "config"}, sort_keys=False
+            ),
+        }
 
     def fit(self) -> Dict:
         """Train from ``start_epoch`` to ``epoch_size``. Returns the last metrics row (rank 0 writes files)."""
@@ -458,11 +605,15 @@ class SegTrainer:
                     self.best_miou, self.best_epoch, is_best = row["val_miou"], epoch + 1, True
             row["elapsed"] = time.time() - self.t_start  # wall time since this process started the trainer
             self.history.add(row)
-            msg = f"epoch {epoch + 1}/{args.epoch_size}: loss {row['train_loss']:.4f}, lr {row['lr']:.4g}, " \
-                  f"{row['epoch_time']:.1f} s ({row['images_per_s']:.1f} img/s)"
+            msg = (
+                f"epoch {epoch + 1}/{args.epoch_size}: loss {row['train_loss']:.4f}, lr {row['lr']:.4g}, "
+                f"{row['epoch_time']:.1f} s ({row['images_per_s']:.1f} img/s)"
+            )
             if "val_miou" in row:
-                msg += f", val mIoU {row['val_miou']:.4f} pixAcc {row['val_pixacc']:.4f} " \
-                       f"(best {self.best_miou:.4f} @ {self.best_epoch})"
+                msg += (
+                    f", val mIoU {row['val_miou']:.4f} pixAcc {row['val_pixacc']:.4f} "
+                    f"(best {self.best_miou:.4f} @ {self.best_epoch})"
+                )
             log.info(msg)
             periodic = None
             if (epoch + 1) % args.ckpt_save_interval == 0 or last:
@@ -471,8 +622,9 @@ class SegTrainer:
                 self.ckpt.save_best(self.net, self.optimizer, self._state(epoch + 1), source=periodic)
             self.history.save()
         if self.is_main:
-            png = plot_curves(self.history, os.path.join(self.save_dir, "curves.png"),
-                              title=f"{args.model} on {args.dataset}")
+            png = plot_curves(
+                self.history, os.path.join(self.save_dir, "curves.png"), title=f"{args.model} on {args.dataset}"
+            )
             log.info("done: best val mIoU %.4f at epoch %d; curves in %s", self.best_miou, self.best_epoch, png)
         if args.param_digest_dir:
             os.makedirs(args.param_digest_dir, exist_ok=True)

@@ -9,6 +9,7 @@ Example::
     res.label_map            # uint8 [H, W], id i = labels[i]
     res.palette_image.save("mask.png"); res.visualize().save("overlay.png")
 """
+
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -23,8 +24,7 @@ from ..fileio import atomic_save
 from .inference import InferenceConfig, normalize_image, pad_to_multiple, plan_inference, run_inference
 from .text_cache import TextEmbeddingCache
 
-__all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddings", "save_result",
-           "IMAGE_EXTENSIONS"]
+__all__ = ["SegResult", "load_image", "parse_labels", "segment", "pixel_embeddings", "save_result", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = IMAGE_EXTS  # the datasets' list: one reader, one list
 
@@ -79,10 +79,15 @@ def load_image(image: Union[str, os.PathLike, Image.Image, np.ndarray]) -> Image
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[:, :, :3]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or \
-                image.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"image array must be uint8 [H, W, 3] (RGB), [H, W] grayscale or uint16 grayscale, "
-                             f"got {image.dtype} {image.shape}")
+        if (
+            image.ndim not in (2, 3)
+            or (image.ndim == 3 and image.shape[2] != 3)
+            or image.dtype not in (np.uint8, np.uint16)
+        ):
+            raise ValueError(
+                f"image array must be uint8 [H, W, 3] (RGB), [H, W] grayscale or uint16 grayscale, "
+                f"got {image.dtype} {image.shape}"
+            )
         if image.dtype == np.uint16:
             if image.ndim != 2:
                 raise ValueError(f"uint16 image arrays must be grayscale [H, W], got {image.shape}")
@@ -121,6 +126,7 @@ def _features_cell(net):
         return net.forward_features
     cell = _FEATURE_CELLS.get(net)
     if cell is None:
+
         class _ForwardFeatures(nn.Cell):
             def __init__(self, inner):
                 super().__init__(auto_prefix=False)
@@ -152,10 +158,19 @@ def pixel_embeddings(net, x: np.ndarray, size_divisor: int = 32, pad_value: floa
     return feats[0, :, : -(-h * fh // ph), : -(-w * fw // pw)].astype(np.float32)
 
 
-def segment(net, image, labels: Union[str, Sequence[str]], mode: str = "whole", return_embeddings: bool = False,
-            templates: Optional[Sequence[str]] = None, text_cache: Optional[TextEmbeddingCache] = None,
-            config: Optional[InferenceConfig] = None, alpha: float = 0.5, max_size: Optional[int] = None,
-            **config_overrides) -> SegResult:
+def segment(
+    net,
+    image,
+    labels: Union[str, Sequence[str]],
+    mode: str = "whole",
+    return_embeddings: bool = False,
+    templates: Optional[Sequence[str]] = None,
+    text_cache: Optional[TextEmbeddingCache] = None,
+    config: Optional[InferenceConfig] = None,
+    alpha: float = 0.5,
+    max_size: Optional[int] = None,
+    **config_overrides,
+) -> SegResult:
     """Segment one image with free-text labels.
 
     Args:
@@ -195,9 +210,11 @@ def segment(net, image, labels: Union[str, Sequence[str]], mode: str = "whole", 
     cfg, note = plan_inference(cfg, work.size[1], work.size[0])
     if note:
         if return_embeddings:  # embeddings come from one whole forward: same memory as "whole"
-            raise ValueError(f"per-pixel embeddings of a {work.size[0]}x{work.size[1]} image need one forward of the "
-                             f"whole image, above the budget of {cfg.max_whole_pixels / 1e6:.1f} MP: pass max_size "
-                             "(--max_size) to segment a smaller copy")
+            raise ValueError(
+                f"per-pixel embeddings of a {work.size[0]}x{work.size[1]} image need one forward of the "
+                f"whole image, above the budget of {cfg.max_whole_pixels / 1e6:.1f} MP: pass max_size "
+                "(--max_size) to segment a smaller copy"
+            )
         notes.append(note)
     x = normalize_image(np.asarray(work))
     logits = run_inference(net, x, text, cfg)[0]
@@ -208,8 +225,17 @@ def segment(net, image, labels: Union[str, Sequence[str]], mode: str = "whole", 
     pal_img = viz.colorize(label_map) if len(labels) <= 256 else None
     ov = viz.overlay(pil, label_map, alpha)
     emb = pixel_embeddings(net, x) if return_embeddings else None
-    return SegResult(label_map=label_map, palette_image=pal_img, overlay=ov, labels=labels, image=pil,
-                     logits=logits, embeddings=emb, mode=cfg.mode, notes=notes)
+    return SegResult(
+        label_map=label_map,
+        palette_image=pal_img,
+        overlay=ov,
+        labels=labels,
+        image=pil,
+        logits=logits,
+        embeddings=emb,
+        mode=cfg.mode,
+        notes=notes,
+    )
 
 
 def save_result(result: SegResult, out_dir: str, name: str, save_embeddings: bool = False) -> List[str]:

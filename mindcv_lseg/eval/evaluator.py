@@ -7,6 +7,7 @@ Images are processed one at a time at their original size (the reference ``testv
 each rank takes every ``group_size``-th image and the int64 confusion matrices are summed exactly across ranks
 (:func:`~mindcv_lseg.eval.metrics.allreduce_confusion_matrix`), so the metrics are those of the whole dataset.
 """
+
 import dataclasses
 import time
 from typing import Dict, Optional, Sequence, Tuple
@@ -25,10 +26,18 @@ def shard_indices(n: int, rank: int = 0, group_size: int = 1) -> Sequence[int]:
     return range(rank, n, group_size)
 
 
-def evaluate_dataset(net, dataset, cfg: InferenceConfig = InferenceConfig(), labels: Optional[Sequence[str]] = None,
-                     text_cache: Optional[TextEmbeddingCache] = None, rank: int = 0, group_size: int = 1,
-                     progress: bool = True, max_samples: Optional[int] = None,
-                     allreduce_fn=None) -> Tuple[np.ndarray, Dict]:
+def evaluate_dataset(
+    net,
+    dataset,
+    cfg: InferenceConfig = InferenceConfig(),
+    labels: Optional[Sequence[str]] = None,
+    text_cache: Optional[TextEmbeddingCache] = None,
+    rank: int = 0,
+    group_size: int = 1,
+    progress: bool = True,
+    max_samples: Optional[int] = None,
+    allreduce_fn=None,
+) -> Tuple[np.ndarray, Dict]:
     """Evaluate ``net`` on ``dataset``.
 
     Args:
@@ -73,6 +82,7 @@ def evaluate_dataset(net, dataset, cfg: InferenceConfig = InferenceConfig(), lab
     metrics = compute_metrics(mat, labels)
     metrics["num_images"] = n
     metrics["seconds"] = round(time.time() - t0, 3)
-    metrics["eval_config"] = {k_: (list(v) if isinstance(v, tuple) else v)
-                              for k_, v in dataclasses.asdict(cfg.resolved()).items()}
+    metrics["eval_config"] = {
+        k_: (list(v) if isinstance(v, tuple) else v) for k_, v in dataclasses.asdict(cfg.resolved()).items()
+    }
     return mat, metrics

@@ -5,6 +5,7 @@ mode, an error or out-of-memory during inference, a write error) is reported wit
 the remaining images are processed; :func:`segment_files` returns the failures so the caller can print a summary and
 exit with :data:`EXIT_SOME_FAILED`.
 """
+
 import os
 import sys
 import time
@@ -23,8 +24,11 @@ def list_images(path: str) -> List[str]:
     if not path:
         raise ValueError("no input given: pass --input photo.jpg or --input folder/")
     if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f)))
+        files = sorted(
+            os.path.join(path, f)
+            for f in os.listdir(path)
+            if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f))
+        )
         if not files:
             raise ValueError(f"folder {path} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
         return files
@@ -70,9 +74,18 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}"
 
 
-def segment_files(net, paths: Sequence[str], labels: Sequence[str], out_dir: str, config, text_cache,
-                  save_embeddings: bool = False, alpha: float = 0.5, max_size: Optional[int] = None,
-                  echo: Callable[[str], None] = print) -> Tuple[int, List[Tuple[str, str]]]:
+def segment_files(
+    net,
+    paths: Sequence[str],
+    labels: Sequence[str],
+    out_dir: str,
+    config,
+    text_cache,
+    save_embeddings: bool = False,
+    alpha: float = 0.5,
+    max_size: Optional[int] = None,
+    echo: Callable[[str], None] = print,
+) -> Tuple[int, List[Tuple[str, str]]]:
     """Segment ``paths`` one by one and write their outputs (:func:`mindcv_lseg.eval.api.save_result`).
 
     A failing image is reported on stderr (``[i/n] FAILED path: reason``) and skipped; ``KeyboardInterrupt`` stops
@@ -85,8 +98,16 @@ def segment_files(net, paths: Sequence[str], labels: Sequence[str], out_dir: str
     for i, (path, name) in enumerate(zip(paths, output_names(paths))):
         t0 = time.time()
         try:
-            res = segment(net, path, labels, config=config, text_cache=text_cache, return_embeddings=save_embeddings,
-                          alpha=alpha, max_size=max_size)
+            res = segment(
+                net,
+                path,
+                labels,
+                config=config,
+                text_cache=text_cache,
+                return_embeddings=save_embeddings,
+                alpha=alpha,
+                max_size=max_size,
+            )
             for note in res.notes:
                 echo(f"[{i + 1}/{n}] {path}: {note}")
             written = save_result(res, out_dir, name, save_embeddings=save_embeddings)
@@ -95,6 +116,8 @@ def segment_files(net, paths: Sequence[str], labels: Sequence[str], out_dir: str
             print(f"[{i + 1}/{n}] FAILED {path}: {failures[-1][1]}", file=sys.stderr, flush=True)
             continue
         present = ", ".join(labels[k] for k in sorted(set(res.label_map.ravel().tolist())))
-        echo(f"[{i + 1}/{n}] {path} ({res.image.size[0]}x{res.image.size[1]}, {time.time() - t0:.1f}s, "
-             f"{res.mode}): {present} -> {', '.join(os.path.basename(p) for p in written)}")
+        echo(
+            f"[{i + 1}/{n}] {path} ({res.image.size[0]}x{res.image.size[1]}, {time.time() - t0:.1f}s, "
+            f"{res.mode}): {present} -> {', '.join(os.path.basename(p) for p in written)}"
+        )
     return n - len(failures), failures

@@ -27,6 +27,7 @@ Modes (:class:`InferenceConfig`):
   scales around ``base_size``; flip off by default.
 * ``"ms_flip"``: the reference evaluator (scales ``[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]``, flip on, base 520, crop 480).
 """
+
 import math
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Tuple
@@ -63,6 +64,7 @@ DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
 
 class LargeImageWarning(UserWarning):
     """An image was too large for ``"whole"`` inference and was processed with sliding windows instead."""
+
 
 REFERENCE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
@@ -106,8 +108,10 @@ class InferenceConfig:
         if int(self.crop_size) <= 0 or int(self.base_size) <= 0:
             raise ValueError(f"crop_size and base_size must be positive, got {self.crop_size}, {self.base_size}")
         if self.mode != "whole" and int(self.crop_size) % self.size_divisor:
-            raise ValueError(f"crop_size {self.crop_size} is the network input of the {self.mode!r} windows and "
-                             f"must be a multiple of {self.size_divisor}")
+            raise ValueError(
+                f"crop_size {self.crop_size} is the network input of the {self.mode!r} windows and "
+                f"must be a multiple of {self.size_divisor}"
+            )
         if self.stride is not None and int(self.stride) <= 0:
             raise ValueError(f"stride must be positive, got {self.stride}")
         if self.max_whole_pixels is not None and int(self.max_whole_pixels) <= 0:
@@ -141,8 +145,12 @@ def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
     import mindspore as ms
     from mindspore import ops
 
-    y = ops.interpolate(ms.Tensor(np.ascontiguousarray(x, dtype=np.float32)), size=(int(height), int(width)),
-                        mode="bilinear", align_corners=True)
+    y = ops.interpolate(
+        ms.Tensor(np.ascontiguousarray(x, dtype=np.float32)),
+        size=(int(height), int(width)),
+        mode="bilinear",
+        align_corners=True,
+    )
     return y.asnumpy()
 
 
@@ -206,8 +214,10 @@ def _forward(net, x: np.ndarray, text) -> np.ndarray:
     done()
     out = out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)
     if out.ndim != 4 or out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
-        raise RuntimeError(f"network returned logits of shape {out.shape} for an input of shape {x.shape}; "
-                           f"expected [B, N, H, W] at the input resolution")
+        raise RuntimeError(
+            f"network returned logits of shape {out.shape} for an input of shape {x.shape}; "
+            f"expected [B, N, H, W] at the input resolution"
+        )
     return out.astype(np.float32, copy=False)
 
 
@@ -219,8 +229,9 @@ def module_inference(net, x: np.ndarray, text, flip: bool) -> np.ndarray:
     return out
 
 
-def whole_inference(net, x: np.ndarray, text, flip: bool = False, size_divisor: int = 32,
-                    pad_value: float = -1.0) -> np.ndarray:
+def whole_inference(
+    net, x: np.ndarray, text, flip: bool = False, size_divisor: int = 32, pad_value: float = -1.0
+) -> np.ndarray:
     """One forward of the whole normalised image ``[1, 3, H, W]`` -> logits ``[1, N, H, W]``.
 
     The image is padded bottom/right with ``pad_value`` to a multiple of ``size_divisor`` and the logits cropped
@@ -230,8 +241,9 @@ def whole_inference(net, x: np.ndarray, text, flip: bool = False, size_divisor: 
     return module_inference(net, pad_to_multiple(x, size_divisor, pad_value), text, flip)[:, :, :h, :w]
 
 
-def scale_inference(net, cur: np.ndarray, text, crop_size: int, stride: int, flip: bool,
-                    pad_value: float = -1.0) -> np.ndarray:
+def scale_inference(
+    net, cur: np.ndarray, text, crop_size: int, stride: int, flip: bool, pad_value: float = -1.0
+) -> np.ndarray:
     """Reference per-scale body on an already resized image ``[1, 3, height, width]`` -> ``[1, N, height, width]``.
 
     Every network input is ``crop_size x crop_size``.
@@ -257,8 +269,17 @@ def scale_inference(net, cur: np.ndarray, text, crop_size: int, stride: int, fli
     return outputs[:, :, :height, :width]
 
 
-def multi_scale_inference(net, x: np.ndarray, text, scales: Sequence[float], base_size: int, crop_size: int,
-                          stride: int, flip: bool, pad_value: float = -1.0) -> np.ndarray:
+def multi_scale_inference(
+    net,
+    x: np.ndarray,
+    text,
+    scales: Sequence[float],
+    base_size: int,
+    crop_size: int,
+    stride: int,
+    flip: bool,
+    pad_value: float = -1.0,
+) -> np.ndarray:
     """Reference multi-scale (+ flip) evaluator: logits ``[1, N, H, W]`` summed over ``scales``."""
     if x.shape[0] != 1:
         raise ValueError(f"multi-scale inference takes one image at a time, got batch {x.shape[0]}")
@@ -283,9 +304,11 @@ def plan_inference(cfg: InferenceConfig, height: int, width: int) -> Tuple[Infer
     padded = (-(-height // d) * d) * (-(-width // d) * d)
     if cfg.mode == "whole" and cfg.max_whole_pixels is not None and padded > cfg.max_whole_pixels:
         slide = replace(cfg, mode="slide", scales=None)
-        note = (f"{width}x{height} image ({padded / 1e6:.1f} MP padded) is above the whole-image budget of "
-                f"{cfg.max_whole_pixels / 1e6:.1f} MP: using sliding {cfg.crop_size}x{cfg.crop_size} windows "
-                "(eval_mode slide) instead")
+        note = (
+            f"{width}x{height} image ({padded / 1e6:.1f} MP padded) is above the whole-image budget of "
+            f"{cfg.max_whole_pixels / 1e6:.1f} MP: using sliding {cfg.crop_size}x{cfg.crop_size} windows "
+            "(eval_mode slide) instead"
+        )
         return slide, note
     return cfg, None
 
@@ -309,5 +332,6 @@ def run_inference(net, x: np.ndarray, text, cfg: InferenceConfig = InferenceConf
         return whole_inference(net, x, text, cfg.flip, cfg.size_divisor, cfg.pad_value)
     if cfg.scales is None:  # "slide" at native resolution
         return scale_inference(net, x, text, cfg.crop_size, cfg.stride, cfg.flip, cfg.pad_value)
-    return multi_scale_inference(net, x, text, cfg.scales, cfg.base_size, cfg.crop_size, cfg.stride, cfg.flip,
-                                 cfg.pad_value)
+    return multi_scale_inference(
+        net, x, text, cfg.scales, cfg.base_size, cfg.crop_size, cfg.stride, cfg.flip, cfg.pad_value
+    )

@@ -16,6 +16,7 @@ Definitions (``eps = np.spacing(1)`` as in PyTorch-Encoding ``utils/metrics.py``
 Distributed evaluation must SUM confusion matrices over ranks (never average per-rank mIoU):
 see :func:`allreduce_confusion_matrix`.
 """
+
 import csv
 import io
 import json
@@ -87,7 +88,8 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int = 255) ->
         if tmax >= k:
             raise ValueError(
                 f"ground truth contains class id {tmax} but there are only {k} classes (ids 0..{k - 1}); "
-                f"ignore_index is {ignore_index}. Check that the label set matches the dataset.")
+                f"ignore_index is {ignore_index}. Check that the label set matches the dataset."
+            )
     pred = pred[valid]
     target = target[valid]
     if pred.size and (pred.min() < 0 or pred.max() >= k):
@@ -199,8 +201,14 @@ def per_class_table(cm, class_names: Optional[Sequence[str]] = None) -> List[Dic
     gt = cm_int.sum(axis=1)
     pr = cm_int.sum(axis=0)
     return [
-        {"id": i, "name": str(class_names[i]), "iou": float(iou[i]), "acc": float(acc[i]),
-         "gt_pixels": int(gt[i]), "pred_pixels": int(pr[i])}
+        {
+            "id": i,
+            "name": str(class_names[i]),
+            "iou": float(iou[i]),
+            "acc": float(acc[i]),
+            "gt_pixels": int(gt[i]),
+            "pred_pixels": int(pr[i]),
+        }
         for i in range(k)
     ]
 
@@ -234,14 +242,19 @@ def format_table(metrics: Dict) -> str:
     width = max([len("class")] + [len(r["name"]) for r in rows])
     lines = [f"{'id':>4}  {'class':<{width}}  {'IoU%':>6}  {'Acc%':>6}  {'GT px':>10}  {'pred px':>10}"]
     for r in rows:
-        lines.append(f"{r['id']:>4}  {r['name']:<{width}}  {_pct(r['iou'])}  {_pct(r['acc'])}  "
-                     f"{r['gt_pixels']:>10d}  {r['pred_pixels']:>10d}")
+        lines.append(
+            f"{r['id']:>4}  {r['name']:<{width}}  {_pct(r['iou'])}  {_pct(r['acc'])}  "
+            f"{r['gt_pixels']:>10d}  {r['pred_pixels']:>10d}"
+        )
     lines.append("")
     lines.append(f"pixAcc               : {_pct(metrics['pixAcc'])} %")
-    lines.append(f"mIoU (reference)     : {_pct(metrics['mIoU'])} %   mean over all {metrics['num_classes']} classes, "
-                 f"absent classes count 0 (LSeg / PyTorch-Encoding definition)")
-    lines.append(f"mIoU (nanmean)       : {_pct(metrics['mIoU_nanmean'])} %   mean over classes present in GT or "
-                 f"prediction")
+    lines.append(
+        f"mIoU (reference)     : {_pct(metrics['mIoU'])} %   mean over all {metrics['num_classes']} classes, "
+        f"absent classes count 0 (LSeg / PyTorch-Encoding definition)"
+    )
+    lines.append(
+        f"mIoU (nanmean)       : {_pct(metrics['mIoU_nanmean'])} %   mean over classes present in GT or " f"prediction"
+    )
     lines.append(f"mAcc                 : {_pct(metrics['mAcc'])} %   mean per-class accuracy over classes with GT")
     return "\n".join(lines)
 
@@ -263,9 +276,11 @@ def merge_float32_parts(parts) -> np.ndarray:
     parts = np.asarray(parts)
     if parts.shape[0] != _NUM_CHUNKS:
         raise ValueError(f"expected {_NUM_CHUNKS} chunks, got shape {parts.shape}")
-    if parts.size and (parts.max() >= 2 ** 24 or not np.all(parts == np.round(parts))):
-        raise ValueError("float32 chunk sum is not an exact integer (more than "
-                         f"{MAX_EXACT_RANKS} ranks?): cannot merge confusion matrices exactly")
+    if parts.size and (parts.max() >= 2**24 or not np.all(parts == np.round(parts))):
+        raise ValueError(
+            "float32 chunk sum is not an exact integer (more than "
+            f"{MAX_EXACT_RANKS} ranks?): cannot merge confusion matrices exactly"
+        )
     out = np.zeros(parts.shape[1:], dtype=np.int64)
     for i in range(_NUM_CHUNKS):
         out += parts[i].astype(np.int64) << (_CHUNK_BITS * i)
@@ -279,8 +294,9 @@ def _mindspore_allreduce(x: np.ndarray) -> np.ndarray:
     return ops.AllReduce(ops.ReduceOp.SUM)(ms.Tensor(x, ms.float32)).asnumpy()
 
 
-def allreduce_confusion_matrix(cm, group_size: Optional[int] = None,
-                               allreduce_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
+def allreduce_confusion_matrix(
+    cm, group_size: Optional[int] = None, allreduce_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
+) -> np.ndarray:
     """Sum an int64 confusion matrix over all ranks, exactly.
 
     MindSpore's CPU AllReduce only reduces float32/float16, and float32 represents integers exactly only up to
@@ -310,8 +326,9 @@ def allreduce_confusion_matrix(cm, group_size: Optional[int] = None,
     if group_size <= 1 and allreduce_fn is None:
         return cm
     if group_size > MAX_EXACT_RANKS:
-        raise ValueError(f"exact confusion-matrix all-reduce supports at most {MAX_EXACT_RANKS} ranks, "
-                         f"got {group_size}")
+        raise ValueError(
+            f"exact confusion-matrix all-reduce supports at most {MAX_EXACT_RANKS} ranks, " f"got {group_size}"
+        )
     fn = allreduce_fn or _mindspore_allreduce
     return merge_float32_parts(fn(split_int64_to_float32(cm)))
 
@@ -344,8 +361,16 @@ def save_metrics_csv(metrics: Dict, path: str) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "name", "iou", "acc", "gt_pixels", "pred_pixels"])
     for r in metrics["per_class"]:
-        w.writerow([r["id"], r["name"], f"{r['iou']:.6f}",
-                    "" if not np.isfinite(r["acc"]) else f"{r['acc']:.6f}", r["gt_pixels"], r["pred_pixels"]])
+        w.writerow(
+            [
+                r["id"],
+                r["name"],
+                f"{r['iou']:.6f}",
+                "" if not np.isfinite(r["acc"]) else f"{r['acc']:.6f}",
+                r["gt_pixels"],
+                r["pred_pixels"],
+            ]
+        )
     for key in ("pixAcc", "mIoU", "mIoU_nanmean", "mAcc"):
         v = metrics[key]
         w.writerow(["", key, "" if not np.isfinite(v) else f"{v:.6f}", "", "", ""])

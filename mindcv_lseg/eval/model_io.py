@@ -1,4 +1,5 @@
 """Create an LSeg network for evaluation / inference and load a checkpoint with specific errors."""
+
 import os
 from typing import Optional
 
@@ -11,12 +12,14 @@ class ModelLoadError(ValueError):
 
 def _short(msg: str, max_lines: int = 8) -> str:
     lines = str(msg).splitlines()
-    return "\n".join(lines[:max_lines] + ([f"  ... ({len(lines) - max_lines} more lines)"]
-                                          if len(lines) > max_lines else []))
+    return "\n".join(
+        lines[:max_lines] + ([f"  ... ({len(lines) - max_lines} more lines)"] if len(lines) > max_lines else [])
+    )
 
 
-def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: bool = True, impl: str = "auto",
-                      amp_level: str = "O0"):
+def create_eval_model(
+    name: str, ckpt_path: Optional[str] = None, require_ckpt: bool = True, impl: str = "auto", amp_level: str = "O0"
+):
     """``mindcv.create_model(name, impl=impl)`` + strict checkpoint load + mixed precision, in eval mode.
 
     Args:
@@ -32,6 +35,7 @@ def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: 
     import mindcv
 
     import mindcv_lseg.models  # noqa: F401  (registers the lseg_* models)
+
     from ..checkpoint import CheckpointError, load_into_net
 
     lseg_models = [m for m in mindcv.list_models("lseg_*")]
@@ -39,8 +43,10 @@ def create_eval_model(name: str, ckpt_path: Optional[str] = None, require_ckpt: 
         raise ModelLoadError(f"unknown model {name!r}; LSeg models: {', '.join(lseg_models)}")
     if not ckpt_path:
         if require_ckpt:
-            raise ModelLoadError(f"no checkpoint given for {name}: pass --ckpt_path FILE.ckpt (convert the official "
-                                 f"weights with tools/convert.py or train one with tools/train.py)")
+            raise ModelLoadError(
+                f"no checkpoint given for {name}: pass --ckpt_path FILE.ckpt (convert the official "
+                f"weights with tools/convert.py or train one with tools/train.py)"
+            )
     elif not os.path.isfile(ckpt_path):
         raise ModelLoadError(f"checkpoint not found: {ckpt_path} (check the path given to --ckpt_path)")
     net = mindcv.create_model(name, impl=impl)

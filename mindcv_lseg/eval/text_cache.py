@@ -10,6 +10,7 @@ a {}.",)`` every label is formatted with each template, each embedding is L2-nor
 embeddings are averaged (prompt ensembling). The network L2-normalises text features itself, so with a single
 template this equals the raw features of the formatted text up to scale.
 """
+
 import hashlib
 import json
 import os
@@ -43,15 +44,24 @@ def check_templates(templates: Optional[Sequence[str]]) -> Optional[Tuple[str, .
             fields = [f for _, f, spec, conv in string.Formatter().parse(t) if f is not None]
             specs = [(spec, conv) for _, f, spec, conv in string.Formatter().parse(t) if f is not None]
         except ValueError as e:
-            raise ValueError(f"prompt template {t!r} is malformed ({e}); write literal braces as '{{{{' and "
-                             "'}}'") from None
+            raise ValueError(
+                f"prompt template {t!r} is malformed ({e}); write literal braces as '{{{{' and " "'}}'"
+            ) from None
         if fields.count("") != 1 or any(fields) or any(spec or conv for spec, conv in specs):
             others = [f"{{{f}}}" for f in fields if f]
-            problem = (f"has the field(s) {', '.join(others)}" if others else
-                       f"has {fields.count('')} '{{}}' fields" if fields.count("") != 1 else
-                       "has a format spec or conversion in its '{}'")
-            raise ValueError(f"prompt template {t!r} {problem}: a template needs exactly one '{{}}' placeholder "
-                             "where the label goes (e.g. 'a photo of a {}.'); write literal braces as '{{' and '}}'")
+            problem = (
+                f"has the field(s) {', '.join(others)}"
+                if others
+                else (
+                    f"has {fields.count('')} '{{}}' fields"
+                    if fields.count("") != 1
+                    else "has a format spec or conversion in its '{}'"
+                )
+            )
+            raise ValueError(
+                f"prompt template {t!r} {problem}: a template needs exactly one '{{}}' placeholder "
+                "where the label goes (e.g. 'a photo of a {}.'); write literal braces as '{{' and '}}'"
+            )
         out.append(t)
     return tuple(out)
 
@@ -100,8 +110,9 @@ class TextEmbeddingCache:
     how each request was served.
     """
 
-    def __init__(self, net, model_id: str = "", cache_dir: Optional[str] = None,
-                 templates: Optional[Sequence[str]] = None):
+    def __init__(
+        self, net, model_id: str = "", cache_dir: Optional[str] = None, templates: Optional[Sequence[str]] = None
+    ):
         self.net = net
         self.model_id = str(model_id)
         self.cache_dir = cache_dir
@@ -112,8 +123,11 @@ class TextEmbeddingCache:
         self.disk_hits = 0
 
     def key(self, labels: Sequence[str]) -> str:
-        payload = json.dumps({"model": self.model_id, "labels": list(labels), "templates": self.templates},
-                             ensure_ascii=False, sort_keys=True)
+        payload = json.dumps(
+            {"model": self.model_id, "labels": list(labels), "templates": self.templates},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
 
     def disk_path(self, labels: Sequence[str]) -> Optional[str]:

@@ -8,6 +8,7 @@ The text features are computed once per class name and reused.
     pred = predict_zeroshot(net, images, ["dog", "cat"])          # images [2, 3, H, W] -> int64 [2, H, W]
     metrics = evaluate_zeroshot(net, mindcv_lseg.data.fewshot.create_fewshot_dataset("fss", root))
 """
+
 import time
 from typing import Dict, Optional, Sequence
 
@@ -18,8 +19,14 @@ import mindspore as ms
 from ..data.io import SegDataError
 from .zeroshot_metrics import ZeroShotMeter
 
-__all__ = ["OTHERS", "zeroshot_labels", "ZeroShotText", "zeroshot_text_features", "predict_zeroshot",
-           "evaluate_zeroshot"]
+__all__ = [
+    "OTHERS",
+    "zeroshot_labels",
+    "ZeroShotText",
+    "zeroshot_text_features",
+    "predict_zeroshot",
+    "evaluate_zeroshot",
+]
 
 #: the background label of the zero-shot networks (plural, unlike the demo's "other")
 OTHERS = "others"
@@ -72,8 +79,15 @@ def predict_zeroshot(net, images, class_names: Sequence[str], text: Optional[Zer
     return logits.argmax(axis=1)
 
 
-def evaluate_zeroshot(net, dataset, rank: int = 0, group_size: int = 1, progress: bool = True,
-                      max_episodes: Optional[int] = None, allreduce_fn=None) -> Dict:
+def evaluate_zeroshot(
+    net,
+    dataset,
+    rank: int = 0,
+    group_size: int = 1,
+    progress: bool = True,
+    max_episodes: Optional[int] = None,
+    allreduce_fn=None,
+) -> Dict:
     """Run every episode of a zero-shot benchmark dataset and compute mIoU / FB-IoU over the fold's test classes.
 
     Args:

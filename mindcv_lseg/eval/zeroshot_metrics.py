@@ -16,6 +16,7 @@ sums are rounded once they exceed 2**24 pixels (relative error <= 6e-8 per sum f
 episodes of 480x480 pixels), i.e. the two agree to better than 1e-5 percentage points.
 Values are fractions here; the CLI prints percentages as the paper does.
 """
+
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np

@@ -6,6 +6,7 @@ kept for the backward pass, about ten tensors of the activation's size per call 
 150 MB per block, 3.6 GB in all). :class:`ErfGELU` computes the same forward values and defines its gradient
 directly, so only its input is kept. ``benchmarks/train_step.py`` shows the effect.
 """
+
 import math
 
 from mindspore import Tensor, nn, ops

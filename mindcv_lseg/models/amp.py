@@ -16,10 +16,9 @@ Levels (mindcv's meanings, on the image branch):
 :data:`AMP_BLACK_LIST` = mindcv's (BatchNorm, LayerNorm) + :data:`CPU_FLOAT32_CELLS`, the cells whose MindSpore 2.10
 CPU kernels have no float16 version. mindcv's ViT attention computes its softmax in float32 in every level.
 """
-from mindspore import nn
 
 from mindcv.utils import amp as mindcv_amp
-
+from mindspore import nn
 
 __all__ = ["AMP_LEVELS", "AMP_BLACK_LIST", "CPU_FLOAT32_CELLS", "check_amp_level", "auto_mixed_precision"]
 

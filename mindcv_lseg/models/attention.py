@@ -12,6 +12,7 @@ from q and k when the gradient arrives and broadcasts explicitly. The scale is f
 (every LSeg ViT) the scale is 1/8, a power of two, so the forward is bit-identical to scaling the scores; for
 other head sizes the two differ by float32 rounding only.
 """
+
 from mindspore import Tensor, nn, ops
 
 __all__ = ["AttentionCore", "LeanAttention"]
@@ -63,7 +64,7 @@ class LeanAttention(nn.Cell):
         self.proj_drop = proj_drop if proj_drop is not None else nn.Identity()
         self.num_heads = num_heads
         self.head_dim = qkv.in_channels // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.core = AttentionCore()
 
     def _heads(self, x: Tensor, b: int, t: int) -> Tensor:

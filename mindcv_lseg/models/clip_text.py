@@ -4,6 +4,7 @@ Only the text tower is built; CLIP's image tower is never used by LSeg.
 Numerics follow ``CLIP.encode_text`` run in float32: QuickGELU, LayerNorm eps 1e-5, a constant causal mask,
 ``nn.MultiheadAttention`` semantics (q scaled by head_dim**-0.5 before q.k^T), pooling at the end-of-text token.
 """
+
 import numpy as np
 
 import mindspore as ms
@@ -36,8 +37,8 @@ class MultiheadSelfAttention(nn.Cell):
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = width // num_heads
-        self.scale = self.head_dim ** -0.5
-        self.in_proj_weight = Parameter(initializer(Normal(width ** -0.5), (3 * width, width), ms.float32))
+        self.scale = self.head_dim**-0.5
+        self.in_proj_weight = Parameter(initializer(Normal(width**-0.5), (3 * width, width), ms.float32))
         self.in_proj_bias = Parameter(initializer("zeros", (3 * width,), ms.float32))
         self.out_proj = nn.Dense(width, width, has_bias=True)
         self.in_proj = Linear(current_impl(impl))
@@ -113,7 +114,7 @@ class CLIPTextEncoder(nn.Cell):
         self.positional_embedding = Parameter(initializer(Normal(0.01), (context_length, width), ms.float32))
         self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, impl) for _ in range(layers)])
         self.ln_final = nn.LayerNorm((width,), epsilon=1e-5)
-        self.text_projection = Parameter(initializer(Normal(width ** -0.5), (width, embed_dim), ms.float32))
+        self.text_projection = Parameter(initializer(Normal(width**-0.5), (width, embed_dim), ms.float32))
         mask = np.triu(np.full((context_length, context_length), -np.inf, dtype=np.float32), 1)
         self.attn_mask = Tensor(mask)
         self.one, self.zero = Tensor(1.0, ms.float32), Tensor(0.0, ms.float32)

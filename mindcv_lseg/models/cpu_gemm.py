@@ -7,13 +7,21 @@ so checkpoints map one to one, and compute the same sums through 1x1 convolution
 See ``benchmarks/forward.py`` for the effect. On Ascend/GPU the native cells are the fast path: these are only
 built with ``impl="lean"`` (see :mod:`mindcv_lseg.models.ops_impl`).
 """
+
 import math
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
-__all__ = ["linear", "SameConvGEMM", "CpuGemmConv2d", "CpuGemmConvTranspose2d", "CpuSubsampledConv1x1", "cpu_gemm_patchify"]
+__all__ = [
+    "linear",
+    "SameConvGEMM",
+    "CpuGemmConv2d",
+    "CpuGemmConvTranspose2d",
+    "CpuSubsampledConv1x1",
+    "cpu_gemm_patchify",
+]
 
 
 def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
@@ -144,8 +152,15 @@ class CpuGemmConv2d(nn.Cell):
     Input [B, in, H, W] -> output [B, out, H/s, W/s].
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 has_bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        has_bias: bool = False,
+    ):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -154,8 +169,10 @@ class CpuGemmConv2d(nn.Cell):
         self.padding = padding
         self.has_bias = has_bias
         if 2 * padding + 1 != kernel_size:
-            raise ValueError(f"CpuGemmConv2d supports 'same' padding only (padding = (kernel_size - 1) / 2), got "
-                             f"kernel_size={kernel_size}, padding={padding}")
+            raise ValueError(
+                f"CpuGemmConv2d supports 'same' padding only (padding = (kernel_size - 1) / 2), got "
+                f"kernel_size={kernel_size}, padding={padding}"
+            )
         self.weight = Parameter(
             initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels, kernel_size, kernel_size), ms.float32),
             name="weight",

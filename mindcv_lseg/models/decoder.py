@@ -1,6 +1,7 @@
 """LSeg's decoder ("scratch"): 3x3 projections of the pyramid, four fusion blocks, the 1x1 embedding head and the
 optional spatial-regularisation block applied to the logits. All of it is the 10x-learning-rate group in training.
 """
+
 from typing import Sequence, Tuple
 
 from mindspore import Tensor, nn

@@ -5,6 +5,7 @@ Shapes in the docstrings are for an input of H x W pixels and a patch size p (to
 Every layer mirrors the reference (``lseg_vit.py`` / ``lseg_blocks.py``): see docs/reference_numerics.md,
 "Forward pass".
 """
+
 from typing import Sequence, Tuple
 
 from mindspore import Tensor, nn, ops
@@ -113,8 +114,9 @@ class Reassemble(nn.Cell):
     Outputs: tuple of 4 maps [B, out_channels[k], H/2**(k+2), W/2**(k+2)].
     """
 
-    def __init__(self, vit_dim: int, patch_size: int, out_channels: Sequence[int], readout: str = "project",
-                 impl: str = "auto"):
+    def __init__(
+        self, vit_dim: int, patch_size: int, out_channels: Sequence[int], readout: str = "project", impl: str = "auto"
+    ):
         super().__init__()
         impl = current_impl(impl)
         scales = [patch_size / 2 ** (k + 2) for k in range(4)]

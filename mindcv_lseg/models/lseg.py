@@ -4,14 +4,14 @@ Image branch: mindcv ViT -> DPT reassemble -> fusion decoder -> per-pixel embedd
 Text branch: frozen CLIP text transformer -> one embedding per free-text label.
 Logits: cosine similarity of the two, times the fixed scale 1/0.07, bilinearly upsampled x2.
 """
+
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
 import mindspore as ms
-from mindspore import Tensor, nn, ops
-
 from mindcv.models.registry import register_model
+from mindspore import Tensor, nn, ops
 
 from ..text.tokenizer import tokenize
 from .clip_text import CLIPTextEncoder
@@ -52,19 +52,46 @@ default_cfgs = {
 # architecture of each entry: image encoder, reassemble widths, text tower (docs/reference_numerics.md, "Variants")
 ARCH_CFGS = {
     "lseg_vitl16_384": dict(
-        image_size=384, patch_size=16, vit_dim=1024, vit_depth=24, vit_heads=16, hooks=(5, 11, 17, 23),
-        reassemble_channels=(256, 512, 1024, 1024), features=256,
-        text_width=512, text_layers=12, text_heads=8, embed_dim=512,
+        image_size=384,
+        patch_size=16,
+        vit_dim=1024,
+        vit_depth=24,
+        vit_heads=16,
+        hooks=(5, 11, 17, 23),
+        reassemble_channels=(256, 512, 1024, 1024),
+        features=256,
+        text_width=512,
+        text_layers=12,
+        text_heads=8,
+        embed_dim=512,
     ),
     "lseg_vitb32": dict(
-        image_size=384, patch_size=32, vit_dim=768, vit_depth=12, vit_heads=12, hooks=(2, 5, 8, 11),
-        reassemble_channels=(96, 192, 384, 768), features=256,
-        text_width=512, text_layers=12, text_heads=8, embed_dim=512,
+        image_size=384,
+        patch_size=32,
+        vit_dim=768,
+        vit_depth=12,
+        vit_heads=12,
+        hooks=(2, 5, 8, 11),
+        reassemble_channels=(96, 192, 384, 768),
+        features=256,
+        text_width=512,
+        text_layers=12,
+        text_heads=8,
+        embed_dim=512,
     ),
     "lseg_tiny_test": dict(
-        image_size=64, patch_size=16, vit_dim=64, vit_depth=4, vit_heads=2, hooks=(0, 1, 2, 3),
-        reassemble_channels=(16, 32, 64, 64), features=32,
-        text_width=64, text_layers=2, text_heads=2, embed_dim=64,
+        image_size=64,
+        patch_size=16,
+        vit_dim=64,
+        vit_depth=4,
+        vit_heads=2,
+        hooks=(0, 1, 2, 3),
+        reassemble_channels=(16, 32, 64, 64),
+        features=32,
+        text_width=64,
+        text_layers=2,
+        text_heads=2,
+        embed_dim=64,
     ),
 }
 
@@ -72,13 +99,36 @@ ARCH_CFGS = {
 class LSegImageEncoder(nn.Cell):
     """ViT + DPT reassemble: image [B,3,H,W] -> pyramid of 4 maps at strides 4, 8, 16, 32."""
 
-    def __init__(self, image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, reassemble_channels,
-                 readout="project", weight_init=True, drop_rate=0.0, drop_path_rate=0.0, impl="auto"):
+    def __init__(
+        self,
+        image_size,
+        patch_size,
+        vit_dim,
+        vit_depth,
+        vit_heads,
+        hooks,
+        reassemble_channels,
+        readout="project",
+        weight_init=True,
+        drop_rate=0.0,
+        drop_path_rate=0.0,
+        impl="auto",
+    ):
         super().__init__()
         impl = current_impl(impl)
         self.patch_size = patch_size
-        self.vit = ViTEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks, weight_init=weight_init,
-                              drop_rate=drop_rate, drop_path_rate=drop_path_rate, impl=impl)
+        self.vit = ViTEncoder(
+            image_size,
+            patch_size,
+            vit_dim,
+            vit_depth,
+            vit_heads,
+            hooks,
+            weight_init=weight_init,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            impl=impl,
+        )
         self.reassemble = Reassemble(vit_dim, patch_size, reassemble_channels, readout, impl)
 
     def construct(self, x: Tensor):
@@ -157,14 +207,27 @@ class LSeg(nn.Cell):
         self.context_length = context_length
         self.logit_scale = LOGIT_SCALE
         if image_encoder is None:
-            image_encoder = LSegImageEncoder(image_size, patch_size, vit_dim, vit_depth, vit_heads, hooks,
-                                             reassemble_channels, readout, weight_init, drop_rate,
-                                             drop_path_rate, self.impl)
+            image_encoder = LSegImageEncoder(
+                image_size,
+                patch_size,
+                vit_dim,
+                vit_depth,
+                vit_heads,
+                hooks,
+                reassemble_channels,
+                readout,
+                weight_init,
+                drop_rate,
+                drop_path_rate,
+                self.impl,
+            )
         self.encoder = image_encoder
-        self.scratch = LSegScratch(reassemble_channels, features, embed_dim, arch_option, block_depth, activation,
-                                   self.impl)
-        self.clip_text = CLIPTextEncoder(vocab_size, context_length, text_width, text_layers, text_heads, embed_dim,
-                                         self.impl)
+        self.scratch = LSegScratch(
+            reassemble_channels, features, embed_dim, arch_option, block_depth, activation, self.impl
+        )
+        self.clip_text = CLIPTextEncoder(
+            vocab_size, context_length, text_width, text_layers, text_heads, embed_dim, self.impl
+        )
         for param in self.clip_text.get_parameters():
             param.requires_grad = False  # frozen: never trained, never in an optimizer
 

@@ -4,6 +4,7 @@ The four ResNet stages (256/512/1024/2048 channels at strides 4-32) feed the DPT
 the text tower is CLIP ViT-B/32's, frozen. Inputs are normalised with the ImageNet mean/std (``default_cfg``).
 Zero-shot use: labels ``["others", class_name]`` per sample, see :mod:`mindcv_lseg.eval.zeroshot`.
 """
+
 from mindcv.models.registry import register_model
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -37,9 +38,7 @@ default_cfgs = {
     ),
 }
 
-RN101_ARCH = dict(
-    layers=(3, 4, 23, 3), features=256, text_width=512, text_layers=12, text_heads=8, embed_dim=512
-)
+RN101_ARCH = dict(layers=(3, 4, 23, 3), features=256, text_width=512, text_layers=12, text_heads=8, embed_dim=512)
 
 
 @register_model
@@ -64,5 +63,6 @@ def lseg_rn101(pretrained: bool = False, **kwargs) -> LSeg:
     cfg.update(kwargs)
     layers = cfg.pop("layers")
     impl = current_impl(cfg.pop("impl", "auto"))
-    return LSeg(image_encoder=ResNetEncoder(layers, impl), reassemble_channels=ResNetEncoder.OUT_CHANNELS, impl=impl,
-                **cfg)
+    return LSeg(
+        image_encoder=ResNetEncoder(layers, impl), reassemble_channels=ResNetEncoder.OUT_CHANNELS, impl=impl, **cfg
+    )

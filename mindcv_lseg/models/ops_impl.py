@@ -15,14 +15,13 @@ activation-sized intermediates until the backward pass. The lean cells compute t
 Both implementations create the same parameters (names, shapes, layouts), so every checkpoint loads into both.
 Every model file builds the layers that differ through the factories below; removing a workaround is a change here.
 """
-from functools import partial
 
+from functools import partial
 from typing import Optional
 
 import mindspore as ms
-from mindspore import Tensor, nn, ops
-
 from mindcv.models.vit import Attention
+from mindspore import Tensor, nn, ops
 
 from .activations import ErfGELU
 from .attention import LeanAttention
@@ -67,8 +66,10 @@ def resolve_impl(impl: str, device_target: str) -> str:
     if impl != "auto":
         return impl
     if device_target not in _DEVICES:
-        raise ValueError(f"impl='auto' needs a device target in {_DEVICES}, got {device_target!r}; "
-                         f"pass impl='native' or impl='lean' explicitly")
+        raise ValueError(
+            f"impl='auto' needs a device target in {_DEVICES}, got {device_target!r}; "
+            f"pass impl='native' or impl='lean' explicitly"
+        )
     return "lean" if device_target == "CPU" else "native"
 
 
@@ -84,8 +85,16 @@ def _check(impl: str) -> None:
         raise ValueError(f"a resolved impl ('native' or 'lean') is needed here, got {impl!r} (see resolve_impl)")
 
 
-def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-           has_bias: bool = False, *, impl: str) -> nn.Cell:
+def conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    has_bias: bool = False,
+    *,
+    impl: str,
+) -> nn.Cell:
     """Zero-padded 2-D convolution as PyTorch's ``nn.Conv2d(in, out, k, stride, padding, bias=has_bias)``.
 
     Parameters ``weight`` [out, in, k, k] and ``bias`` [out] in both implementations. lean: :class:`CpuGemmConv2d`
@@ -93,10 +102,10 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 
     """
     _check(impl)
     if impl == "lean":
-        return CpuGemmConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                             has_bias=has_bias)
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad", padding=padding,
-                     has_bias=has_bias)
+        return CpuGemmConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, has_bias=has_bias)
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad", padding=padding, has_bias=has_bias
+    )
 
 
 def adapt_conv(conv: nn.Conv2d, impl: str) -> nn.Cell:
@@ -113,16 +122,18 @@ def adapt_conv(conv: nn.Conv2d, impl: str) -> nn.Cell:
     if k == 1:
         lean = CpuSubsampledConv1x1(conv.in_channels, conv.out_channels, stride)
     else:
-        lean = CpuGemmConv2d(conv.in_channels, conv.out_channels, k, stride=stride, padding=(k - 1) // 2,
-                             has_bias=conv.has_bias)
+        lean = CpuGemmConv2d(
+            conv.in_channels, conv.out_channels, k, stride=stride, padding=(k - 1) // 2, has_bias=conv.has_bias
+        )
         if conv.has_bias:
             lean.bias.set_data(conv.bias.data)
     lean.weight.set_data(conv.weight.data)  # keep the initialisation (matters only when training from scratch)
     return lean
 
 
-def conv_transpose2d(in_channels: int, out_channels: int, kernel_size: int, has_bias: bool = True, *,
-                     impl: str) -> nn.Cell:
+def conv_transpose2d(
+    in_channels: int, out_channels: int, kernel_size: int, has_bias: bool = True, *, impl: str
+) -> nn.Cell:
     """Transposed convolution with kernel = stride and no padding: [B, in, h, w] -> [B, out, k*h, k*w].
 
     Parameters ``weight`` [in, out, k, k] and ``bias`` [out]. lean: :class:`CpuGemmConvTranspose2d` (a matmul);
@@ -131,8 +142,9 @@ def conv_transpose2d(in_channels: int, out_channels: int, kernel_size: int, has_
     _check(impl)
     if impl == "lean":
         return CpuGemmConvTranspose2d(in_channels, out_channels, kernel_size, has_bias=has_bias)
-    return nn.Conv2dTranspose(in_channels, out_channels, kernel_size, stride=kernel_size, pad_mode="valid",
-                              has_bias=has_bias)
+    return nn.Conv2dTranspose(
+        in_channels, out_channels, kernel_size, stride=kernel_size, pad_mode="valid", has_bias=has_bias
+    )
 
 
 def gelu_layer(impl: str):

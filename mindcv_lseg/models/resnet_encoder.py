@@ -12,11 +12,11 @@ BatchNorm eps 1e-5), with three changes that keep its parameter names and shapes
 
 The classifier head (global pool + Dense) is removed: LSeg uses only the stages.
 """
+
 from typing import Sequence, Tuple
 
-from mindspore import Tensor, nn
-
 from mindcv.models.resnet import Bottleneck, ResNet
+from mindspore import Tensor, nn
 
 from .ops_impl import adapt_conv, current_impl
 

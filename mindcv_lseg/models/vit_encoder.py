@@ -5,6 +5,7 @@ position embeddings resampled to the input's token grid (bilinear, half-pixel ce
 ``_resize_pos_embed``) and the raw outputs of the hooked blocks returned explicitly (no forward hooks),
 so the whole network compiles in GRAPH mode.
 """
+
 from functools import partial
 from typing import Sequence, Tuple
 

@@ -12,6 +12,7 @@ model's logits ``[B, N, H, W]`` is the score of ``label_set[i]``.  Sources:
 Every label is checked once, here: a string, not empty after stripping, a single line without control characters.
 Use :func:`get_label_set` to resolve any of these.
 """
+
 import hashlib
 import os
 import unicodedata
@@ -47,13 +48,15 @@ class LabelSet:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"LabelSet name must be a non-empty string, got {name!r}")
         if isinstance(labels, str):
-            raise TypeError("LabelSet labels must be a sequence of strings, not one string; "
-                            "use LabelSet.from_string('a, b, c') for a comma-separated list")
+            raise TypeError(
+                "LabelSet labels must be a sequence of strings, not one string; "
+                "use LabelSet.from_string('a, b, c') for a comma-separated list"
+            )
         where = where or f"label set {name!r}"
         self._name = name.strip()
         self._labels: Tuple[str, ...] = tuple(_checked_label(i, lab, where) for i, lab in enumerate(labels))
         if not self._labels:
-            raise ValueError(f"no labels given in {where}: pass at least one, e.g. \"dog, grass, other\"")
+            raise ValueError(f'no labels given in {where}: pass at least one, e.g. "dog, grass, other"')
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -76,8 +79,10 @@ class LabelSet:
             raise ValueError(f"label file {path} is empty: expected one label per line")
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
-                raise ValueError(f"label file {path}, line {lineno}: empty label (class id {lineno - 1}); "
-                                 "every line up to the last label must hold one label")
+                raise ValueError(
+                    f"label file {path}, line {lineno}: empty label (class id {lineno - 1}); "
+                    "every line up to the last label must hold one label"
+                )
         labels = [line.strip() for line in lines]
         if name is None:
             base = os.path.splitext(os.path.basename(path))[0]
@@ -168,10 +173,13 @@ def _checked_label(i: int, label, where: str) -> str:
         raise ValueError(f"label {i} is empty in {where}")
     bad = sorted({c for c in label if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
     if bad:
-        names = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, _CONTROL_NAMES.get(c, 'control character'))}"
-                          for c in bad)
-        raise ValueError(f"label {i} {label!r} contains a line break or control character ({names}), in {where}; "
-                         "a label is a single line of text: remove it")
+        names = ", ".join(
+            f"U+{ord(c):04X} {unicodedata.name(c, _CONTROL_NAMES.get(c, 'control character'))}" for c in bad
+        )
+        raise ValueError(
+            f"label {i} {label!r} contains a line break or control character ({names}), in {where}; "
+            "a label is a single line of text: remove it"
+        )
     return label
 
 
@@ -179,8 +187,11 @@ def _warn_duplicates(labels, where):
     seen = {}
     for i, lab in enumerate(labels):
         if lab in seen:
-            warnings.warn(f"{where}: label {lab!r} at id {i} duplicates id {seen[lab]}; both get the same text "
-                          f"embedding, so id {i} can never be predicted", stacklevel=3)
+            warnings.warn(
+                f"{where}: label {lab!r} at id {i} duplicates id {seen[lab]}; both get the same text "
+                f"embedding, so id {i} can never be predicted",
+                stacklevel=3,
+            )
         else:
             seen[lab] = i
 
@@ -188,46 +199,310 @@ def _warn_duplicates(labels, where):
 # --------------------------------------------------------------------------- built-in lists
 # The 150 strings the reference feeds to CLIP (first word of each ADE name; "screen" at 58 and 130).
 ADE20K_150 = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
-    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",
-    "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
-    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion",
-    "base", "box", "column", "signboard", "chest", "counter", "sand", "sink", "skyscraper", "fireplace",
-    "refrigerator", "grandstand", "path", "stairs", "runway", "case", "pool", "pillow", "screen", "stairway",
-    "river", "bridge", "bookcase", "blind", "coffee", "toilet", "flower", "book", "hill", "bench",
-    "countertop", "stove", "palm", "kitchen", "computer", "swivel", "boat", "bar", "arcade", "hovel",
-    "bus", "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television",
-    "airplane", "dirt", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
-    "poster", "stage", "van", "ship", "fountain", "conveyer", "canopy", "washer", "plaything", "swimming",
-    "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball",
-    "food", "step", "tank", "trade", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher",
-    "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic", "tray", "ashcan", "fan",
-    "pier", "crt", "plate", "monitor", "bulletin", "shower", "radiator", "glass", "clock", "flag",
+    "wall",
+    "building",
+    "sky",
+    "floor",
+    "tree",
+    "ceiling",
+    "road",
+    "bed",
+    "windowpane",
+    "grass",
+    "cabinet",
+    "sidewalk",
+    "person",
+    "earth",
+    "door",
+    "table",
+    "mountain",
+    "plant",
+    "curtain",
+    "chair",
+    "car",
+    "water",
+    "painting",
+    "sofa",
+    "shelf",
+    "house",
+    "sea",
+    "mirror",
+    "rug",
+    "field",
+    "armchair",
+    "seat",
+    "fence",
+    "desk",
+    "rock",
+    "wardrobe",
+    "lamp",
+    "bathtub",
+    "railing",
+    "cushion",
+    "base",
+    "box",
+    "column",
+    "signboard",
+    "chest",
+    "counter",
+    "sand",
+    "sink",
+    "skyscraper",
+    "fireplace",
+    "refrigerator",
+    "grandstand",
+    "path",
+    "stairs",
+    "runway",
+    "case",
+    "pool",
+    "pillow",
+    "screen",
+    "stairway",
+    "river",
+    "bridge",
+    "bookcase",
+    "blind",
+    "coffee",
+    "toilet",
+    "flower",
+    "book",
+    "hill",
+    "bench",
+    "countertop",
+    "stove",
+    "palm",
+    "kitchen",
+    "computer",
+    "swivel",
+    "boat",
+    "bar",
+    "arcade",
+    "hovel",
+    "bus",
+    "towel",
+    "light",
+    "truck",
+    "tower",
+    "chandelier",
+    "awning",
+    "streetlight",
+    "booth",
+    "television",
+    "airplane",
+    "dirt",
+    "apparel",
+    "pole",
+    "land",
+    "bannister",
+    "escalator",
+    "ottoman",
+    "bottle",
+    "buffet",
+    "poster",
+    "stage",
+    "van",
+    "ship",
+    "fountain",
+    "conveyer",
+    "canopy",
+    "washer",
+    "plaything",
+    "swimming",
+    "stool",
+    "barrel",
+    "basket",
+    "waterfall",
+    "tent",
+    "bag",
+    "minibike",
+    "cradle",
+    "oven",
+    "ball",
+    "food",
+    "step",
+    "tank",
+    "trade",
+    "microwave",
+    "pot",
+    "animal",
+    "bicycle",
+    "lake",
+    "dishwasher",
+    "screen",
+    "blanket",
+    "sculpture",
+    "hood",
+    "sconce",
+    "vase",
+    "traffic",
+    "tray",
+    "ashcan",
+    "fan",
+    "pier",
+    "crt",
+    "plate",
+    "monitor",
+    "bulletin",
+    "shower",
+    "radiator",
+    "glass",
+    "clock",
+    "flag",
 )
 
 # The full ADE20K (SceneParsing-150) class names, in id order (the MMSegmentation list).
 ADE20K_150_FULL = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
-    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",
-    "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
-    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion",
-    "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink", "skyscraper",
+    "wall",
+    "building",
+    "sky",
+    "floor",
+    "tree",
+    "ceiling",
+    "road",
+    "bed",
+    "windowpane",
+    "grass",
+    "cabinet",
+    "sidewalk",
+    "person",
+    "earth",
+    "door",
+    "table",
+    "mountain",
+    "plant",
+    "curtain",
+    "chair",
+    "car",
+    "water",
+    "painting",
+    "sofa",
+    "shelf",
+    "house",
+    "sea",
+    "mirror",
+    "rug",
+    "field",
+    "armchair",
+    "seat",
+    "fence",
+    "desk",
+    "rock",
+    "wardrobe",
+    "lamp",
+    "bathtub",
+    "railing",
+    "cushion",
+    "base",
+    "box",
+    "column",
+    "signboard",
+    "chest of drawers",
+    "counter",
+    "sand",
+    "sink",
+    "skyscraper",
     "fireplace",
-    "refrigerator", "grandstand", "path", "stairs", "runway", "case", "pool table", "pillow", "screen door",
+    "refrigerator",
+    "grandstand",
+    "path",
+    "stairs",
+    "runway",
+    "case",
+    "pool table",
+    "pillow",
+    "screen door",
     "stairway",
-    "river", "bridge", "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
-    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
-    "arcade machine", "hovel",
-    "bus", "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+    "river",
+    "bridge",
+    "bookcase",
+    "blind",
+    "coffee table",
+    "toilet",
+    "flower",
+    "book",
+    "hill",
+    "bench",
+    "countertop",
+    "stove",
+    "palm",
+    "kitchen island",
+    "computer",
+    "swivel chair",
+    "boat",
+    "bar",
+    "arcade machine",
+    "hovel",
+    "bus",
+    "towel",
+    "light",
+    "truck",
+    "tower",
+    "chandelier",
+    "awning",
+    "streetlight",
+    "booth",
     "television receiver",
-    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "airplane",
+    "dirt track",
+    "apparel",
+    "pole",
+    "land",
+    "bannister",
+    "escalator",
+    "ottoman",
+    "bottle",
     "buffet",
-    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "poster",
+    "stage",
+    "van",
+    "ship",
+    "fountain",
+    "conveyer belt",
+    "canopy",
+    "washer",
+    "plaything",
     "swimming pool",
-    "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball",
-    "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher",
-    "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
-    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+    "stool",
+    "barrel",
+    "basket",
+    "waterfall",
+    "tent",
+    "bag",
+    "minibike",
+    "cradle",
+    "oven",
+    "ball",
+    "food",
+    "step",
+    "tank",
+    "trade name",
+    "microwave",
+    "pot",
+    "animal",
+    "bicycle",
+    "lake",
+    "dishwasher",
+    "screen",
+    "blanket",
+    "sculpture",
+    "hood",
+    "sconce",
+    "vase",
+    "traffic light",
+    "tray",
+    "ashcan",
+    "fan",
+    "pier",
+    "crt screen",
+    "plate",
+    "monitor",
+    "bulletin board",
+    "shower",
+    "radiator",
+    "glass",
+    "clock",
+    "flag",
 )
 
 # The generated toy set's classes (mindcv_lseg.data.toy); id = index.
@@ -291,5 +566,7 @@ def get_label_set(name_or_path: Union[str, LabelSet, Iterable[str]]) -> LabelSet
         return LabelSet.from_file(key)
     if "," in key:
         return LabelSet.from_string(key)
-    raise ValueError(f"unknown label set {name_or_path!r}: not a built-in ({', '.join(list_label_sets())}), "
-                     "not an existing file or folder, and not a comma-separated list (e.g. 'dog, grass, other')")
+    raise ValueError(
+        f"unknown label set {name_or_path!r}: not a built-in ({', '.join(list_label_sets())}), "
+        "not an existing file or folder, and not a comma-separated list (e.g. 'dog, grass, other')"
+    )

@@ -11,6 +11,7 @@ Reproduces the behaviour of OpenAI CLIP's ``simple_tokenizer`` + ``clip.tokenize
 The merges list ``bpe_simple_vocab_16e6.txt.gz`` ships next to this module (MIT licence, see ``LICENSE-CLIP.txt``).
 It is read lazily, once, on the first call of :func:`tokenize` / :func:`get_tokenizer`.
 """
+
 import functools
 import gzip
 import html
@@ -61,9 +62,7 @@ def bytes_to_unicode() -> Dict[int, str]:
         dict ``{byte: char}`` with 256 entries.
     """
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     printable_set = set(printable)
     mapping = {b: chr(b) for b in printable}
@@ -247,9 +246,7 @@ def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def tokenize(
-    texts: Union[str, Sequence[str]], context_length: int = 77, truncate: bool = False
-) -> np.ndarray:
+def tokenize(texts: Union[str, Sequence[str]], context_length: int = 77, truncate: bool = False) -> np.ndarray:
     """Tokenise label strings for the CLIP text encoder.
 
     Each row is ``[SOT] + ids + [EOT]`` followed by zeros.

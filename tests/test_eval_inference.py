@@ -258,3 +258,23 @@ def test_prompt_template_ensemble():
     np.testing.assert_allclose(feats[0], expected, rtol=1e-6)
     with pytest.raises(ValueError, match="placeholder"):
         TextEmbeddingCache(net, templates=("a photo",)).features(["sky"])
+
+
+def test_inference_config_from_args_reads_the_eval_keys():
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(
+        eval_mode="slide", eval_scales=[1.0], eval_flip=True, base_size=520, crop_size=480, eval_stride=320
+    )
+    cfg = I.InferenceConfig.from_args(args, max_whole_pixels=7)
+    assert (cfg.mode, cfg.scales, cfg.flip, cfg.base_size, cfg.crop_size, cfg.stride) == (
+        "slide",
+        (1.0,),
+        True,
+        520,
+        480,
+        320,
+    )
+    assert cfg.max_whole_pixels == 7
+    with pytest.raises(ValueError, match="multiple of 32"):
+        I.InferenceConfig.from_args(SimpleNamespace(**{**vars(args), "crop_size": 100}))

@@ -114,15 +114,7 @@ def main(argv=None) -> int:
     try:
         inputs = list_images(args.input)
         check_output_dir(args.output)
-        cfg = InferenceConfig(
-            mode=args.eval_mode,
-            scales=args.eval_scales,
-            flip=args.eval_flip,
-            base_size=args.base_size,
-            crop_size=args.crop_size,
-            stride=args.eval_stride,
-            max_whole_pixels=args.max_whole_pixels,
-        )
+        cfg = InferenceConfig.from_args(args, max_whole_pixels=args.max_whole_pixels)
     except ValueError as e:
         return _fail(str(e))
 

@@ -179,14 +179,7 @@ def main(argv=None) -> int:
         return validate_zeroshot(args, rank, group_size)
 
     try:
-        cfg = InferenceConfig(
-            mode=args.eval_mode,
-            scales=args.eval_scales,
-            flip=args.eval_flip,
-            base_size=args.base_size,
-            crop_size=args.crop_size,
-            stride=args.eval_stride,
-        )
+        cfg = InferenceConfig.from_args(args)
     except ValueError as e:
         return _fail(str(e))
     try:

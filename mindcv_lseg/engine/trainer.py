@@ -259,15 +259,7 @@ def _eval_logits(net, x: np.ndarray, text, args) -> np.ndarray:
     """Logits [1, N, H, W] of one validation image in the configured ``eval_mode`` (whole / slide / ms_flip)."""
     from ..eval.inference import InferenceConfig, run_inference
 
-    cfg = InferenceConfig(
-        mode=args.eval_mode,
-        scales=args.eval_scales,
-        flip=args.eval_flip,
-        base_size=args.base_size,
-        crop_size=args.crop_size,
-        stride=args.eval_stride,
-    )
-    return run_inference(net, x, text, cfg)
+    return run_inference(net, x, text, InferenceConfig.from_args(args))
 
 
 # ------------------------------------------------------------------------------------------------------- trainer

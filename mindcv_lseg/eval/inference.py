@@ -117,6 +117,21 @@ class InferenceConfig:
         if self.max_whole_pixels is not None and int(self.max_whole_pixels) <= 0:
             raise ValueError(f"max_whole_pixels must be positive (or None for no limit), got {self.max_whole_pixels}")
 
+    @classmethod
+    def from_args(cls, args, **overrides) -> "InferenceConfig":
+        """The evaluation settings of a parsed tool/trainer config (``eval_mode``, ``eval_scales``, ``eval_flip``,
+        ``base_size``, ``crop_size``, ``eval_stride``); ``overrides`` set other fields (e.g. ``max_whole_pixels``)."""
+        fields = dict(
+            mode=args.eval_mode,
+            scales=args.eval_scales,
+            flip=args.eval_flip,
+            base_size=args.base_size,
+            crop_size=args.crop_size,
+            stride=args.eval_stride,
+        )
+        fields.update(overrides)
+        return cls(**fields)
+
     def resolved(self) -> "InferenceConfig":
         """Copy with the ``None`` defaults filled in for the mode."""
         scales = self.scales

@@ -35,6 +35,7 @@ def _pair(impl):
     return ref, net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["lean", "native"])
 def test_o2_converts_the_image_branch_only(impl):
     ref, net = _pair(impl)
@@ -85,6 +86,7 @@ def test_loss_scale_type():
         build_train_cells(None, None, grad_accumulation=2, loss_scale_type="dynamic")
 
 
+@pytest.mark.slow
 def test_train_o2_on_cpu_loss_falls(tmp_path):
     """``tools/train.py -c configs/lseg_toy.yaml --amp_level O2`` (GRAPH mode; cut down: 16 images of 64 px,
     4 epochs; dynamic loss scale). Most of its time is the first step's graph compilation."""
@@ -128,6 +130,7 @@ def test_train_o2_on_cpu_loss_falls(tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_validate_and_infer_accept_amp_level_and_impl(tmp_path, capsys):
     import sys
 

@@ -223,6 +223,7 @@ def test_missing_keys_and_atomicity(tiny_npz, tiny_shapes, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["broken.npz", "dst.ckpt"]
 
 
+@pytest.mark.slow
 def test_wrong_variant_names_keys_and_shapes():
     """ViT-L/16 official keys against lseg_vitb32: keys and both shapes in the message, variant guessed."""
     shapes = model_param_shapes("lseg_vitb32")
@@ -305,6 +306,7 @@ def test_cli_success_and_help(tiny_npz, tmp_path):
     assert h.returncode == 0 and "TorchScript" in h.stdout and "--part" in h.stdout and "big_vision" in h.stdout
 
 
+@pytest.mark.slow
 def test_cli_failures_exit_2_no_traceback(tmp_path, tiny_npz):
     html = tmp_path / "page.ckpt"
     html.write_bytes(b"<html><body>Sorry</body></html>")

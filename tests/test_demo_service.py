@@ -121,6 +121,7 @@ def test_large_images_downscaled_and_said(service, tmp_path):
     assert out.notes == ["the image was downscaled from 200x50 to 96x24 (longest side limit 96 px)"]
 
 
+@pytest.mark.slow
 def test_mask_files_do_not_pile_up(service, tmp_path):
     img = _png(tmp_path / "p.png", (32, 32))
     paths = [service.handle(img, LABELS).mask_path for _ in range(10)]

@@ -17,6 +17,8 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import export as export_tool  # noqa: E402  (tools/export.py)
 
+pytestmark = pytest.mark.slow  # exports of the real-size parity network
+
 SIZE = 384
 # export folder -> (file format, impl). ONNX is the CPU deploy format and is exported from the native graph. On this
 # CPU, MindSpore runs the native graph's 3x3 convolutions with its slow kxk kernels (minutes per forward), so the

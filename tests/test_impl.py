@@ -108,6 +108,7 @@ def _inputs(height=64, width=96):
     return x, ms.Tensor(labels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
 def test_same_outputs(nets, mode):
     lean, native = nets
@@ -132,6 +133,7 @@ def _loss_and_grads(net, impl):
     return float(loss.asnumpy()), {p.name: g.asnumpy() for p, g in zip(weights, grads)}
 
 
+@pytest.mark.slow
 def test_one_training_step_gives_the_same_loss_and_gradients(nets):
     lean, native = nets
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -163,6 +165,7 @@ def test_checkpoint_from_one_impl_loads_into_the_other(tmp_path, src, dst):
     np.testing.assert_allclose(other(x, text).asnumpy(), net(x, text).asnumpy(), atol=2e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_native_attention_exports_to_onnx(tmp_path):
     """MindSpore 2.10's ONNX exporter has no Unstack (mindcv's Attention); the native attention avoids it."""
     ort = pytest.importorskip("onnxruntime")

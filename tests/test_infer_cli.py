@@ -48,6 +48,7 @@ def _run(args, capsys):
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_end_to_end_files_palette_legend(assets, tmp_path, capsys):
     out_dir = tmp_path / "out"
     labels = ["water", "grass", "other"]

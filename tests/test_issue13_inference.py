@@ -87,6 +87,7 @@ def test_issue13_item2_infer_4000x3000_photo_with_max_size(tiny, tmp_path, capsy
     assert mask.size == (4000, 3000)  # the mask keeps the photo's size
 
 
+@pytest.mark.slow
 def test_issue13_item2_whole_above_budget_slides_and_says_so(tiny, tmp_path, capsys):
     """The same path as the 4000x3000 photo, scaled down: a 64x100 image against a budget of 2048 pixels."""
     d, net = tiny

@@ -137,6 +137,7 @@ def test_issue13_item1_folder_with_another_runs_results_is_refused_unless_resume
     assert sorted(os.listdir(run)) == ["notes.txt"]  # exactly the run's results were deleted
 
 
+@pytest.mark.slow
 def test_issue13_item1_train_py_refuses_a_finished_runs_folder_and_a_busy_one(toy, tmp_path):
     # a finished run's results (e.g. the quickstart's best.ckpt): train.py into the same folder exits 2, unchanged
     done = tmp_path / "done"
@@ -239,6 +240,7 @@ def test_issue13_item6_temp_files_of_a_killed_checkpoint_save_are_cleaned_on_sta
 
 
 # ------------------------------------------------------------------------------------------------- item 9
+@pytest.mark.slow
 def test_issue13_item9_sigint_during_training_says_interrupted_and_exits_130(toy, tmp_path):
     out = tmp_path / "run"
     err_file = open(tmp_path / "stderr.txt", "w+")
@@ -302,6 +304,7 @@ def test_issue13_item11_validate_without_arguments_and_no_quickstart_explains_an
     assert os.listdir(tmp_path) == ["m.ckpt"]
 
 
+@pytest.mark.slow
 def test_issue13_item11_validate_without_arguments_uses_the_quickstart_run(tmp_path):
     import mindcv
     import mindspore as ms

@@ -378,6 +378,7 @@ def test_linear_flattens_leading_axes():
     np.testing.assert_allclose(out, x @ w + b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
 def test_lean_attention_matches_mindcv_attention(mode):
     """Same parameters as mindcv's Attention: bit-identical forward for head_dim 64 (power-of-two scale), and the

@@ -6,7 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from _paths import REPO
+
+pytestmark = pytest.mark.slow  # tool subprocesses in GRAPH mode
 
 NOISE = ("Exception ignored", "Cell.__del__", "total_instance_count", "dtype_to_nptype", "Traceback")
 

@@ -12,12 +12,13 @@ import os as _os
 
 __version__ = "0.1.0"
 
-__all__ = ["LSeg", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test", "tokenize", "segment", "SegResult"]
+__all__ = ["LSeg", "lseg_vitl16_384", "lseg_vitb32", "lseg_rn101", "lseg_tiny_test", "tokenize", "segment", "SegResult"]
 
 _LAZY = {
     "LSeg": ".models",
     "lseg_vitl16_384": ".models",
     "lseg_vitb32": ".models",
+    "lseg_rn101": ".models",
     "lseg_tiny_test": ".models",
     "tokenize": ".text.tokenizer",
     "segment": ".eval.api",
@@ -37,5 +38,5 @@ def __getattr__(name):
 
 if _os.environ.get("MINDCV_LSEG_DEFER_IMPORTS") != "1":
     from .eval.api import SegResult, segment
-    from .models import LSeg, lseg_tiny_test, lseg_vitb32, lseg_vitl16_384
+    from .models import LSeg, lseg_rn101, lseg_tiny_test, lseg_vitb32, lseg_vitl16_384
     from .text.tokenizer import tokenize

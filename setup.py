@@ -1,6 +1,15 @@
 """mindcv-lseg: LSeg (Language-driven Semantic Segmentation) for MindSpore, as a mindcv plug-in."""
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+
+# The BLAS GEMM kernels of the CPU-lean layers (mindcv_lseg/kernels): a MindSpore custom-op library, not a Python
+# module. Optional: without a C++ compiler the install succeeds and the layers use MindSpore's MatMul (with a notice).
+GEMM_KERNELS = Extension(
+    "mindcv_lseg.kernels._lseg_gemm",
+    sources=["mindcv_lseg/kernels/lseg_gemm.cc"],
+    extra_compile_args=["-O2", "-std=c++17"],
+    optional=True,
+)
 
 setup(
     name="mindcv-lseg",
@@ -13,6 +22,7 @@ setup(
     package_data={
         "mindcv_lseg": [
             "text/*.txt.gz",
+            "kernels/*.cc",
             "text/*.txt",
             "text/LICENSE*",
             "data/fewshot_splits/*.txt",
@@ -22,6 +32,7 @@ setup(
             "data/fewshot_splits/*/*/*.pkl",
         ]
     },
+    ext_modules=[GEMM_KERNELS],
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=[

@@ -11,7 +11,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from .ops_impl import Linear, current_impl
+from .ops_impl import Linear, current_impl, dense
 
 __all__ = ["QuickGELU", "MultiheadSelfAttention", "ResidualAttentionBlock", "CLIPTextEncoder"]
 
@@ -40,8 +40,9 @@ class MultiheadSelfAttention(nn.Cell):
         self.scale = self.head_dim**-0.5
         self.in_proj_weight = Parameter(initializer(Normal(width**-0.5), (3 * width, width), ms.float32))
         self.in_proj_bias = Parameter(initializer("zeros", (3 * width,), ms.float32))
-        self.out_proj = nn.Dense(width, width, has_bias=True)
-        self.in_proj = Linear(current_impl(impl))
+        impl = current_impl(impl)
+        self.out_proj = dense(width, width, impl=impl)
+        self.in_proj = Linear(impl)
 
     def construct(self, x: Tensor, mask: Tensor) -> Tensor:
         n, length, width = x.shape
@@ -54,11 +55,11 @@ class MultiheadSelfAttention(nn.Cell):
 
 
 class _MLP(nn.Cell):
-    def __init__(self, width: int):
+    def __init__(self, width: int, impl: str):
         super().__init__()
-        self.c_fc = nn.Dense(width, 4 * width, has_bias=True)
+        self.c_fc = dense(width, 4 * width, impl=impl)
         self.gelu = QuickGELU()
-        self.c_proj = nn.Dense(4 * width, width, has_bias=True)
+        self.c_proj = dense(4 * width, width, impl=impl)
 
     def construct(self, x: Tensor) -> Tensor:
         return self.c_proj(self.gelu(self.c_fc(x)))
@@ -72,7 +73,7 @@ class ResidualAttentionBlock(nn.Cell):
         self.ln_1 = nn.LayerNorm((width,), epsilon=1e-5)
         self.attn = MultiheadSelfAttention(width, num_heads, impl)
         self.ln_2 = nn.LayerNorm((width,), epsilon=1e-5)
-        self.mlp = _MLP(width)
+        self.mlp = _MLP(width, current_impl(impl))
 
     def construct(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x), mask)

@@ -14,8 +14,12 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
+from ..kernels.gemm import BlasMatMul
+
 __all__ = [
     "linear",
+    "conv1x1",
+    "CpuGemmDense",
     "SameConvGEMM",
     "CpuGemmConv2d",
     "CpuGemmConvTranspose2d",
@@ -24,8 +28,11 @@ __all__ = [
 ]
 
 
-def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
-    """``x @ weight_t (+ bias)`` over the last axis: x [..., in], weight_t [in, out] -> [..., out].
+def linear(x: Tensor, weight: Tensor, bias: Tensor, matmul: BlasMatMul) -> Tensor:
+    """``x @ op(weight) (+ bias)`` over the last axis: x [..., in] -> [..., out].
+
+    ``matmul`` is the caller's :class:`~mindcv_lseg.kernels.gemm.BlasMatMul`: with ``transpose_b=True`` the weight
+    is [out, in] (PyTorch/``nn.Dense`` layout), otherwise [in, out]. ``bias`` [out] or None.
 
     The leading axes are flattened into one GEMM. In GRAPH mode ``ops.matmul`` of an N-D tensor with a 2-D weight
     broadcasts the weight to every batch entry first (150 labels x CLIP's [512, 1536] qkv weight = 470 MB per
@@ -36,10 +43,39 @@ def linear(x: Tensor, weight_t: Tensor, bias: Tensor = None) -> Tensor:
     ``ops.broadcast_to`` followed by a same-shape op) does not.
     """
     lead = x.shape[:-1]
-    out = ops.matmul(x.reshape(-1, x.shape[-1]), weight_t.astype(x.dtype))  # float16 input under mixed precision
+    out = matmul(x.reshape(-1, x.shape[-1]), weight.astype(x.dtype))  # float16 input under mixed precision
     if bias is not None:
         out = ops.bias_add(out, bias.astype(x.dtype))
-    return out.reshape(lead + (weight_t.shape[1],))
+    return out.reshape(lead + (out.shape[-1],))
+
+
+class CpuGemmDense(nn.Cell):
+    """``nn.Dense`` (no activation) as one 2-D GEMM through OpenBLAS (:class:`~mindcv_lseg.kernels.gemm.BlasMatMul`).
+
+    Same parameters as ``nn.Dense``: ``weight`` [out, in], ``bias`` [out]. Input [..., in] -> output [..., out].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, has_bias: bool = True):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.has_bias = has_bias
+        self.weight = Parameter(initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels), ms.float32), "weight")
+        self.bias = _init_bias(in_channels, out_channels) if has_bias else None
+        self.matmul = BlasMatMul(transpose_b=True)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias, self.matmul)
+
+
+def conv1x1(x: Tensor, weight: Tensor, matmul: BlasMatMul) -> Tensor:
+    """A 1x1 convolution without bias as one GEMM per image: x [B, C, H, W], weight [O, C, ...] -> [B, O, H, W].
+
+    ``matmul`` is a :class:`~mindcv_lseg.kernels.gemm.BlasMatMul` without transposes.
+    """
+    b, c, h, w = x.shape
+    o = weight.shape[0]
+    return matmul(weight.reshape(o, c).astype(x.dtype), x.reshape(b, c, h * w)).reshape(b, o, h, w)
 
 
 def subsample(x: Tensor, stride: int) -> Tensor:
@@ -84,17 +120,17 @@ def _im2row(x: Tensor, kernel_size: int) -> Tensor:
     return ops.concat(taps, axis=1).reshape(b, k * k * c, h, row)
 
 
-def _conv_same(x: Tensor, weight: Tensor, gemm: ops.Conv2D) -> Tensor:
-    """Stride-1 "same" convolution as one GEMM: x [B, C, H, W], weight [O, C, k, k] -> [B, O, H, W].
+def _conv_same(x: Tensor, weight: Tensor, gemm: BlasMatMul) -> Tensor:
+    """Stride-1 "same" convolution as one GEMM per image: x [B, C, H, W], weight [O, C, k, k] -> [B, O, H, W].
 
-    ``gemm`` is a 1x1 ``ops.Conv2D`` primitive with ``out_channel`` O (functional ``ops.conv2d`` cannot be
-    used in a custom ``bprop``).
+    ``gemm`` is a :class:`~mindcv_lseg.kernels.gemm.BlasMatMul` without transposes (a cell: functional ops cannot
+    be used in a custom ``bprop``).
     """
     o, c, k, _ = weight.shape
-    w = x.shape[3]
-    gemm_weight = weight.transpose(0, 2, 3, 1).reshape(o, k * k * c, 1, 1)  # tap-major, as _im2row
-    out = gemm(_im2row(x, k), gemm_weight)  # [B, O, H, W + k - 1]
-    b, _, h, _ = out.shape
+    b, _, h, w = x.shape
+    row = w + k - 1
+    gemm_weight = weight.transpose(0, 2, 3, 1).reshape(o, k * k * c)  # tap-major, as _im2row
+    out = gemm(gemm_weight, _im2row(x, k).reshape(b, k * k * c, h * row)).reshape(b, o, h, row)
     return ops.StridedSlice()(out, (0, 0, 0, 0), (b, o, h, w), (1, 1, 1, 1))  # cut the junk columns
 
 
@@ -114,9 +150,9 @@ class SameConvGEMM(nn.Cell):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.gemm = ops.Conv2D(out_channels, 1)
-        self.gemm_input_grad = ops.Conv2D(in_channels, 1)
-        self.rows_by_taps = ops.BatchMatMul(transpose_b=True)
+        self.gemm = BlasMatMul()
+        self.gemm_input_grad = BlasMatMul()
+        self.rows_by_taps = BlasMatMul(transpose_b=True)
         self.flip_taps = ops.ReverseV2(axis=(2, 3))
 
     def construct(self, x: Tensor, weight: Tensor) -> Tensor:
@@ -180,11 +216,12 @@ class CpuGemmConv2d(nn.Cell):
         fan_in = in_channels * kernel_size * kernel_size
         self.bias = _init_bias(fan_in, out_channels) if has_bias else None
         self.conv = SameConvGEMM(in_channels, out_channels) if kernel_size > 1 else None
+        self.matmul = BlasMatMul() if kernel_size == 1 else None
 
     def _same(self, x: Tensor) -> Tensor:
         if self.kernel_size == 1:  # a plain 1x1 convolution: nothing to gather
-            return ops.conv2d(x, self.weight.astype(x.dtype))  # float16 input under mixed precision
-        return self.conv(x, self.weight.astype(x.dtype))
+            return conv1x1(x, self.weight, self.matmul)
+        return self.conv(x, self.weight.astype(x.dtype))  # float16 input under mixed precision
 
     def _strided(self, x: Tensor) -> Tensor:
         return subsample(self._same(x), self.stride)  # the stride-s output: every s-th pixel of the stride-1 one
@@ -213,12 +250,13 @@ class CpuGemmConvTranspose2d(nn.Cell):
             name="weight",
         )
         self.bias = _init_bias(out_channels * kernel_size * kernel_size, out_channels) if has_bias else None
+        self.matmul = BlasMatMul()
 
     def construct(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         k = self.kernel_size
         rows = x.reshape(b, c, h * w).transpose(0, 2, 1)  # [B, h*w, in]
-        out = linear(rows, self.weight.reshape(c, -1))  # [B, h*w, out*k*k]
+        out = linear(rows, self.weight.reshape(c, -1), None, self.matmul)  # [B, h*w, out*k*k]
         out = out.reshape(b, h, w, self.out_channels, k, k).transpose(0, 3, 1, 4, 2, 5)
         out = out.reshape(b, self.out_channels, h * k, w * k)
         if self.has_bias:
@@ -226,17 +264,18 @@ class CpuGemmConvTranspose2d(nn.Cell):
         return out
 
 
-def cpu_gemm_patchify(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def cpu_gemm_patchify(x: Tensor, weight: Tensor, bias: Tensor, matmul: BlasMatMul) -> Tensor:
     """A conv with kernel = stride = p and no padding (ViT patch embedding) as space-to-depth + matmul.
 
     x [B, C, H, W], weight [D, C, p, p], bias [D] -> tokens [B, (H/p)*(W/p), D] in row-major grid order.
+    ``matmul``: a :class:`~mindcv_lseg.kernels.gemm.BlasMatMul` with ``transpose_b=True``.
     """
     b, c, h, w = x.shape
     d, _, p, _ = weight.shape
     gh, gw = h // p, w // p
     x = x[:, :, : gh * p, : gw * p].reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5)
     x = x.reshape(b, gh * gw, c * p * p)
-    return linear(x, weight.reshape(d, -1).T, bias)
+    return linear(x, weight.reshape(d, -1), bias, matmul)
 
 
 class CpuSubsampledConv1x1(nn.Cell):
@@ -256,6 +295,7 @@ class CpuSubsampledConv1x1(nn.Cell):
         self.weight = Parameter(
             initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels, 1, 1), ms.float32), name="weight"
         )
+        self.matmul = BlasMatMul()
 
     def construct(self, x: Tensor) -> Tensor:
-        return ops.conv2d(subsample(x, self.stride), self.weight.astype(x.dtype))
+        return conv1x1(subsample(x, self.stride), self.weight, self.matmul)

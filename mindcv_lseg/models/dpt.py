@@ -10,7 +10,7 @@ from typing import Sequence, Tuple
 
 from mindspore import Tensor, nn, ops
 
-from .ops_impl import BilinearResize, conv2d, conv_transpose2d, current_impl, gelu_layer
+from .ops_impl import BilinearResize, conv2d, conv_transpose2d, current_impl, dense, gelu_layer
 
 __all__ = [
     "ProjectReadout",
@@ -49,8 +49,9 @@ class ProjectReadout(nn.Cell):
 
     def __init__(self, dim: int, impl: str = "auto"):
         super().__init__()
-        self.project = nn.Dense(2 * dim, dim, has_bias=True)
-        self.act = gelu_layer(current_impl(impl))()
+        impl = current_impl(impl)
+        self.project = dense(2 * dim, dim, impl=impl)
+        self.act = gelu_layer(impl)()
 
     def construct(self, x: Tensor) -> Tensor:
         patches = x[:, 1:]

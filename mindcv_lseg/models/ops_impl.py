@@ -25,7 +25,8 @@ from mindspore import Tensor, nn, ops
 
 from .activations import ErfGELU
 from .attention import LeanAttention
-from .cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, CpuSubsampledConv1x1, cpu_gemm_patchify
+from ..kernels.gemm import BlasMatMul
+from .cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, CpuGemmDense, CpuSubsampledConv1x1, cpu_gemm_patchify
 from .cpu_gemm import linear as gemm_linear
 
 __all__ = [
@@ -35,6 +36,9 @@ __all__ = [
     "conv2d",
     "conv_transpose2d",
     "adapt_conv",
+    "dense",
+    "adapt_dense",
+    "adapt_vit_block",
     "gelu_layer",
     "vit_attention",
     "PatchEmbedding",
@@ -131,6 +135,45 @@ def adapt_conv(conv: nn.Conv2d, impl: str) -> nn.Cell:
     return lean
 
 
+def dense(in_channels: int, out_channels: int, has_bias: bool = True, *, impl: str) -> nn.Cell:
+    """A fully connected layer (no activation): parameters ``weight`` [out, in] and ``bias`` [out] in both.
+
+    lean: :class:`CpuGemmDense` (one 2-D GEMM through OpenBLAS); native: ``nn.Dense``. Input [..., in] -> [..., out].
+    """
+    _check(impl)
+    if impl == "lean":
+        return CpuGemmDense(in_channels, out_channels, has_bias=has_bias)
+    return nn.Dense(in_channels, out_channels, has_bias=has_bias)
+
+
+def adapt_dense(layer: nn.Dense, impl: str) -> nn.Cell:
+    """An existing ``nn.Dense`` without activation (e.g. inside mindcv's ViT) for ``impl``, with its weights kept.
+
+    native: ``layer`` itself; lean: a :class:`CpuGemmDense` holding the same values.
+    """
+    _check(impl)
+    if impl == "native":
+        return layer
+    if layer.activation_flag:
+        raise ValueError("adapt_dense: a Dense with an activation is not supported")
+    lean = CpuGemmDense(layer.in_channels, layer.out_channels, has_bias=layer.has_bias)
+    lean.weight.set_data(layer.weight.data)
+    if layer.has_bias:
+        lean.bias.set_data(layer.bias.data)
+    return lean
+
+
+def adapt_vit_block(block: nn.Cell, num_heads: int, impl: str, proj_drop: Optional[nn.Cell] = None) -> None:
+    """Give a mindcv ViT ``Block`` the layers of ``impl`` in place: its attention (:func:`vit_attention`) and, for
+    lean, the four ``nn.Dense`` of attention and MLP as :class:`CpuGemmDense`. Parameters keep names and values."""
+    attn = block.attn
+    attn.qkv = adapt_dense(attn.qkv, impl)
+    attn.proj = adapt_dense(attn.proj, impl)
+    block.attn = vit_attention(attn, num_heads, impl, proj_drop)
+    block.mlp.fc1 = adapt_dense(block.mlp.fc1, impl)
+    block.mlp.fc2 = adapt_dense(block.mlp.fc2, impl)
+
+
 def conv_transpose2d(
     in_channels: int, out_channels: int, kernel_size: int, has_bias: bool = True, *, impl: str
 ) -> nn.Cell:
@@ -217,10 +260,11 @@ class PatchEmbedding(nn.Cell):
         _check(impl)
         self.lean = impl == "lean"
         self.patch_size = patch_size
+        self.matmul = BlasMatMul(transpose_b=True) if self.lean else None
 
     def construct(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         if self.lean:
-            return cpu_gemm_patchify(x, weight, bias)
+            return cpu_gemm_patchify(x, weight, bias, self.matmul)
         out = ops.conv2d(x, weight, bias, stride=self.patch_size)
         b, d, gh, gw = out.shape
         return out.reshape(b, d, gh * gw).transpose(0, 2, 1)
@@ -238,10 +282,11 @@ class Linear(nn.Cell):
         super().__init__()
         _check(impl)
         self.lean = impl == "lean"
+        self.matmul = BlasMatMul(transpose_b=True) if self.lean else None
 
     def construct(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         if self.lean:
-            return gemm_linear(x, weight.T, bias)
+            return gemm_linear(x, weight, bias, self.matmul)
         return ops.dense(x, weight, bias)
 
 

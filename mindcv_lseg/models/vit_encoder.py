@@ -12,7 +12,7 @@ from typing import Sequence, Tuple
 from mindcv.models.vit import VisionTransformer
 from mindspore import Tensor, nn, ops
 
-from .ops_impl import BilinearResize, PatchEmbedding, current_impl, gelu_layer, vit_attention
+from .ops_impl import BilinearResize, PatchEmbedding, adapt_vit_block, current_impl, gelu_layer
 
 __all__ = ["ViTEncoder", "resize_pos_embed"]
 
@@ -101,9 +101,8 @@ class ViTEncoder(VisionTransformer):
             proj_drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
         )
-        for block in self.blocks:  # same qkv/proj cells (and parameters), the impl's construct
-            proj_drop = block.attn.proj_drop if drop_rate > 0 else None
-            block.attn = vit_attention(block.attn, num_heads, impl, proj_drop)
+        for block in self.blocks:  # same parameters (names, values), the impl's layers
+            adapt_vit_block(block, num_heads, impl, block.attn.proj_drop if drop_rate > 0 else None)
         self.use_pos_drop = drop_rate > 0
         self.patch_embedding = PatchEmbedding(patch_size, impl)
         self.patch_size = patch_size

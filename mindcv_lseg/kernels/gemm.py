@@ -1,0 +1,171 @@
+"""Float32 matrix products through OpenBLAS as MindSpore custom operators (``ops.Custom``, ``func_type="aot"``).
+
+The compiled part is ``lseg_gemm.cc`` in this folder, built by ``pip install`` into ``_lseg_gemm*.so`` (an optional
+extension: where no C++ compiler is available the install still succeeds). At first use :func:`gemm_backend` loads
+it, hands it the ``cblas_sgemm64_`` of NumPy's bundled OpenBLAS (:mod:`.openblas`) and builds three primitives,
+``GEMM_NN`` / ``GEMM_NT`` / ``GEMM_TN`` (``a @ b``, ``a @ b^T``, ``a^T @ b``), whose backward passes are products
+of the same three. They run in GRAPH and PYNATIVE mode on CPU.
+
+:class:`BlasMatMul` is what layers use: the BLAS product for float32 inputs on CPU when the library is available,
+``ops.MatMul``/``ops.BatchMatMul`` otherwise (float16 under mixed precision, other devices, no compiled library,
+``MINDCV_LSEG_BLAS=0``). When the library cannot be used, one line on stderr says why, once per process.
+"""
+
+import glob
+import os
+import sys
+from typing import Optional
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from .openblas import load_sgemm
+
+__all__ = ["gemm_backend", "blas_enabled", "BlasMatMul", "library_path"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+ENV_SWITCH = "MINDCV_LSEG_BLAS"  # "0": never use the BLAS kernels
+
+
+def library_path() -> Optional[str]:
+    """The compiled ``_lseg_gemm*.so`` next to this file, or None when it was not built."""
+    found = sorted(glob.glob(os.path.join(_HERE, "_lseg_gemm*.so")))
+    return found[0] if found else None
+
+
+class _Backend:
+    """The loaded library and its three primitives, or why there are none (``reason``)."""
+
+    def __init__(self):
+        self.nn = self.nt = self.tn = None
+        self.reason = ""
+        self.description = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.nn is not None
+
+
+_BACKEND: Optional[_Backend] = None
+
+
+def _out_shape(trans_a: bool, trans_b: bool):
+    def infer(a, b):
+        m = a[-1] if trans_a else a[-2]
+        n = b[-2] if trans_b else b[-1]
+        batch = list(a[:-2]) or list(b[:-2])
+        return batch + [m, n]
+
+    return infer
+
+
+def _same_dtype(a, b):
+    return a
+
+
+def _sum_to(grad: Tensor, like: Tensor) -> Tensor:
+    """The gradient of a 2-D operand that was shared by a batch of products is the sum over the batch."""
+    if grad.ndim > like.ndim:
+        return grad.sum(axis=0)
+    return grad
+
+
+# the primitives, set by gemm_backend(); the backward functions below look them up at graph build time
+GEMM_NN = GEMM_NT = GEMM_TN = None
+
+
+def _bprop_nn(a, b, out, dout):  # out = a @ b
+    return _sum_to(GEMM_NT(dout, b), a), _sum_to(GEMM_TN(a, dout), b)
+
+
+def _bprop_nt(a, b, out, dout):  # out = a @ b^T
+    return _sum_to(GEMM_NN(dout, b), a), _sum_to(GEMM_TN(dout, a), b)
+
+
+def _bprop_tn(a, b, out, dout):  # out = a^T @ b
+    return _sum_to(GEMM_NT(b, dout), a), _sum_to(GEMM_NN(a, dout), b)
+
+
+def _notice(reason: str) -> None:
+    print(f"mindcv-lseg: BLAS GEMM kernels not used ({reason}); lean layers use MindSpore's MatMul", file=sys.stderr)
+
+
+def gemm_backend() -> _Backend:
+    """Load the kernels once per process (see the module docstring); ``backend.ok`` says whether they are usable."""
+    global _BACKEND, GEMM_NN, GEMM_NT, GEMM_TN
+    if _BACKEND is not None:
+        return _BACKEND
+    backend = _Backend()
+    path = library_path()
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        backend.reason = f"{ENV_SWITCH}=0"
+    elif path is None:
+        backend.reason = "the extension mindcv_lseg/kernels/_lseg_gemm*.so was not built; reinstall with a C++ compiler"
+    else:
+        try:
+            import ctypes
+
+            address, backend.description = load_sgemm()
+            lib = ctypes.CDLL(path)  # the same handle MindSpore's loader gets: the pointer set here is the one it uses
+            lib.LsegGemmSetSgemm(ctypes.c_void_p(address))
+            if lib.LsegGemmReady() != 1:
+                raise OSError(f"{path} did not take the sgemm pointer")
+        except (OSError, AttributeError) as err:
+            backend.reason = str(err)
+        else:
+            kinds = {"NN": (False, False, _bprop_nn), "NT": (False, True, _bprop_nt), "TN": (True, False, _bprop_tn)}
+            prims = {}
+            for kind, (trans_a, trans_b, bprop) in kinds.items():
+                prims[kind] = ops.Custom(
+                    f"{path}:LsegGemm{kind}",
+                    out_shape=_out_shape(trans_a, trans_b),
+                    out_dtype=_same_dtype,
+                    func_type="aot",
+                    bprop=bprop,
+                )
+            GEMM_NN, GEMM_NT, GEMM_TN = prims["NN"], prims["NT"], prims["TN"]
+            backend.nn, backend.nt, backend.tn = GEMM_NN, GEMM_NT, GEMM_TN
+    if not backend.ok and backend.reason != f"{ENV_SWITCH}=0":
+        _notice(backend.reason)
+    _BACKEND = backend
+    return backend
+
+
+def blas_enabled() -> bool:
+    """True when layers built now will use the BLAS kernels (CPU device and the library loaded)."""
+    return ms.get_context("device_target") == "CPU" and gemm_backend().ok
+
+
+class BlasMatMul(nn.Cell):
+    """``op(a) @ op(b)`` for 2-D or 3-D (batched) tensors, through OpenBLAS where possible.
+
+    Args:
+        transpose_a, transpose_b: use the transpose of that operand (its last two axes).
+
+    Inputs: a [M, K] or [B, M, K] (transposed: [K, M] / [B, K, M]), b [K, N] or [B, K, N] (transposed: [N, K] /
+    [B, N, K]); a 2-D operand is shared by every batch entry of the other. Output [M, N] or [B, M, N].
+
+    The choice between the BLAS kernel and MindSpore's MatMul is made when the cell is built (``blas_enabled``);
+    in the graph, a float16 input (mixed precision) takes MindSpore's MatMul.
+    """
+
+    def __init__(self, transpose_a: bool = False, transpose_b: bool = False):
+        super().__init__()
+        kind = ("T" if transpose_a else "N") + ("T" if transpose_b else "N")
+        if kind == "TT":
+            raise ValueError("BlasMatMul: transposing both operands is not supported")
+        self.use_blas = blas_enabled()
+        self.matmul = ops.MatMul(transpose_a, transpose_b)
+        self.blas = {"NN": GEMM_NN, "NT": GEMM_NT, "TN": GEMM_TN}[kind] if self.use_blas else self.matmul
+        self.batch_matmul = ops.BatchMatMul(transpose_a, transpose_b)
+
+    def construct(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.use_blas and a.dtype == ms.float32 and b.dtype == ms.float32:
+            return self.blas(a, b)
+        if a.ndim == 2 and b.ndim == 2:
+            return self.matmul(a, b)
+        if a.ndim == 2:  # a 2-D operand shared by a batch: broadcast it explicitly for BatchMatMul
+            a = ops.broadcast_to(a, (b.shape[0],) + a.shape)
+        elif b.ndim == 2:
+            b = ops.broadcast_to(b, (a.shape[0],) + b.shape)
+        return self.batch_matmul(a, b)

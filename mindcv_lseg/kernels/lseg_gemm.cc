@@ -1,0 +1,107 @@
+// Single-precision matrix products for MindSpore custom operators (ops.Custom, func_type="aot", CPU).
+//
+// The products themselves are computed by an OpenBLAS sgemm that the Python side hands over once with
+// LsegGemmSetSgemm (the copy bundled with NumPy, see mindcv_lseg/kernels/openblas.py); this file only adapts
+// MindSpore's AOT calling convention to a row-major cblas call and loops over a leading batch axis.
+//
+// Entry points LsegGemmNN / LsegGemmNT / LsegGemmTN compute C = op(A) op(B) with op = identity or transpose:
+//   NN: A [M, K],  B [K, N]  -> C [M, N]
+//   NT: A [M, K],  B [N, K]  -> C [M, N]
+//   TN: A [K, M],  B [K, N]  -> C [M, N]
+// Either operand may carry a leading batch axis ([batch, rows, cols]); a 2-D operand is shared by every batch
+// entry and C is then [batch, M, N]. Inputs and output are contiguous float32. Return codes: 0 ok, 10 no sgemm
+// set, 11 wrong number of parameters, 12 not float32, 13 not 2-D/3-D, 14 inner or output sizes disagree,
+// 15 batch sizes disagree.
+
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+// cblas_sgemm of an ILP64 OpenBLAS (64-bit integer sizes), e.g. NumPy's cblas_sgemm64_.
+using SgemmFn = void (*)(int order, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                         int64_t ldc);
+
+SgemmFn g_sgemm = nullptr;
+
+constexpr int kRowMajor = 101;
+constexpr int kNoTrans = 111;
+constexpr int kTrans = 112;
+
+struct Operand {
+  int64_t batch;  // 0: a 2-D operand, shared by every batch entry
+  int64_t rows;
+  int64_t cols;
+};
+
+bool AsOperand(int ndim, const int64_t *shape, Operand *out) {
+  if (ndim == 2) {
+    *out = {0, shape[0], shape[1]};
+    return true;
+  }
+  if (ndim == 3) {
+    *out = {shape[0], shape[1], shape[2]};
+    return true;
+  }
+  return false;
+}
+
+int Gemm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool trans_a, bool trans_b) {
+  if (g_sgemm == nullptr) return 10;
+  if (nparam != 3) return 11;
+  for (int i = 0; i < 3; ++i) {
+    if (std::strcmp(dtypes[i], "float32") != 0) return 12;
+  }
+  Operand a, b, c;
+  if (!AsOperand(ndims[0], shapes[0], &a) || !AsOperand(ndims[1], shapes[1], &b) ||
+      !AsOperand(ndims[2], shapes[2], &c)) {
+    return 13;
+  }
+  const int64_t m = trans_a ? a.cols : a.rows;
+  const int64_t k = trans_a ? a.rows : a.cols;
+  const int64_t k_b = trans_b ? b.cols : b.rows;
+  const int64_t n = trans_b ? b.rows : b.cols;
+  if (k != k_b || c.rows != m || c.cols != n) return 14;
+  const int64_t batch = c.batch > 0 ? c.batch : 1;
+  if ((a.batch != 0 && a.batch != batch) || (b.batch != 0 && b.batch != batch)) return 15;
+
+  const float *pa = static_cast<const float *>(params[0]);
+  const float *pb = static_cast<const float *>(params[1]);
+  float *pc = static_cast<float *>(params[2]);
+  const int64_t step_a = a.batch != 0 ? a.rows * a.cols : 0;
+  const int64_t step_b = b.batch != 0 ? b.rows * b.cols : 0;
+  const int64_t step_c = m * n;
+  if (step_c == 0) return 0;
+  if (k == 0) {
+    std::memset(pc, 0, sizeof(float) * static_cast<size_t>(batch * step_c));
+    return 0;
+  }
+  for (int64_t i = 0; i < batch; ++i) {
+    g_sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, m, n, k, 1.0f, pa + i * step_a,
+            a.cols, pb + i * step_b, b.cols, 0.0f, pc + i * step_c, n);
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+void LsegGemmSetSgemm(void *sgemm) { g_sgemm = reinterpret_cast<SgemmFn>(sgemm); }
+
+int LsegGemmReady() { return g_sgemm != nullptr ? 1 : 0; }
+
+int LsegGemmNN(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  return Gemm(nparam, params, ndims, shapes, dtypes, false, false);
+}
+
+int LsegGemmNT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  return Gemm(nparam, params, ndims, shapes, dtypes, false, true);
+}
+
+int LsegGemmTN(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  return Gemm(nparam, params, ndims, shapes, dtypes, true, false);
+}
+
+}  // extern "C"

@@ -15,34 +15,46 @@ other head sizes the two differ by float32 rounding only.
 
 from mindspore import Tensor, nn, ops
 
+from ..kernels.gemm import BlasMatMul
+
 __all__ = ["AttentionCore", "LeanAttention"]
 
 
 class AttentionCore(nn.Cell):
     """``softmax(q k^T) v`` over the last two axes; q, k, v [B, heads, T, d] -> [B, heads, T, d].
 
-    Backward (from q, k, v only): ``P = softmax(q k^T)``, ``dV = P^T dO``, ``dP = dO V^T``,
-    ``dS = P * (dP - rowsum(dP * P))``, ``dQ = dS K``, ``dK = dS^T Q``.
+    The products run per (batch, head) through OpenBLAS (:class:`~mindcv_lseg.kernels.gemm.BlasMatMul`, on
+    [B*heads, T, d] views). Backward (from q, k, v only): ``P = softmax(q k^T)``, ``dV = P^T dO``,
+    ``dP = dO V^T``, ``dS = P * (dP - rowsum(dP * P))``, ``dQ = dS K``, ``dK = dS^T Q``.
     """
 
     def __init__(self):
         super().__init__()
-        self.q_matmul_k = ops.BatchMatMul(transpose_b=True)
-        self.attn_matmul_v = ops.BatchMatMul()
-        self.t_matmul = ops.BatchMatMul(transpose_a=True)
+        self.q_matmul_k = BlasMatMul(transpose_b=True)
+        self.attn_matmul_v = BlasMatMul()
+        self.t_matmul = BlasMatMul(transpose_a=True)
         self.softmax = ops.Softmax(axis=-1)
 
-    def construct(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def _forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # on [B*heads, T, d]
         return self.attn_matmul_v(self.softmax(self.q_matmul_k(q, k)), v)
 
+    def construct(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, h, t, d = q.shape
+        return self._forward(q.reshape(b * h, t, d), k.reshape(b * h, t, d), v.reshape(b * h, t, d)).reshape(q.shape)
+
     def bprop(self, q: Tensor, k: Tensor, v: Tensor, out: Tensor, dout: Tensor):
-        q = ops.depend(q, dout)  # recompute the attention in the backward pass, not before
+        shape = q.shape
+        b, h, t, d = shape
+        q = ops.depend(q, dout).reshape(b * h, t, d)  # recompute the attention in the backward pass, not before
+        k, v, dout = k.reshape(b * h, t, d), v.reshape(b * h, t, d), dout.reshape(b * h, t, d)
         attn = self.softmax(self.q_matmul_k(q, k))
         dv = self.t_matmul(attn, dout)
         dattn = self.q_matmul_k(dout, v)
         row = ops.BroadcastTo(dattn.shape)((dattn * attn).sum(axis=-1, keepdims=True))
         dscores = attn * (dattn - row)
-        return self.attn_matmul_v(dscores, k), self.t_matmul(dscores, q), dv
+        dq = self.attn_matmul_v(dscores, k)
+        dk = self.t_matmul(dscores, q)
+        return dq.reshape(shape), dk.reshape(shape), dv.reshape(shape)
 
 
 class LeanAttention(nn.Cell):

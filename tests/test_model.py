@@ -10,10 +10,12 @@ import mindspore as ms
 from mindspore import nn, ops
 
 import mindcv_lseg
+from mindcv_lseg.kernels.gemm import BlasMatMul
 from mindcv_lseg.models.activations import ErfGELU
-from mindcv_lseg.models.cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, cpu_gemm_patchify, linear
+from mindcv_lseg.models.cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, CpuGemmDense, cpu_gemm_patchify, linear
 from mindcv_lseg.models.decoder import SpatialRegBlock
 from mindcv_lseg.models.lseg import LOGIT_SCALE
+from mindcv_lseg.models.ops_impl import adapt_dense
 
 
 def _param_count(net, prefix=""):
@@ -207,7 +209,7 @@ def test_cpu_gemm_patchify_matches_strided_conv():
     x = rng.normal(size=(1, 3, 32, 64)).astype(np.float32)
     w = rng.normal(size=(8, 3, 16, 16)).astype(np.float32)
     b = rng.normal(size=(8,)).astype(np.float32)
-    tokens = cpu_gemm_patchify(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b)).asnumpy()
+    tokens = cpu_gemm_patchify(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b), BlasMatMul(transpose_b=True)).asnumpy()
     ref = _torch_like_conv(x, w, b, 16, 0)  # [1, 8, 2, 4]
     np.testing.assert_allclose(tokens, ref.reshape(1, 8, 8).transpose(0, 2, 1), atol=1e-4)
 
@@ -368,14 +370,26 @@ def test_erf_gelu_matches_mindspore_gelu_values_and_gradient(mode):
     np.testing.assert_allclose(grad, cdf + xd * np.exp(-xd * xd / 2) / math.sqrt(2 * math.pi), rtol=1e-5, atol=1e-6)
 
 
-def test_linear_flattens_leading_axes():
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_linear_flattens_leading_axes(transpose_b):
     rng = np.random.default_rng(8)
     x = rng.normal(size=(3, 4, 5)).astype(np.float32)
     w = rng.normal(size=(5, 2)).astype(np.float32)
     b = rng.normal(size=(2,)).astype(np.float32)
-    out = linear(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b)).asnumpy()
+    weight = w.T.copy() if transpose_b else w  # [out, in] (nn.Dense layout) or [in, out]
+    out = linear(ms.Tensor(x), ms.Tensor(weight), ms.Tensor(b), BlasMatMul(transpose_b=transpose_b)).asnumpy()
     assert out.shape == (3, 4, 2)
     np.testing.assert_allclose(out, x @ w + b, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_gemm_dense_matches_nn_dense():
+    rng = np.random.default_rng(9)
+    ref = nn.Dense(6, 4, has_bias=True)
+    layer = adapt_dense(ref, "lean")
+    assert isinstance(layer, CpuGemmDense) and adapt_dense(ref, "native") is ref
+    np.testing.assert_array_equal(layer.weight.asnumpy(), ref.weight.asnumpy())
+    x = ms.Tensor(rng.normal(size=(2, 3, 6)).astype(np.float32))
+    np.testing.assert_allclose(layer(x).asnumpy(), ref(x).asnumpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -32,12 +32,13 @@ def test_same_parameter_names_and_shapes(encoders):
     assert [(p.name, p.shape) for p in lean.get_parameters()] == [(p.name, p.shape) for p in native.get_parameters()]
 
 
-def test_native_keeps_mindcvs_convs_and_lean_replaces_the_slow_ones(encoders):
+def test_native_keeps_mindcvs_convs_and_lean_replaces_them(encoders):
     lean, native = encoders
     assert _cells(native, CpuGemmConv2d) == [] and _cells(native, CpuSubsampledConv1x1) == []
     assert "resnet.conv1" in _cells(lean, CpuGemmConv2d) and "resnet.layer1.0.conv2" in _cells(lean, CpuGemmConv2d)
     assert "resnet.layer2.0.down_sample.0" in _cells(lean, CpuSubsampledConv1x1)
-    assert "resnet.layer1.0.conv1" in _cells(lean, nn.Conv2d)  # stride-1 1x1 convs are fast already: kept
+    assert "resnet.layer1.0.conv1" in _cells(lean, CpuGemmConv2d)  # stride-1 1x1 convs: GEMMs through OpenBLAS
+    assert _cells(lean, nn.Conv2d) == []
 
 
 def test_same_stage_outputs(encoders):

@@ -141,6 +141,7 @@ class BlasMatMul(nn.Cell):
 
     Args:
         transpose_a, transpose_b: use the transpose of that operand (its last two axes).
+        blas: False: always MindSpore's MatMul/BatchMatMul (what ``impl="native"`` layers ask for).
 
     Inputs: a [M, K] or [B, M, K] (transposed: [K, M] / [B, K, M]), b [K, N] or [B, K, N] (transposed: [N, K] /
     [B, N, K]); a 2-D operand is shared by every batch entry of the other. Output [M, N] or [B, M, N].
@@ -149,12 +150,12 @@ class BlasMatMul(nn.Cell):
     in the graph, a float16 input (mixed precision) takes MindSpore's MatMul.
     """
 
-    def __init__(self, transpose_a: bool = False, transpose_b: bool = False):
+    def __init__(self, transpose_a: bool = False, transpose_b: bool = False, blas: bool = True):
         super().__init__()
         kind = ("T" if transpose_a else "N") + ("T" if transpose_b else "N")
         if kind == "TT":
             raise ValueError("BlasMatMul: transposing both operands is not supported")
-        self.use_blas = blas_enabled()
+        self.use_blas = blas and blas_enabled()
         self.matmul = ops.MatMul(transpose_a, transpose_b)
         self.blas = {"NN": GEMM_NN, "NT": GEMM_NT, "TN": GEMM_TN}[kind] if self.use_blas else self.matmul
         self.batch_matmul = ops.BatchMatMul(transpose_a, transpose_b)

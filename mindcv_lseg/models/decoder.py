@@ -7,7 +7,7 @@ from typing import Sequence, Tuple
 from mindspore import Tensor, nn
 
 from .dpt import FeatureFusionBlock, conv3x3
-from .ops_impl import current_impl
+from .ops_impl import conv2d, current_impl
 
 __all__ = ["DepthwiseConv", "SpatialRegBlock", "LSegScratch"]
 
@@ -90,7 +90,7 @@ class LSegScratch(nn.Cell):
         self.refinenet2 = FeatureFusionBlock(features, impl=impl)
         self.refinenet3 = FeatureFusionBlock(features, impl=impl)
         self.refinenet4 = FeatureFusionBlock(features, use_skip=False, impl=impl)
-        self.head1 = nn.Conv2d(features, out_channels, 1, pad_mode="valid", has_bias=True)
+        self.head1 = conv2d(features, out_channels, 1, has_bias=True, impl=impl)
         self.has_head_block = arch_option != 0
         if self.has_head_block:
             self.head_block = SpatialRegBlock(arch_option, block_depth, activation, impl)

@@ -83,7 +83,7 @@ class ReassembleBranch(nn.Cell):
         super().__init__()
         impl = current_impl(impl)
         self.readout = _make_readout(readout, vit_dim, impl)
-        self.proj = nn.Conv2d(vit_dim, out_channels, 1, pad_mode="valid", has_bias=True)
+        self.proj = conv2d(vit_dim, out_channels, 1, has_bias=True, impl=impl)
         if scale > 1:
             factor = int(scale)
             self.resample = conv_transpose2d(out_channels, out_channels, factor, has_bias=True, impl=impl)
@@ -171,7 +171,7 @@ class FeatureFusionBlock(nn.Cell):
         if use_skip:
             self.res_conf_unit1 = ResidualConvUnit(channels, impl)
         self.res_conf_unit2 = ResidualConvUnit(channels, impl)
-        self.out_conv = nn.Conv2d(channels, channels, 1, pad_mode="valid", has_bias=True)
+        self.out_conv = conv2d(channels, channels, 1, has_bias=True, impl=current_impl(impl))
         self.upsample = BilinearResize(align_corners=True)
 
     def construct(self, x: Tensor, skip: Tensor = None) -> Tensor:

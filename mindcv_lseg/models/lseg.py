@@ -17,7 +17,7 @@ from ..text.tokenizer import tokenize
 from .clip_text import CLIPTextEncoder
 from .decoder import LSegScratch
 from .dpt import Reassemble, upsample2x
-from .ops_impl import current_impl
+from .ops_impl import current_impl, matmul
 from .vit_encoder import ViTEncoder
 
 __all__ = ["LSeg", "LSegImageEncoder", "LOGIT_SCALE", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"]
@@ -230,6 +230,7 @@ class LSeg(nn.Cell):
         )
         for param in self.clip_text.get_parameters():
             param.requires_grad = False  # frozen: never trained, never in an optimizer
+        self.text_matmul_pixels = matmul(impl=self.impl)
 
     @staticmethod
     def check_input_size(height: int, width: int) -> None:
@@ -254,10 +255,8 @@ class LSeg(nn.Cell):
     def construct(self, x: Tensor, text_features: Tensor) -> Tensor:
         image = self.forward_features(x)
         b, c, h, w = image.shape
-        text = _l2_normalize(text_features, axis=-1)
-        if text.ndim == 2:  # one label set for the whole batch
-            text = ops.broadcast_to(text.expand_dims(0), (b, -1, -1))  # [B, N, C]
-        logits = ops.bmm(text, (self.logit_scale * image).reshape(b, c, h * w))  # [B, N, h*w]
+        text = _l2_normalize(text_features, axis=-1)  # [N, C] (one label set for the batch) or [B, N, C]
+        logits = self.text_matmul_pixels(text, (self.logit_scale * image).reshape(b, c, h * w))  # [B, N, h*w]
         logits = self.scratch.regularize(logits.reshape(b, -1, h, w))
         return upsample2x(logits)
 

@@ -37,6 +37,7 @@ __all__ = [
     "conv_transpose2d",
     "adapt_conv",
     "dense",
+    "matmul",
     "adapt_dense",
     "adapt_vit_block",
     "gelu_layer",
@@ -115,15 +116,15 @@ def conv2d(
 def adapt_conv(conv: nn.Conv2d, impl: str) -> nn.Cell:
     """An existing mindcv ``nn.Conv2d`` (e.g. inside mindcv's ResNet) for ``impl``, with its weights kept.
 
-    native: ``conv`` itself. lean: a kxk conv with "same" padding becomes :class:`CpuGemmConv2d`, a strided 1x1 conv
-    :class:`CpuSubsampledConv1x1`; other convs (stride-1 1x1) are already fast and stay. Same ``weight`` [out, in,
-    k, k] (and ``bias``) either way.
+    native: ``conv`` itself. lean: a kxk conv with "same" padding (or a stride-1 1x1 conv) becomes
+    :class:`CpuGemmConv2d` (GEMMs through OpenBLAS), a strided 1x1 conv :class:`CpuSubsampledConv1x1`. Same
+    ``weight`` [out, in, k, k] (and ``bias``) either way.
     """
     _check(impl)
     k, stride = conv.kernel_size[0], conv.stride[0]
-    if impl == "native" or (k == 1 and stride == 1):
+    if impl == "native":
         return conv
-    if k == 1:
+    if k == 1 and stride > 1:
         lean = CpuSubsampledConv1x1(conv.in_channels, conv.out_channels, stride)
     else:
         lean = CpuGemmConv2d(
@@ -133,6 +134,15 @@ def adapt_conv(conv: nn.Conv2d, impl: str) -> nn.Cell:
             lean.bias.set_data(conv.bias.data)
     lean.weight.set_data(conv.weight.data)  # keep the initialisation (matters only when training from scratch)
     return lean
+
+
+def matmul(transpose_a: bool = False, transpose_b: bool = False, *, impl: str) -> BlasMatMul:
+    """``op(a) @ op(b)`` for 2-D or 3-D operands, a 2-D operand shared by the other's batch.
+
+    lean: through OpenBLAS where possible; native: MindSpore's MatMul / BatchMatMul (see :class:`BlasMatMul`).
+    """
+    _check(impl)
+    return BlasMatMul(transpose_a, transpose_b, blas=impl == "lean")
 
 
 def dense(in_channels: int, out_channels: int, has_bias: bool = True, *, impl: str) -> nn.Cell:

@@ -3,10 +3,11 @@
 The network is mindcv's own ``ResNet`` with ``Bottleneck`` blocks (torchvision-v1.5 layout: stride on the 3x3 conv,
 BatchNorm eps 1e-5), with three changes that keep its parameter names and shapes:
 
-* with ``impl="lean"`` (the CPU default) its kxk convolutions (the 7x7 stem and the 3x3 of every bottleneck) are
-  computed in GEMM form and the stride-2 1x1 shortcut convs subsample first, then run a stride-1 1x1 conv (same
-  sums, same ``weight``; :func:`~mindcv_lseg.models.ops_impl.adapt_conv`): MindSpore's CPU kxk ``Conv2d`` is ~100x
-  slower than its 1x1 one (``benchmarks/zeroshot.py --conv`` measures it); ``impl="native"`` keeps mindcv's convs;
+* with ``impl="lean"`` (the CPU default) every convolution is computed as GEMMs through OpenBLAS: the kxk ones
+  (the 7x7 stem and the 3x3 of every bottleneck) in GEMM form, the stride-1 1x1 ones directly, and the stride-2 1x1
+  shortcut convs subsample first (same sums, same ``weight``; :func:`~mindcv_lseg.models.ops_impl.adapt_conv`):
+  MindSpore's CPU kxk ``Conv2d`` is ~100x slower than its 1x1 one (``benchmarks/zeroshot.py --conv`` measures it);
+  ``impl="native"`` keeps mindcv's convs;
 * the stem max pool pads one pixel on every side (``pad_mode="pad"``, as torchvision) instead of mindcv's
   ``pad_mode="same"``, which pads only bottom/right on even inputs and shifts every window by one pixel.
 
@@ -45,7 +46,9 @@ class ResNetEncoder(nn.Cell):
         del resnet.pool, resnet.classifier  # global pool + Dense: not part of the encoder
         for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
             for block in stage:
+                block.conv1 = adapt_conv(block.conv1, impl)
                 block.conv2 = adapt_conv(block.conv2, impl)
+                block.conv3 = adapt_conv(block.conv3, impl)
                 if block.down_sample is not None:
                     block.down_sample[0] = adapt_conv(block.down_sample[0], impl)
         self.resnet = resnet

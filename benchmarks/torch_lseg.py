@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_settings import MAX_LABELS, TORCH_MODELS, import_package, input_size, labels_for
 from torch import nn
 
 # The two ViT variants, as the package's entries name them (docs/reference_numerics.md, "Variants").
@@ -51,13 +52,13 @@ VARIANTS = {
         resize=(4, 2, 0, -2),
     ),
 }
+assert tuple(VARIANTS) == TORCH_MODELS
 PRETRAIN_SIZE = 384  # the ViT position embeddings are stored for this input size
 DECODER_WIDTH = 256
 EMBED_DIM = 512  # CLIP ViT-B/32's text projection
 CONTEXT_LENGTH = 77
 # The reference's logit scale: a float32 constant exp(ln(1 / 0.07)), not stored in the checkpoint.
 LOGIT_SCALE = (torch.ones([]) * np.log(1 / 0.07)).exp()
-DEFAULT_LABELS = ["other", "sky", "tree", "car", "person"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -355,12 +356,7 @@ class CLIP(nn.Module):
 
 def _tokenize(labels: Sequence[str]) -> np.ndarray:
     """CLIP BPE ids [N, 77] (the package's tokenizer, imported without MindSpore when the package is not loaded)."""
-    if "mindcv_lseg" not in sys.modules:
-        os.environ["MINDCV_LSEG_DEFER_IMPORTS"] = "1"
-        try:
-            import mindcv_lseg  # noqa: F401
-        finally:
-            os.environ.pop("MINDCV_LSEG_DEFER_IMPORTS")
+    import_package()
     from mindcv_lseg.text.tokenizer import tokenize
 
     return tokenize(list(labels), context_length=CONTEXT_LENGTH)
@@ -472,18 +468,6 @@ def build(model: str, ckpt: Optional[str] = None) -> TorchLSeg:
 # Timing
 
 
-def labels_for(num_labels: int) -> List[str]:
-    """The benchmark label sets: the five parity labels for N <= 5, else the first N of ADE20K's 150."""
-    if not 1 <= num_labels <= 150:
-        raise ValueError(f"--labels must be between 1 and 150, got {num_labels}")
-    if num_labels <= len(DEFAULT_LABELS):
-        return DEFAULT_LABELS[:num_labels]
-    _tokenize(["x"])  # makes sure the package is importable (without MindSpore)
-    from mindcv_lseg.text.labels import ADE20K_150
-
-    return list(ADE20K_150[:num_labels])
-
-
 def _median_time(fn, warmup: int, runs: int) -> float:
     for _ in range(warmup):
         fn()
@@ -546,19 +530,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, choices=sorted(VARIANTS))
     ap.add_argument("--ckpt", default="", help="official Lightning checkpoint (default: random weights)")
-    ap.add_argument("--size", type=int, nargs=2, default=[384, 384], metavar=("H", "W"))
+    ap.add_argument("--size", type=int, nargs="+", default=[384, 384], metavar="H [W]", help="input size (384 384)")
     ap.add_argument("--labels", type=int, default=5, help="5: the parity labels; more: the first N ADE20K labels")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     args = ap.parse_args(argv)
-    if any(s <= 0 or s % 32 for s in args.size):
-        ap.error(f"--size: H and W must be positive multiples of 32, got {args.size[0]} {args.size[1]}")
+    try:
+        size = input_size(args.size)
+    except ValueError as e:
+        ap.error(str(e))
     if args.ckpt and not os.path.isfile(args.ckpt):
         ap.error(f"--ckpt: no such file: {args.ckpt}")
-    if not 1 <= args.labels <= 150:
-        ap.error(f"--labels must be between 1 and 150, got {args.labels}")
-    res = measure(args.model, tuple(args.size), args.labels, args.warmup, args.runs, args.ckpt or None, args.threads)
+    if not 1 <= args.labels <= MAX_LABELS:
+        ap.error(f"--labels must be between 1 and {MAX_LABELS}, got {args.labels}")
+    res = measure(args.model, size, args.labels, args.warmup, args.runs, args.ckpt or None, args.threads)
     print("RESULT " + json.dumps(res), flush=True)
     return 0
 

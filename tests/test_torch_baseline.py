@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch")
 import mindcv_lseg  # noqa: E402,F401
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_settings  # noqa: E402
 import torch_lseg  # noqa: E402
 
 VARIANT_OF = {"lseg_vitb32": "clip_vitb32_384", "lseg_vitl16_384": "clip_vitl16_384"}
@@ -57,10 +58,19 @@ def test_cli_rejects_bad_arguments(argv, capsys):
     assert argv[0] in capsys.readouterr().err
 
 
-def test_label_sets():
-    assert torch_lseg.labels_for(5) == ["other", "sky", "tree", "car", "person"]
-    ade = torch_lseg.labels_for(150)
-    assert len(ade) == 150 and ade[:3] == ["wall", "building", "sky"] and ade[130] == "screen"
+def test_benchmark_settings():
+    assert bench_settings.labels_for(5) == ["other", "sky", "tree", "car", "person"]
+    assert bench_settings.labels_for(2) == ["other", "sky"]
+    ade = bench_settings.labels_for(150)
+    assert len(ade) == 150 and ade[:3] == ["wall", "building", "sky"] and ade[58] == ade[130] == "screen"
+    with pytest.raises(ValueError, match="between 1 and 150"):
+        bench_settings.labels_for(0)
+    assert bench_settings.input_size([384]) == (384, 384)
+    assert bench_settings.input_size([480, 640]) == (480, 640)
+    for bad in ([480, 100], [0], [384, 384, 384]):
+        with pytest.raises(ValueError, match="--size"):
+            bench_settings.input_size(bad)
+    assert tuple(torch_lseg.VARIANTS) == bench_settings.TORCH_MODELS
 
 
 @pytest.mark.slow  # writes the 0.79 GB official-format checkpoint and runs the real-size ViT-B/32 network

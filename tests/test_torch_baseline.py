@@ -101,7 +101,6 @@ def test_reproduces_reference_on_parity_checkpoint(tmp_path, parity_expected):
     assert np.all((top2[1] - top2[0])[disagree] < 2 * err.max()), f"{disagree.sum()} argmax flips at confident pixels"
 
 
-@pytest.mark.slow  # builds the real-size ViT-B/32 network with random weights
 def test_random_mode_measures_a_forward():
     threads = torch.get_num_threads()
     try:

@@ -123,7 +123,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["lseg_vitb32", "lseg_vitl16_384"])
     ap.add_argument("--modes", nargs="+", default=["graph", "pynative"], choices=["graph", "pynative"])
-    ap.add_argument("--size", type=int, nargs="+", default=[384], metavar="H [W]", help="input size (default 384)")
+    ap.add_argument("--size", type=int, nargs="+", default=[384], metavar="SIZE", help="input H or H W (default 384)")
     ap.add_argument(
         "--labels", type=int, default=5, help=f"number of labels: 5 = {', '.join(LABELS)}; more = the first N ADE20K"
     )

@@ -34,13 +34,19 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_settings import MAX_LABELS, TORCH_MODELS, import_package, input_size, labels_for
+from bench_settings import MAX_LABELS, import_package, input_size, labels_for
 from torch import nn
 
 # The two ViT variants, as the package's entries name them (docs/reference_numerics.md, "Variants").
 VARIANTS = {
     "lseg_vitb32": dict(
-        patch=32, width=768, depth=12, heads=12, hooks=(2, 5, 8, 11), features=(96, 192, 384, 768), resize=(8, 4, 2, 0)
+        patch=32,
+        width=768,
+        depth=12,
+        heads=12,
+        hooks=(2, 5, 8, 11),
+        features=(96, 192, 384, 768),
+        resize=(8, 4, 2, 0),  # > 0: transposed conv k = s = resize; 0: none; -2: 3x3 stride-2 conv
     ),
     "lseg_vitl16_384": dict(
         patch=16,
@@ -52,7 +58,6 @@ VARIANTS = {
         resize=(4, 2, 0, -2),
     ),
 }
-assert tuple(VARIANTS) == TORCH_MODELS
 PRETRAIN_SIZE = 384  # the ViT position embeddings are stored for this input size
 DECODER_WIDTH = 256
 EMBED_DIM = 512  # CLIP ViT-B/32's text projection
@@ -354,7 +359,7 @@ class CLIP(nn.Module):
 # The network
 
 
-def _tokenize(labels: Sequence[str]) -> np.ndarray:
+def tokenize_labels(labels: Sequence[str]) -> np.ndarray:
     """CLIP BPE ids [N, 77] (the package's tokenizer, imported without MindSpore when the package is not loaded)."""
     import_package()
     from mindcv_lseg.text.tokenizer import tokenize
@@ -386,7 +391,7 @@ class TorchLSeg(nn.Module):
         return self.scratch(self.pretrained(x))
 
     def forward(self, x, labels: Sequence[str]):
-        text = torch.from_numpy(_tokenize(labels).astype(np.int64))
+        text = torch.from_numpy(tokenize_labels(labels).astype(np.int64))
         image_features = self.pixel_embeddings(x)
         text_features = self.clip_pretrained.encode_text(text)
         b, c, h, w = image_features.shape
@@ -530,7 +535,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, choices=sorted(VARIANTS))
     ap.add_argument("--ckpt", default="", help="official Lightning checkpoint (default: random weights)")
-    ap.add_argument("--size", type=int, nargs="+", default=[384, 384], metavar="H [W]", help="input size (384 384)")
+    ap.add_argument("--size", type=int, nargs="+", default=[384, 384], metavar="SIZE", help="input H or H W (default 384)")
     ap.add_argument("--labels", type=int, default=5, help="5: the parity labels; more: the first N ADE20K labels")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)

@@ -80,7 +80,7 @@ def test_reproduces_reference_on_parity_checkpoint(tmp_path, parity_expected):
     net = torch_lseg.build("lseg_vitb32", str(ckpt))
     ckpt.unlink()
     labels = [str(s) for s in parity_expected["labels"]]
-    tokens = torch_lseg._tokenize(labels)
+    tokens = torch_lseg.tokenize_labels(labels)
     np.testing.assert_array_equal(tokens, parity_expected["tokens"])
     x = torch.from_numpy(parity_expected["input"])
     with torch.inference_mode():

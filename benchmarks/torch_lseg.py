@@ -535,7 +535,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, choices=sorted(VARIANTS))
     ap.add_argument("--ckpt", default="", help="official Lightning checkpoint (default: random weights)")
-    ap.add_argument("--size", type=int, nargs="+", default=[384, 384], metavar="SIZE", help="input H or H W (default 384)")
+    ap.add_argument(
+        "--size", type=int, nargs="+", default=[384, 384], metavar="SIZE", help="input H or H W (default 384)"
+    )
     ap.add_argument("--labels", type=int, default=5, help="5: the parity labels; more: the first N ADE20K labels")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)

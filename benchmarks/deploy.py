@@ -14,7 +14,9 @@ For each model, in this one run and each step in its own process (peak RSS is it
      minutes per call.
 
 Ratios are against eager lean measured in the same run, so they stay meaningful on a busy machine; absolute times
-on this shared 2-core machine are not (see README).
+on this shared 2-core machine are not (see README). With ``--torch_baseline`` (on by default) the PyTorch original
+(``benchmarks/torch_lseg.py``, random weights, all cores) is timed in its own process at the same settings, and the
+table adds its time and each runtime's ratio to it.
 
     python benchmarks/deploy.py                                   # lseg_vitb32 and lseg_vitl16_384
     python benchmarks/deploy.py --models lseg_vitb32 --runs 3
@@ -111,9 +113,16 @@ def step_time(kind, model, ckpt, out_dir, warmup, runs):
     return {"load_s": load, "first_s": first, "median_s": median, "peak_rss_gb": _peak_rss_gb()}
 
 
+def step_torch(model, warmup, runs):
+    import torch_lseg
+
+    res = torch_lseg.measure(model, (SIZE, SIZE), LABELS, warmup, runs)
+    return dict(res, median_s=res["forward_s"])
+
+
 def _child(args):
     step = args[0]
-    fn = {"checkpoint": step_checkpoint, "export": step_export, "time": step_time}[step]
+    fn = {"checkpoint": step_checkpoint, "export": step_export, "time": step_time, "torch": step_torch}[step]
     conv = [int(a) if a.isdigit() else a for a in args[1:]]
     print("RESULT " + json.dumps(fn(*conv)), flush=True)
 
@@ -139,6 +148,12 @@ def main():
     p.add_argument("--mindir_native", action="store_true", help="also export MINDIR with impl=native (one call)")
     p.add_argument("--workdir", default="", help="keep checkpoints/exports here (default: a temp folder, removed)")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
+    p.add_argument(
+        "--torch_baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the PyTorch original (benchmarks/torch_lseg.py) in this run (default: on)",
+    )
     a = p.parse_args()
     import shutil
 
@@ -169,6 +184,12 @@ def main():
                     f"  peak RSS {row[kind]['peak_rss_gb']:.2f} GB",
                     flush=True,
                 )
+            if a.torch_baseline:
+                try:
+                    row["torch"] = _run("torch", model, a.warmup, a.runs)
+                    print(f"{model}: PyTorch    median {row['torch']['median_s']:.3f} s", flush=True)
+                except RuntimeError as e:
+                    print(f"{model}: no PyTorch baseline: {e}", flush=True)
             rows.append(row)
     finally:
         if not a.workdir:
@@ -185,6 +206,13 @@ def main():
         print(f"| {r['model']} | {' | '.join(cells)} | {rss} GB |")
         if "MINDIR_native" in r:
             print(f"  MINDIR native (GraphCell), one call: {r['MINDIR_native']['first_s']:.1f} s")
+    if any("torch" in r for r in rows):
+        print("\n| model | PyTorch original (same run) | its peak RSS | eager lean / MINDIR / ONNX vs PyTorch |")
+        print("|---|---|---|---|")
+        for r in (r for r in rows if "torch" in r):
+            ref = r["torch"]["median_s"]
+            ratios = " / ".join(f"{r[k]['median_s'] / ref:.2f}x" for k in ("eager_lean", "MINDIR", "ONNX"))
+            print(f"| {r['model']} | {ref:.2f} s | {r['torch']['peak_rss_gb']:.2f} GB | {ratios} |")
     if a.json:
         from mindcv_lseg.fileio import atomic_write_text
 

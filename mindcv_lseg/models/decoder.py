@@ -99,8 +99,11 @@ class LSegScratch(nn.Cell):
         path_4 = self.refinenet4(self.layer4_rn(layers[3]))
         path_3 = self.refinenet3(path_4, self.layer3_rn(layers[2]))
         path_2 = self.refinenet2(path_3, self.layer2_rn(layers[1]))
-        path_1 = self.refinenet1(path_2, self.layer1_rn(layers[0]))
-        return self.head1(path_1)
+        # head1 (a 1x1 conv) before refinenet1's x2 upsampling instead of after: both are linear and the
+        # interpolation weights of every output pixel sum to one, so the order does not change the values beyond
+        # float32 rounding, and the conv runs on 4x fewer pixels
+        fused = self.head1(self.refinenet1.fuse(path_2, self.layer1_rn(layers[0])))
+        return self.refinenet1.upsample(fused, 2 * fused.shape[2], 2 * fused.shape[3])
 
     def regularize(self, logits: Tensor) -> Tensor:
         if self.has_head_block:

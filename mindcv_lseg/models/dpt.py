@@ -174,8 +174,12 @@ class FeatureFusionBlock(nn.Cell):
         self.out_conv = conv2d(channels, channels, 1, has_bias=True, impl=current_impl(impl))
         self.upsample = BilinearResize(align_corners=True)
 
-    def construct(self, x: Tensor, skip: Tensor = None) -> Tensor:
+    def fuse(self, x: Tensor, skip: Tensor = None) -> Tensor:
+        """Everything but the final x2 upsampling: [B,C,h,w] (+ [B,C,h,w]) -> [B,C,h,w]."""
         if self.use_skip:
             x = x + self.res_conf_unit1(skip)
-        x = self.out_conv(self.res_conf_unit2(x))
+        return self.out_conv(self.res_conf_unit2(x))
+
+    def construct(self, x: Tensor, skip: Tensor = None) -> Tensor:
+        x = self.fuse(x, skip)
         return self.upsample(x, 2 * x.shape[2], 2 * x.shape[3])  # = upsample2x

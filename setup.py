@@ -2,14 +2,17 @@
 
 from setuptools import Extension, find_packages, setup
 
-# The BLAS GEMM kernels of the CPU-lean layers (mindcv_lseg/kernels): a MindSpore custom-op library, not a Python
-# module. Optional: without a C++ compiler the install succeeds and the layers use MindSpore's MatMul (with a notice).
-GEMM_KERNELS = Extension(
-    "mindcv_lseg.kernels._lseg_gemm",
-    sources=["mindcv_lseg/kernels/lseg_gemm.cc"],
-    extra_compile_args=["-O2", "-std=c++17"],
-    optional=True,
-)
+# The compiled kernels of the CPU-lean layers (mindcv_lseg/kernels): MindSpore custom-op libraries, not Python modules.
+# Optional: without a C++ compiler the install succeeds and the layers use MindSpore's own ops (with a notice).
+KERNELS = [
+    Extension(
+        f"mindcv_lseg.kernels._lseg_{name}",
+        sources=[f"mindcv_lseg/kernels/lseg_{name}.cc"],
+        extra_compile_args=["-O3", "-std=c++17", "-fopenmp-simd", "-fno-math-errno"],
+        optional=True,
+    )
+    for name in ("gemm", "gelu")
+]
 
 setup(
     name="mindcv-lseg",
@@ -32,7 +35,7 @@ setup(
             "data/fewshot_splits/*/*/*.pkl",
         ]
     },
-    ext_modules=[GEMM_KERNELS],
+    ext_modules=KERNELS,
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=[

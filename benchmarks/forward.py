@@ -27,7 +27,7 @@ import time
 
 from bench_settings import LABELS, MAX_LABELS, TORCH_MODELS, input_size, labels_for
 
-BLAS_SETTINGS = {"on": ["on"], "off": ["off"], "both": ["on", "off"]}
+KERNEL_SETTINGS = {"on": ["on"], "off": ["off"], "both": ["on", "off"]}
 BASELINES = {"lseg_vitl16_384": "vit_l_16_384", "lseg_vitb32": "vit_b_32_384", "lseg_tiny_test": None}
 TORCH_BASELINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_lseg.py")
 
@@ -96,7 +96,7 @@ def measure(model, mode, size, num_labels, warmup, runs, ckpt="", mindcv_vit=Fal
         first_forward_s=first,
         forward_s=forward,
         call_s=call,
-        blas_used=gemm_backend().ok,
+        kernels_used=gemm_backend().ok,
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     )  # before the mindcv baseline
     baseline = BASELINES.get(model)
@@ -142,11 +142,11 @@ def main(argv=None):
         "--mindcv_vit", action="store_true", help="also time mindcv's classification ViT of the same size (384 only)"
     )
     ap.add_argument(
-        "--blas",
+        "--kernels",
         choices=["on", "off", "both"],
         default="on",
-        help="the lean layers' OpenBLAS GEMM kernels (mindcv_lseg/kernels): on (default), off (MindSpore's MatMul, "
-        "MINDCV_LSEG_BLAS=0) or both, one after the other in this run",
+        help="the lean layers' compiled kernels (mindcv_lseg/kernels: OpenBLAS GEMMs, GELU): on (default), off "
+        "(MindSpore's own ops, MINDCV_LSEG_KERNELS=0) or both, one after the other in this run",
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", default="", help=argparse.SUPPRESS)
@@ -187,13 +187,13 @@ def main(argv=None):
         subprocess.run(
             [sys.executable, __file__, "--save", "--models", model, "--ckpt", ckpt], check=True, capture_output=True
         )
-        for mode, blas in [(m, b) for m in args.modes for b in BLAS_SETTINGS[args.blas]]:
+        for mode, kernels in [(m, k) for m in args.modes for k in KERNEL_SETTINGS[args.kernels]]:
             cmd = [sys.executable, __file__, "--child", "--models", model, "--modes", mode, "--ckpt", ckpt, *common]
-            env = dict(os.environ, MINDCV_LSEG_BLAS="1" if blas == "on" else "0")
+            env = dict(os.environ, MINDCV_LSEG_KERNELS="1" if kernels == "on" else "0")
             res = _run_child(cmd + (["--mindcv_vit"] if args.mindcv_vit else []), f"{model} {mode}", env)
             if not res:
                 continue
-            res["blas"] = blas
+            res["kernels"] = kernels
             if model in torch_results:
                 res["torch_call_s"] = torch_results[model]["forward_s"]
                 res["torch_peak_rss_gb"] = torch_results[model]["peak_rss_gb"]
@@ -210,7 +210,7 @@ def main(argv=None):
         f"; input 1x3x{size[0]}x{size[1]}, {args.labels} labels; ratios are ours / PyTorch in this run"
     )
     print(
-        "| model | mode | BLAS | call, text incl. (median) | PyTorch original | time ratio | peak RSS (incl. loading) | "
+        "| model | mode | kernels | call, text incl. (median) | PyTorch original | time ratio | peak RSS (incl. loading) | "
         "PyTorch peak RSS | RSS ratio | forward, text precomputed | text alone | first call |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -218,7 +218,7 @@ def main(argv=None):
         if r["impl"] == "torch":
             continue
         print(
-            f"| {r['model']} | {r['mode']} | {r['blas']} | {r['call_s']:.2f} s | {_cell(r.get('torch_call_s'), '.2f', ' s')} "
+            f"| {r['model']} | {r['mode']} | {r['kernels']} | {r['call_s']:.2f} s | {_cell(r.get('torch_call_s'), '.2f', ' s')} "
             f"| {_cell(r.get('time_ratio'), '.2f', 'x')} | {r['peak_rss_gb']:.2f} GB "
             f"| {_cell(r.get('torch_peak_rss_gb'), '.2f', ' GB')} | {_cell(r.get('rss_ratio'), '.2f', 'x')} "
             f"| {r['forward_s']:.2f} s | {r['text_s']:.3f} s | {r['first_forward_s']:.1f} s |"

@@ -3,7 +3,7 @@
     python benchmarks/profile_ops.py --model lseg_vitl16_384 --size 384 --labels 5 --top 25
 
 Random weights, 1x3xHxW input, the text features precomputed (this profiles the image graph). The shares are what
-to read: absolute times depend on the machine's load. MINDCV_LSEG_BLAS=0 profiles the lean layers on MindSpore's
+to read: absolute times depend on the machine's load. MINDCV_LSEG_KERNELS=0 profiles the lean layers on MindSpore's
 own MatMul instead of the OpenBLAS kernels.
 """
 

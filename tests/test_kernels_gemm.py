@@ -13,8 +13,8 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from mindcv_lseg.kernels import openblas
-from mindcv_lseg.kernels.gemm import BlasMatMul, gemm_backend, library_path
+from mindcv_lseg.kernels import library, openblas
+from mindcv_lseg.kernels.gemm import BlasMatMul, gemm_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ CASES = [
 def backend():
     loaded = gemm_backend()
     if not loaded.ok:
-        if shutil.which("g++") is None and library_path() is None:
+        if shutil.which("g++") is None and library.library_path("_lseg_gemm") is None:
             pytest.skip(f"no C++ compiler here, the kernels were not built: {loaded.reason}")
         pytest.fail(f"the GEMM kernels should load on this machine: {loaded.reason}")
     return loaded
@@ -215,12 +215,12 @@ def _run_fallback(patch, env_extra):
 
 
 def test_missing_library_falls_back_with_one_notice():
-    stdout, notices = _run_fallback("gemm.library_path = lambda: None", {})
+    stdout, notices = _run_fallback("gemm.library.library_path = lambda stem: None", {})
     assert "use_blas False" in stdout
-    assert len(notices) == 1 and "was not built" in notices[0] and "MatMul" in notices[0]
+    assert len(notices) == 1 and "was not built" in notices[0] and "MatMul" in notices[0], notices
 
 
 def test_switch_off_falls_back_silently():
-    stdout, notices = _run_fallback("", {"MINDCV_LSEG_BLAS": "0"})
+    stdout, notices = _run_fallback("", {"MINDCV_LSEG_KERNELS": "0"})
     assert "use_blas False" in stdout
     assert notices == []

@@ -8,29 +8,20 @@ of the same three. They run in GRAPH and PYNATIVE mode on CPU.
 
 :class:`BlasMatMul` is what layers use: the BLAS product for float32 inputs on CPU when the library is available,
 ``ops.MatMul``/``ops.BatchMatMul`` otherwise (float16 under mixed precision, other devices, no compiled library,
-``MINDCV_LSEG_BLAS=0``). When the library cannot be used, one line on stderr says why, once per process.
+``MINDCV_LSEG_KERNELS=0``). When the library cannot be used, one line on stderr says why, once per process.
 """
 
-import glob
-import os
-import sys
 from typing import Optional
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from . import library
 from .openblas import load_sgemm
 
-__all__ = ["gemm_backend", "blas_enabled", "BlasMatMul", "library_path"]
+__all__ = ["gemm_backend", "blas_enabled", "BlasMatMul"]
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-ENV_SWITCH = "MINDCV_LSEG_BLAS"  # "0": never use the BLAS kernels
-
-
-def library_path() -> Optional[str]:
-    """The compiled ``_lseg_gemm*.so`` next to this file, or None when it was not built."""
-    found = sorted(glob.glob(os.path.join(_HERE, "_lseg_gemm*.so")))
-    return found[0] if found else None
+LIBRARY = "_lseg_gemm"
 
 
 class _Backend:
@@ -86,21 +77,17 @@ def _bprop_tn(a, b, out, dout):  # out = a^T @ b
     return _sum_to(GEMM_NT(b, dout), a), _sum_to(GEMM_NN(a, dout), b)
 
 
-def _notice(reason: str) -> None:
-    print(f"mindcv-lseg: BLAS GEMM kernels not used ({reason}); lean layers use MindSpore's MatMul", file=sys.stderr)
-
-
 def gemm_backend() -> _Backend:
     """Load the kernels once per process (see the module docstring); ``backend.ok`` says whether they are usable."""
     global _BACKEND, GEMM_NN, GEMM_NT, GEMM_TN
     if _BACKEND is not None:
         return _BACKEND
     backend = _Backend()
-    path = library_path()
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        backend.reason = f"{ENV_SWITCH}=0"
+    path = library.library_path(LIBRARY)
+    if library.switched_off():
+        backend.reason = f"{library.ENV_SWITCH}=0"
     elif path is None:
-        backend.reason = "the extension mindcv_lseg/kernels/_lseg_gemm*.so was not built; reinstall with a C++ compiler"
+        backend.reason = f"the extension mindcv_lseg/kernels/{LIBRARY}*.so was not built; reinstall with a C++ compiler"
     else:
         try:
             import ctypes
@@ -125,8 +112,8 @@ def gemm_backend() -> _Backend:
                 )
             GEMM_NN, GEMM_NT, GEMM_TN = prims["NN"], prims["NT"], prims["TN"]
             backend.nn, backend.nt, backend.tn = GEMM_NN, GEMM_NT, GEMM_TN
-    if not backend.ok and backend.reason != f"{ENV_SWITCH}=0":
-        _notice(backend.reason)
+    if not backend.ok and not library.switched_off():
+        library.notice("BLAS GEMM kernels", backend.reason, "lean layers use MindSpore's MatMul")
     _BACKEND = backend
     return backend
 

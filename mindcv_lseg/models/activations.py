@@ -9,7 +9,10 @@ directly, so only its input is kept. ``benchmarks/train_step.py`` shows the effe
 
 import math
 
+import mindspore as ms
 from mindspore import Tensor, nn, ops
+
+from ..kernels.gelu import gelu_kernels
 
 __all__ = ["ErfGELU"]
 
@@ -20,15 +23,27 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 class ErfGELU(nn.Cell):
     """Exact GELU, ``x * Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt(2))) / 2`` (PyTorch ``nn.GELU()``).
 
-    Forward values are those of ``ops.gelu(x, approximate='none')`` (same operations in the same order).
-    Backward: ``d/dx = Phi(x) + x * phi(x)`` with ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``, recomputed from ``x``.
-    Input and output: any shape, float32.
+    On CPU, float32: one-pass kernels for the forward and the backward (:mod:`mindcv_lseg.kernels.gelu`).
+    Otherwise (no kernels, float16) the values of ``ops.gelu(x, approximate='none')`` (same operations in the same
+    order). Backward: ``d/dx = Phi(x) + x * phi(x)`` with ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``, recomputed from
+    ``x``. Input and output: any shape.
     """
 
+    def __init__(self):
+        super().__init__()
+        kernels = gelu_kernels()
+        self.use_kernels = kernels is not None
+        self.kernel = kernels.forward if kernels is not None else ops.erf
+        self.kernel_grad = kernels.backward if kernels is not None else ops.mul
+
     def construct(self, x: Tensor) -> Tensor:
+        if self.use_kernels and x.dtype == ms.float32:
+            return self.kernel(x)
         return x * (ops.erf(x / _SQRT2) + 1.0) * 0.5
 
     def bprop(self, x: Tensor, out: Tensor, dout: Tensor):
+        if self.use_kernels and x.dtype == ms.float32:
+            return (self.kernel_grad(x, dout),)
         cdf = (ops.erf(x / _SQRT2) + 1.0) * 0.5
         pdf = ops.exp(x * x * -0.5) * _INV_SQRT_2PI
         return (dout * (cdf + x * pdf),)

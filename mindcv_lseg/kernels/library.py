@@ -1,0 +1,31 @@
+"""Finding the compiled kernel libraries of this package, the switch that turns them off, and the one-line notice
+printed when a library cannot be used."""
+
+import glob
+import os
+import sys
+from typing import Optional
+
+__all__ = ["ENV_SWITCH", "library_path", "switched_off", "notice"]
+
+ENV_SWITCH = "MINDCV_LSEG_KERNELS"  # "0": never use the compiled kernels (MindSpore's own ops everywhere)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_NOTICED = set()
+
+
+def library_path(stem: str) -> Optional[str]:
+    """The library ``stem*.so`` that ``pip install`` built next to this file (e.g. ``_lseg_gemm``), or None."""
+    found = sorted(glob.glob(os.path.join(_HERE, stem + "*.so")))
+    return found[0] if found else None
+
+
+def switched_off() -> bool:
+    return os.environ.get(ENV_SWITCH, "1") == "0"
+
+
+def notice(what: str, reason: str, fallback: str) -> None:
+    """Say once per process (and per ``what``) that a kernel library is not used, why, and what runs instead."""
+    if what in _NOTICED:
+        return
+    _NOTICED.add(what)
+    print(f"mindcv-lseg: {what} not used ({reason}); {fallback}", file=sys.stderr)

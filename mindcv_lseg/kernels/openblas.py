@@ -3,7 +3,7 @@
 Why this BLAS: it is already installed with a dependency we pin (NumPy 1.26's manylinux wheels ship an ILP64
 OpenBLAS 0.3.23 in ``numpy.libs``, exporting ``cblas_sgemm64_``), so nothing is downloaded or built, and its sgemm
 is much faster than MindSpore 2.10's CPU MatMul on an AVX-512 machine (4096^3 products here: ~180-280 GFLOP/s
-against ~106; see ``docs/cpu_gemm.md``).
+against ~106; see ``docs/cpu_kernels.md``).
 
 Why the kernel is chosen here: OpenBLAS picks its kernel family (``coretype``) once, when it is loaded, from the
 CPU model. On a virtual CPU it may not recognise the model and fall back to a generic kernel several times slower

@@ -74,6 +74,10 @@ def test_native_export_matches_eager_native(tiny_native, tmp_path, fmt):
     assert info["file_format"] == fmt
     assert info["image"]["input_shape"] == [1, 3, SIZE, SIZE]
     assert info["image"]["output_shape"] == [1, net.embed_dim, SIZE // 2, SIZE // 2]
+    # MINDIR: label count and token columns dynamic (-1); ONNX: the shape given at export time
+    text_in = [-1, -1] if fmt == "MINDIR" else [NUM_LABELS, 77]
+    assert info["text"]["input_shape"] == text_in
+    assert info["text"]["output_shape"] == [text_in[0], net.embed_dim]
     deployed = load_deployed(str(tmp_path / "out"))
     assert deployed.runtime == {"MINDIR": "mindspore", "ONNX": "onnxruntime"}[fmt]
 
@@ -89,6 +93,12 @@ def test_native_export_matches_eager_native(tiny_native, tmp_path, fmt):
     eager_text = net.encode_text(LABELS).asnumpy()
     assert text.shape == eager_text.shape == (len(LABELS), net.embed_dim)
     np.testing.assert_allclose(text, eager_text, atol=2e-5 if fmt == "ONNX" else 1e-5, rtol=0)
+    if fmt == "MINDIR":  # dynamic: one label, 16 token columns, and all 77 columns give the same features
+        tokens = net.tokenize(["a red car"]).astype(np.int32)
+        full = deployed._text(tokens)  # noqa: SLF001  (the graph itself)
+        assert full.shape == (1, net.embed_dim)
+        np.testing.assert_allclose(deployed._text(tokens[:, :16]), full, atol=1e-5, rtol=0)  # noqa: SLF001
+        np.testing.assert_allclose(full, eager_text[1:2], atol=1e-5, rtol=0)
 
     logits = deployed(x, text)
     eager_logits = net(ms.Tensor(x), ms.Tensor(eager_text)).asnumpy()

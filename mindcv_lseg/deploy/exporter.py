@@ -5,14 +5,18 @@ Written into the output directory ``DIR`` for a model ``NAME``:
 * ``NAME_image.mindir|.onnx``: input ``image`` float32 ``[1, 3, H, W]`` normalised as ``(rgb/255 - mean)/std`` ->
   output ``embeddings`` float32 ``[1, E, H/2, W/2]``, L2-normalised per pixel (``LSeg.forward_features``);
 * ``NAME_text.mindir|.onnx``: input ``tokens`` int32 ``[N, 77]`` (CLIP BPE ids) -> output ``text_features`` float32
-  ``[N, E]``, raw (``LSeg.clip_text``, what ``encode_text`` returns);
+  ``[N, E]``, raw (``LSeg.clip_text``, what ``encode_text`` returns). In MINDIR both input dimensions are dynamic
+  (``[-1, -1]`` in the JSON): any number of labels, and the token columns may stop after the last end token (the
+  causal tower gives the same features), as ``LSeg.encode_text`` does;
 * ``NAME_deploy.json``: ``{"model", "file_format", "image": {"file", "input_shape", "output_shape"}, "text": {...},
-  "mean", "std", "input_multiple", "logit_scale", "context_length"}`` (a part that was not exported is ``null``).
+  "mean", "std", "input_multiple", "logit_scale", "context_length"}`` (a part that was not exported is ``null``; a
+  dynamic dimension is -1).
 
 The logits are not part of the graphs: ``logit_scale * <embedding, text / |text|>`` followed by the x2 bilinear
 upsampling (``align_corners=True``), as in ``LSeg.construct``; :mod:`mindcv_lseg.deploy.runner` computes them.
 
-Shapes are fixed at export time (``--image_size``, ``--num_labels``): see ``docs/export.md`` for why. The network is
+The image shape is fixed at export time (``--image_size``), and so is the ONNX text shape (``--num_labels``): see
+``docs/export.md`` for why. The network is
 built with ``impl="native"`` (MindSpore's own cells; ``impl="lean"`` is offered for MINDIR run by MindSpore on CPU);
 for ONNX the cells that MindSpore 2.10's ONNX exporter cannot
 translate are swapped for equivalent formulations first (:mod:`mindcv_lseg.deploy.onnx_compat`).
@@ -81,7 +85,8 @@ def check_export_args(
         part: ``"image"``, ``"text"`` or ``"both"``.
         file_format: ``"MINDIR"`` or ``"ONNX"`` (case-insensitive).
         image_size: ``(H, W)``, positive multiples of 32; ``None`` = the model's ``default_cfg`` input size.
-        num_labels: rows of the text graph's ``tokens`` input (the runner pads / chunks label lists to it).
+        num_labels: rows of the ONNX text graph's ``tokens`` input (the runner pads / chunks label lists to it); the
+            MINDIR text graph takes any number of rows.
         output_dir: folder for the files (created; must not be a file).
         impl: ``"native"`` (default: MindSpore's own cells, for Ascend/GPU and for ONNX) or ``"lean"`` (MINDIR only:
             the CPU formulations, for MindSpore on CPU, whose kxk convolution kernels are ~100x slower).
@@ -241,6 +246,10 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
                 example = ms.Tensor(np.zeros((1, 3, h, w), np.float32))
                 cell, names = _image_cell(net), ("image", "embeddings")
                 shapes = ([1, 3, h, w], [1, embed_dim, h // 2, w // 2])
+            elif spec.file_format == "MINDIR":  # label count and token columns dynamic (docs/export.md)
+                example = ms.Tensor(shape=[None, None], dtype=ms.int32)
+                cell, names = _text_cell(net), ("tokens", "text_features")
+                shapes = ([-1, -1], [-1, embed_dim])
             else:
                 example = ms.Tensor(np.zeros((spec.num_labels, context_length), np.int32))
                 cell, names = _text_cell(net), ("tokens", "text_features")

@@ -67,6 +67,7 @@ def _export(ckpt, out, fmt):
 def test_native_export_matches_eager_native(tiny_native, tmp_path, fmt):
     if fmt == "ONNX":
         pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
     from mindcv_lseg.deploy import load_deployed
 
     ckpt, net = tiny_native
@@ -74,8 +75,8 @@ def test_native_export_matches_eager_native(tiny_native, tmp_path, fmt):
     assert info["file_format"] == fmt
     assert info["image"]["input_shape"] == [1, 3, SIZE, SIZE]
     assert info["image"]["output_shape"] == [1, net.embed_dim, SIZE // 2, SIZE // 2]
-    # MINDIR: label count and token columns dynamic (-1); ONNX: the shape given at export time
-    text_in = [-1, -1] if fmt == "MINDIR" else [NUM_LABELS, 77]
+    # label count and token columns dynamic (-1): MINDIR as exported, ONNX rewritten by deploy/onnx_optimize.py
+    text_in = [-1, -1]
     assert info["text"]["input_shape"] == text_in
     assert info["text"]["output_shape"] == [text_in[0], net.embed_dim]
     deployed = load_deployed(str(tmp_path / "out"))
@@ -93,15 +94,36 @@ def test_native_export_matches_eager_native(tiny_native, tmp_path, fmt):
     eager_text = net.encode_text(LABELS).asnumpy()
     assert text.shape == eager_text.shape == (len(LABELS), net.embed_dim)
     np.testing.assert_allclose(text, eager_text, atol=2e-5 if fmt == "ONNX" else 1e-5, rtol=0)
-    if fmt == "MINDIR":  # dynamic: one label, 16 token columns, and all 77 columns give the same features
-        tokens = net.tokenize(["a red car"]).astype(np.int32)
-        full = deployed._text(tokens)  # noqa: SLF001  (the graph itself)
-        assert full.shape == (1, net.embed_dim)
-        np.testing.assert_allclose(deployed._text(tokens[:, :16]), full, atol=1e-5, rtol=0)  # noqa: SLF001
-        np.testing.assert_allclose(full, eager_text[1:2], atol=1e-5, rtol=0)
+    # the graph itself, dynamic: one label with 16 token columns and with all 77 gives the same features
+    tokens = net.tokenize(["a red car"]).astype(np.int32)
+    full = deployed._text(tokens)  # noqa: SLF001
+    assert full.shape == (1, net.embed_dim)
+    np.testing.assert_allclose(deployed._text(np.ascontiguousarray(tokens[:, :16])), full, atol=1e-5, rtol=0)  # noqa
+    np.testing.assert_allclose(full, eager_text[1:2], atol=2e-5, rtol=0)
 
     logits = deployed(x, text)
     eager_logits = net(ms.Tensor(x), ms.Tensor(eager_text)).asnumpy()
     assert logits.shape == eager_logits.shape == (1, len(LABELS), SIZE, SIZE)
     np.testing.assert_allclose(logits, eager_logits, atol=5e-4, rtol=0)  # logits are ~1/0.07 x the cosines
     assert sorted(os.listdir(tmp_path / "out"))[0] == "lseg_tiny_test_deploy.json"
+
+
+def test_text_rewrite_refuses_an_unknown_shape_constant():
+    """A reshape that folds the example's N x L tokens into one axis is not a form make_text_dynamic knows."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from mindcv_lseg.deploy.onnx_optimize import OnnxRewriteError, make_text_dynamic
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["tokens"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("Reshape", ["f", "flat"], ["text_features"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT32, [2, 77])],
+        [helper.make_tensor_value_info("text_features", TensorProto.FLOAT, [154])],
+        [helper.make_tensor("flat", TensorProto.INT64, [1], [154])],
+    )
+    with pytest.raises(OnnxRewriteError, match=r"Reshape .* to \[154\]: unknown use of the example shape"):
+        make_text_dynamic(helper.make_model(graph))

@@ -5,9 +5,11 @@ Written into the output directory ``DIR`` for a model ``NAME``:
 * ``NAME_image.mindir|.onnx``: input ``image`` float32 ``[1, 3, H, W]`` normalised as ``(rgb/255 - mean)/std`` ->
   output ``embeddings`` float32 ``[1, E, H/2, W/2]``, L2-normalised per pixel (``LSeg.forward_features``);
 * ``NAME_text.mindir|.onnx``: input ``tokens`` int32 ``[N, 77]`` (CLIP BPE ids) -> output ``text_features`` float32
-  ``[N, E]``, raw (``LSeg.clip_text``, what ``encode_text`` returns). In MINDIR both input dimensions are dynamic
-  (``[-1, -1]`` in the JSON): any number of labels, and the token columns may stop after the last end token (the
-  causal tower gives the same features), as ``LSeg.encode_text`` does;
+  ``[N, E]``, raw (``LSeg.clip_text``, what ``encode_text`` returns). Both input dimensions are dynamic (``[-1, -1]``
+  in the JSON): any number of labels, and the token columns may stop after the last end token (the causal tower gives
+  the same features), as ``LSeg.encode_text`` does. MINDIR is exported so; the ONNX graph is exported at ``[N, 77]``
+  and rewritten by :mod:`mindcv_lseg.deploy.onnx_optimize` (kept static, and written as ``[N, 77]``, if the ``onnx``
+  package is missing or the rewrite does not check out);
 * ``NAME_deploy.json``: ``{"model", "file_format", "image": {"file", "input_shape", "output_shape"}, "text": {...},
   "mean", "std", "input_multiple", "logit_scale", "context_length"}`` (a part that was not exported is ``null``; a
   dynamic dimension is -1).
@@ -15,8 +17,7 @@ Written into the output directory ``DIR`` for a model ``NAME``:
 The logits are not part of the graphs: ``logit_scale * <embedding, text / |text|>`` followed by the x2 bilinear
 upsampling (``align_corners=True``), as in ``LSeg.construct``; :mod:`mindcv_lseg.deploy.runner` computes them.
 
-The image shape is fixed at export time (``--image_size``), and so is the ONNX text shape (``--num_labels``): see
-``docs/export.md`` for why. The network is
+The image shape is fixed at export time (``--image_size``): see ``docs/export.md`` for why. The network is
 built with ``impl="native"`` (MindSpore's own cells; ``impl="lean"`` is offered for MINDIR run by MindSpore on CPU);
 for ONNX the cells that MindSpore 2.10's ONNX exporter cannot
 translate are swapped for equivalent formulations first (:mod:`mindcv_lseg.deploy.onnx_compat`).
@@ -85,8 +86,8 @@ def check_export_args(
         part: ``"image"``, ``"text"`` or ``"both"``.
         file_format: ``"MINDIR"`` or ``"ONNX"`` (case-insensitive).
         image_size: ``(H, W)``, positive multiples of 32; ``None`` = the model's ``default_cfg`` input size.
-        num_labels: rows of the ONNX text graph's ``tokens`` input (the runner pads / chunks label lists to it); the
-            MINDIR text graph takes any number of rows.
+        num_labels: rows of the text graph's ``tokens`` input when it stays static (an ONNX export without the
+            ``onnx`` package; the runner pads / chunks label lists to it); a dynamic text graph takes any number.
         output_dir: folder for the files (created; must not be a file).
         impl: ``"native"`` (default: MindSpore's own cells, for Ascend/GPU and for ONNX) or ``"lean"`` (MINDIR only:
             the CPU formulations, for MindSpore on CPU, whose kxk convolution kernels are ~100x slower).
@@ -259,6 +260,11 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
                 f"output {names[1]} {shapes[1]})"
             )
             file = _export_graph(cell, example, path, spec.file_format, *names)
+            if part == "text" and spec.file_format == "ONNX":
+                from .onnx_optimize import optimize_text_graph
+
+                if optimize_text_graph(path, context_length, log):  # label count and token columns dynamic
+                    shapes = ([-1, -1], [-1, embed_dim])
             info[part] = {"file": file, "input_shape": shapes[0], "output_shape": shapes[1]}
         os.makedirs(spec.output_dir, exist_ok=True)
         for name in sorted(os.listdir(tmp)):  # the graphs (and any parameter files / folders beside them)

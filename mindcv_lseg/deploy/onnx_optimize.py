@@ -1,0 +1,182 @@
+"""Post-processing of the ONNX graphs written by MindSpore 2.10's exporter (needs the ``onnx`` package, ``[onnx]``).
+
+MindSpore's ONNX exporter writes every shape the network computes as a constant of the example input's shape (every
+``Reshape`` target, the ``OneHot`` depth, the positional-embedding and causal-mask slices), so its graphs only run at
+the export shape, even with ``dynamic_axes``. For the CLIP text graph that costs speed: with ``[N, 77]`` tokens it
+runs the 12 transformer layers over all 77 positions, where the eager ``LSeg.encode_text`` runs only over the
+columns up to the last end token (16 for short labels: ~5x less work).
+
+:func:`make_text_dynamic` rewrites those constants of the text graph as functions of the ``tokens`` input's shape
+(``Shape`` -> ``Gather`` / ``Concat``), so that one graph takes ``[n, L]`` for any n and L <= 77. It recognises
+the constants the exporter writes for ``CLIPTextEncoder`` and refuses (``OnnxRewriteError``) a reshape to another
+form holding L; :func:`check_text_dynamic` then runs the rewritten graph in ONNX Runtime at other shapes against the
+static one, and only a graph that agrees replaces it (otherwise the exporter keeps the static graph and says why).
+"""
+
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["OnnxRewriteError", "make_text_dynamic", "check_text_dynamic", "optimize_text_graph"]
+
+
+class OnnxRewriteError(RuntimeError):
+    """The graph holds a shape constant this module does not know how to rewrite."""
+
+
+def _constants(graph):
+    """name -> numpy value of every initializer and ``Constant`` node output."""
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def make_text_dynamic(model, input_name: str = "tokens", output_name: str = "text_features"):
+    """Rewrite the static ``[N, L]`` text graph ``model`` (an ``onnx.ModelProto``, changed in place and returned) so
+    that its ``input_name`` and ``output_name`` have a dynamic first dimension (labels) and the input a dynamic
+    second one (token columns, at most the exported L).
+
+    Rewritten: ``Reshape`` targets ``[N, L, ...]`` and ``[N, 1, L]``, the ``OneHot`` depth L, and the ``Slice`` nodes
+    that take the positional embedding ``[L, C]`` and the causal mask ``[L, L]`` whole. The result is only trusted
+    after :func:`check_text_dynamic`.
+
+    Raises:
+        OnnxRewriteError: a ``Reshape`` target holds L (or N*L) in another form, or a sliced constant is not L long.
+    """
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    inp = next((i for i in graph.input if i.name == input_name), None)
+    out = next((o for o in graph.output if o.name == output_name), None)
+    if inp is None or out is None:
+        raise OnnxRewriteError(f"the graph has no input {input_name!r} / output {output_name!r}")
+    n, length = (d.dim_value for d in inp.type.tensor_type.shape.dim)
+    consts = _constants(graph)
+
+    # the tokens' shape, computed once at the top of the graph: [n, L] (int64), n and L as 1-element tensors
+    def name(suffix):
+        return f"lseg_dyn_{suffix}"
+
+    top = [
+        helper.make_node("Shape", [input_name], [name("shape")]),
+        helper.make_node("Gather", [name("shape"), name("i0")], [name("n")], axis=0),
+        helper.make_node("Gather", [name("shape"), name("i1")], [name("len")], axis=0),
+        helper.make_node("Gather", [name("shape"), name("s1")], [name("len_scalar")], axis=0),
+    ]
+    graph.initializer.extend(
+        [
+            helper.make_tensor(name("i0"), TensorProto.INT64, [1], [0]),
+            helper.make_tensor(name("i1"), TensorProto.INT64, [1], [1]),
+            helper.make_tensor(name("s1"), TensorProto.INT64, [], [1]),
+            helper.make_tensor(name("zeros2"), TensorProto.INT64, [2], [0, 0]),
+            helper.make_tensor(name("axes01"), TensorProto.INT64, [2], [0, 1]),
+            helper.make_tensor(name("zero1"), TensorProto.INT64, [1], [0]),
+        ]
+    )
+    new_nodes, counter = [], [0]
+
+    def concat(parts):
+        """A Concat node of the given (names of) int64 1-D tensors; returns its output name."""
+        counter[0] += 1
+        out_name = name(f"shape{counter[0]}")
+        new_nodes.append(helper.make_node("Concat", parts, [out_name], axis=0))
+        return out_name
+
+    def const(values):
+        counter[0] += 1
+        c = name(f"c{counter[0]}")
+        graph.initializer.append(helper.make_tensor(c, TensorProto.INT64, [len(values)], list(values)))
+        return c
+
+    for node in graph.node:
+        if node.op_type == "Reshape" and node.input[1] in consts:
+            target = [int(v) for v in consts[node.input[1]].ravel()]
+            if len(target) >= 2 and target[:2] == [n, length]:  # [N, L, ...] -> concat(shape, rest)
+                rest = [const(target[2:])] if target[2:] else []
+                node.input[1] = concat([name("shape")] + rest)
+            elif target == [n, 1, length]:  # the one-hot end-token rows [N, 1, L]
+                node.input[1] = concat([name("n"), const([1]), name("len")])
+            elif length in target or n * length in target:
+                raise OnnxRewriteError(f"Reshape {node.name} to {target}: unknown use of the example shape")
+        elif node.op_type == "OneHot" and node.input[1] in consts and int(consts[node.input[1]]) == length:
+            node.input[1] = name("len_scalar")
+        elif node.op_type == "Slice" and node.input[0] in consts and consts[node.input[1]].size == 0:
+            # the positional embedding [L, C] or the causal mask [L, L], "sliced" over no axis at the example length
+            data = consts[node.input[0]]
+            if data.shape[0] != length:
+                raise OnnxRewriteError(f"Slice {node.name} of a constant {list(data.shape)}: not the L rows expected")
+            if data.ndim == 2 and data.shape[1] == length:
+                node.input[1:] = [name("zeros2"), concat([name("len"), name("len")]), name("axes01")]
+            else:
+                node.input[1:] = [name("zero1"), name("len"), name("zero1")]
+    nodes = top + new_nodes + list(graph.node)
+    used = {i for node in nodes for i in node.input} | {o.name for o in graph.output}
+    nodes = [node for node in nodes if node.op_type != "Constant" or node.output[0] in used]  # replaced targets
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.value_info[:]  # the exporter's intermediate shapes are the static ones
+    dims = inp.type.tensor_type.shape.dim
+    dims[0].dim_param, dims[1].dim_param = "labels", "columns"
+    out.type.tensor_type.shape.dim[0].dim_param = "labels"
+    return model
+
+
+def check_text_dynamic(static_path: str, dynamic_model, context_length: int, atol: float = 1e-5) -> Optional[str]:
+    """Run the rewritten text graph in ONNX Runtime against the static one; returns ``None`` if it agrees, else what
+    differs. Checked: the export shape ``[N, L]`` (same features), one row and 2N+1 rows with 16 columns (the rows of
+    the static graph's output for the same labels)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # no warnings about the exporter's unused initializers
+    static = ort.InferenceSession(static_path, opts, providers=["CPUExecutionProvider"])
+    dynamic = ort.InferenceSession(dynamic_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    n, length = static.get_inputs()[0].shape
+    rng = np.random.default_rng(0)
+    tokens = np.zeros((n, length), np.int32)
+    tokens[:, 0] = 49406  # start token
+    for row in range(n):
+        end = 1 + row % 12
+        tokens[row, 1:end] = rng.integers(1, 49000, end - 1)
+        tokens[row, end] = 49407  # end token (the largest id)
+    ref = static.run(None, {"tokens": tokens})[0]
+    got = dynamic.run(None, {"tokens": tokens})[0]
+    if got.shape != ref.shape or np.abs(got - ref).max() > atol:
+        return f"at the export shape {[n, length]}: max abs difference {np.abs(got - ref).max():.3g}"
+    rows = np.concatenate([tokens] * 2 + [tokens[:1]])  # 2N + 1 rows
+    got = dynamic.run(None, {"tokens": np.ascontiguousarray(rows[:, :16])})[0]
+    want = np.concatenate([ref] * 2 + [ref[:1]])
+    if got.shape != want.shape or np.abs(got - want).max() > atol:
+        return f"at [{len(rows)}, 16]: max abs difference {np.abs(got - want).max():.3g}"
+    return None
+
+
+def optimize_text_graph(path: str, context_length: int, log=print) -> bool:
+    """Make the ONNX text graph at ``path`` dynamic in place (:func:`make_text_dynamic`, checked with
+    :func:`check_text_dynamic`). Returns True if the file was rewritten; False (file untouched, reason logged) when
+    ``onnx`` / ``onnxruntime`` are missing or the rewrite does not apply or does not check out."""
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        log("text graph kept at the export shape (pip install onnx onnxruntime, the [onnx] extra, to make it dynamic)")
+        return False
+    model = onnx.load(path)
+    try:
+        make_text_dynamic(model)
+    except OnnxRewriteError as e:
+        log(f"text graph kept at the export shape: {e}")
+        return False
+    problem = check_text_dynamic(path, model, context_length)
+    if problem:
+        log(f"text graph kept at the export shape: the dynamic rewrite differs {problem}")
+        return False
+    onnx.save(model, path)
+    return True

@@ -64,7 +64,7 @@ def _export(ckpt, out, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
-def test_native_export_matches_eager_native(tiny_native, tmp_path, fmt):
+def test_native_export_matches_eager_native(tiny_native, tmp_path, capsys, fmt):
     if fmt == "ONNX":
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnx")
@@ -72,6 +72,10 @@ def test_native_export_matches_eager_native(tiny_native, tmp_path, fmt):
 
     ckpt, net = tiny_native
     info = _export(ckpt, tmp_path / "out", fmt)
+    if fmt == "ONNX":  # deploy/onnx_optimize.py found the patterns it rewrites for ONNX Runtime
+        assert "image graph rewritten for ONNX Runtime: merge_head_before_upsample, l2_norm_as_conv" in (
+            capsys.readouterr().out
+        )
     assert info["file_format"] == fmt
     assert info["image"]["input_shape"] == [1, 3, SIZE, SIZE]
     assert info["image"]["output_shape"] == [1, net.embed_dim, SIZE // 2, SIZE // 2]

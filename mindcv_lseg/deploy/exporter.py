@@ -260,11 +260,17 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
                 f"output {names[1]} {shapes[1]})"
             )
             file = _export_graph(cell, example, path, spec.file_format, *names)
-            if part == "text" and spec.file_format == "ONNX":
+            if spec.file_format == "ONNX" and part == "text":
                 from .onnx_optimize import optimize_text_graph
 
                 if optimize_text_graph(path, context_length, log):  # label count and token columns dynamic
                     shapes = ([-1, -1], [-1, embed_dim])
+            elif spec.file_format == "ONNX":
+                from .onnx_optimize import optimize_image_graph
+
+                done = optimize_image_graph(path, log)
+                if done:
+                    log(f"image graph rewritten for ONNX Runtime: {', '.join(done)}")
             info[part] = {"file": file, "input_shape": shapes[0], "output_shape": shapes[1]}
         os.makedirs(spec.output_dir, exist_ok=True)
         for name in sorted(os.listdir(tmp)):  # the graphs (and any parameter files / folders beside them)

@@ -17,7 +17,15 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["OnnxRewriteError", "make_text_dynamic", "check_text_dynamic", "optimize_text_graph"]
+__all__ = [
+    "OnnxRewriteError",
+    "make_text_dynamic",
+    "check_text_dynamic",
+    "optimize_text_graph",
+    "merge_head_before_upsample",
+    "l2_norm_as_conv",
+    "optimize_image_graph",
+]
 
 
 class OnnxRewriteError(RuntimeError):
@@ -33,6 +41,17 @@ def _constants(graph):
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     return values
+
+
+def _prune(graph):
+    """Drop ``Constant`` nodes and initializers no node uses any more (ONNX Runtime warns about each)."""
+    used = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
+    nodes = [node for node in graph.node if node.op_type != "Constant" or node.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def make_text_dynamic(model, input_name: str = "tokens", output_name: str = "text_features"):
@@ -114,13 +133,9 @@ def make_text_dynamic(model, input_name: str = "tokens", output_name: str = "tex
             else:
                 node.input[1:] = [name("zero1"), name("len"), name("zero1")]
     nodes = top + new_nodes + list(graph.node)
-    used = {i for node in nodes for i in node.input} | {o.name for o in graph.output}
-    nodes = [node for node in nodes if node.op_type != "Constant" or node.output[0] in used]  # replaced targets
     del graph.node[:]
     graph.node.extend(nodes)
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _prune(graph)  # the replaced shape constants
     del graph.value_info[:]  # the exporter's intermediate shapes are the static ones
     dims = inp.type.tensor_type.shape.dim
     dims[0].dim_param, dims[1].dim_param = "labels", "columns"
@@ -180,3 +195,145 @@ def optimize_text_graph(path: str, context_length: int, log=print) -> bool:
         return False
     onnx.save(model, path)
     return True
+
+
+# ----------------------------------------------------------------------------------------------- image graph
+def _graph_index(graph):
+    """(producer of each tensor, consumers of each tensor, initializer values by name)."""
+    from onnx import numpy_helper
+
+    producer = {o: node for node in graph.node for o in node.output}
+    consumers = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    return producer, consumers, inits
+
+
+def _is_pointwise_conv(node, inits) -> bool:
+    """A 1x1 convolution, stride 1, no padding, no groups, with constant weight [O, I, 1, 1] and bias [O]."""
+    from onnx import helper
+
+    if node is None or node.op_type != "Conv" or len(node.input) != 3:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    weight = inits.get(node.input[1])
+    return (
+        weight is not None
+        and node.input[2] in inits
+        and weight.ndim == 4
+        and weight.shape[2:] == (1, 1)
+        and attrs.get("group", 1) == 1
+        and list(attrs.get("strides", [1, 1])) == [1, 1]
+        and not any(attrs.get("pads", [0]))
+        and list(attrs.get("dilations", [1, 1])) == [1, 1]
+    )
+
+
+def merge_head_before_upsample(model) -> bool:
+    """``head(resize(conv(x)))`` -> ``resize(merged(x))``: the decoder ends with a 1x1 conv (``out_conv`` of the last
+    fusion block), its x2 bilinear upsampling (two ``MatMul`` with interpolation matrices over the last two axes) and
+    the 1x1 ``head`` conv to the embedding width. Both convs are per-pixel linear maps and each row of a bilinear
+    interpolation matrix sums to 1, so the head can run before the upsampling, merged with ``out_conv`` into one
+    conv (``W = W_head W_out``, ``b = W_head b_out + b_head``) at a quarter of the pixels. Changes ``model`` in place;
+    returns whether the pattern was found."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    producer, consumers, inits = _graph_index(graph)
+    for head in list(graph.node):
+        if not _is_pointwise_conv(head, inits):
+            continue
+        up2 = producer.get(head.input[0])
+        if up2 is None or up2.op_type != "MatMul" or len(consumers.get(up2.output[0], [])) != 1:
+            continue
+        up1 = producer.get(up2.input[1])
+        if up1 is None or up1.op_type != "MatMul" or len(consumers.get(up1.output[0], [])) != 1:
+            continue
+        conv = producer.get(up1.input[0])
+        if not _is_pointwise_conv(conv, inits) or len(consumers.get(conv.output[0], [])) != 1:
+            continue
+        w_head, b_head = inits[head.input[1]][:, :, 0, 0], inits[head.input[2]]
+        w_out, b_out = inits[conv.input[1]][:, :, 0, 0], inits[conv.input[2]]
+        if w_head.shape[1] != w_out.shape[0]:
+            continue
+        w = (w_head.astype(np.float64) @ w_out.astype(np.float64)).astype(np.float32)[:, :, None, None]
+        b = (w_head.astype(np.float64) @ b_out.astype(np.float64) + b_head).astype(np.float32)
+        conv.input[1], conv.input[2] = "lseg_head_merged_weight", "lseg_head_merged_bias"
+        graph.initializer.extend([numpy_helper.from_array(w, conv.input[1]), numpy_helper.from_array(b, conv.input[2])])
+        up2.output[0] = head.output[0]
+        graph.node.remove(head)
+        del graph.value_info[:]
+        return True
+    return False
+
+
+def l2_norm_as_conv(model) -> bool:
+    """The pixel L2 normalisation ``x / sqrt(ReduceSum(x * x, axis=1))`` with the channel sum as a 1x1 conv with a
+    weight of ones: ONNX Runtime's ``ReduceSum`` over the channel axis of a ``[1, E, h, w]`` tensor is slow (strided),
+    its convolution is not; same sum up to float32 rounding. Changes ``model`` in place; returns whether found."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producer, consumers, inits = _graph_index(graph)
+    for node in list(graph.node):
+        if node.op_type != "ReduceSum":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes = list(attrs["axes"]) if "axes" in attrs else None  # an attribute before opset 13, an input since
+        if len(node.input) > 1 and node.input[1] in inits:
+            axes = list(inits[node.input[1]].ravel())
+        if axes is None and len(node.input) > 1:
+            const = producer.get(node.input[1])
+            if const is not None and const.op_type == "Constant":
+                axes = list(numpy_helper.to_array(const.attribute[0].t).ravel())
+        if axes != [1] or attrs.get("keepdims", 1) != 1:
+            continue
+        square = producer.get(node.input[0])
+        if square is None or square.op_type != "Mul" or square.input[0] != square.input[1]:
+            continue
+        channels = _channels(graph, producer, inits, square.input[0])
+        if channels is None:
+            continue
+        ones = f"lseg_ones_{channels}"
+        if ones not in inits:
+            graph.initializer.append(numpy_helper.from_array(np.ones((1, channels, 1, 1), np.float32), ones))
+        conv = helper.make_node("Conv", [square.output[0], ones], [node.output[0]], kernel_shape=[1, 1])
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        graph.node.insert(index, conv)
+        return True
+    return False
+
+
+def _channels(graph, producer, inits, name, depth: int = 4):
+    """Channel count (axis 1) of tensor ``name`` when it is a conv's output, possibly through the resize matmuls
+    (which keep the channel axis); None if unknown."""
+    node = producer.get(name)
+    if node is None or depth == 0:
+        return None
+    if node.op_type == "Conv" and node.input[1] in inits:
+        return int(inits[node.input[1]].shape[0])
+    if node.op_type == "MatMul":
+        for i in node.input:
+            found = _channels(graph, producer, inits, i, depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
+def optimize_image_graph(path: str, log=print) -> list:
+    """Apply :func:`merge_head_before_upsample` and :func:`l2_norm_as_conv` to the ONNX image graph at ``path`` (in
+    place). Returns the names of the rewrites applied ([] and the file untouched without the ``onnx`` package)."""
+    try:
+        import onnx
+    except ImportError:
+        log("image graph not optimised (pip install onnx, the [onnx] extra)")
+        return []
+    model = onnx.load(path)
+    done = [f.__name__ for f in (merge_head_before_upsample, l2_norm_as_conv) if f(model)]
+    if done:
+        _prune(model.graph)
+        onnx.save(model, path)
+    return done

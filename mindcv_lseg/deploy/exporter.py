@@ -197,7 +197,7 @@ def _export_graph(cell, example, path: str, file_format: str, input_name: str, o
     return os.path.basename(path)
 
 
-def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
+def export_lseg(spec: ExportSpec, net=None, log=print, onnx_optimize: bool = True) -> dict:
     """Export the graphs of ``spec`` and write ``NAME_deploy.json``. Returns the JSON content.
 
     Args:
@@ -205,6 +205,8 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
         net: an already loaded network (eval mode) to export instead of loading ``spec.ckpt_path``; an ONNX export
             swaps some of its cells in place (:func:`~mindcv_lseg.deploy.onnx_compat.make_onnx_exportable`).
         log: progress printer.
+        onnx_optimize: rewrite ONNX graphs for ONNX Runtime (:mod:`~mindcv_lseg.deploy.onnx_optimize`: dynamic text
+            graph, image-graph rewrites); False keeps MindSpore's graphs as written (for comparisons).
     """
     import numpy as np
 
@@ -260,12 +262,12 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
                 f"output {names[1]} {shapes[1]})"
             )
             file = _export_graph(cell, example, path, spec.file_format, *names)
-            if spec.file_format == "ONNX" and part == "text":
+            if spec.file_format == "ONNX" and onnx_optimize and part == "text":
                 from .onnx_optimize import optimize_text_graph
 
                 if optimize_text_graph(path, context_length, log):  # label count and token columns dynamic
                     shapes = ([-1, -1], [-1, embed_dim])
-            elif spec.file_format == "ONNX":
+            elif spec.file_format == "ONNX" and onnx_optimize:
                 from .onnx_optimize import optimize_image_graph
 
                 done = optimize_image_graph(path, log)

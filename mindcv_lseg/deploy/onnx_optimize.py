@@ -32,11 +32,14 @@ class OnnxRewriteError(RuntimeError):
     """The graph holds a shape constant this module does not know how to rewrite."""
 
 
-def _constants(graph):
-    """name -> numpy value of every initializer and ``Constant`` node output."""
+_SMALL = 1 << 20  # elements: constants up to this size are read into numpy (not the weight matrices)
+
+
+def _constants(graph, limit: int = _SMALL):
+    """name -> numpy value of every initializer of at most ``limit`` elements and every ``Constant`` node output."""
     from onnx import numpy_helper
 
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if int(np.prod(t.dims)) <= limit}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
@@ -123,7 +126,7 @@ def make_text_dynamic(model, input_name: str = "tokens", output_name: str = "tex
                 raise OnnxRewriteError(f"Reshape {node.name} to {target}: unknown use of the example shape")
         elif node.op_type == "OneHot" and node.input[1] in consts and int(consts[node.input[1]]) == length:
             node.input[1] = name("len_scalar")
-        elif node.op_type == "Slice" and node.input[0] in consts and consts[node.input[1]].size == 0:
+        elif node.op_type == "Slice" and node.input[0] in consts and getattr(consts.get(node.input[1]), "size", 1) == 0:
             # the positional embedding [L, C] or the causal mask [L, L], "sliced" over no axis at the example length
             data = consts[node.input[0]]
             if data.shape[0] != length:
@@ -199,7 +202,8 @@ def optimize_text_graph(path: str, context_length: int, log=print) -> bool:
 
 # ----------------------------------------------------------------------------------------------- image graph
 def _graph_index(graph):
-    """(producer of each tensor, consumers of each tensor, initializer values by name)."""
+    """(producer of each tensor, consumers of each tensor, initializer values by name: only the 1x1 conv weights,
+    biases and small constants, so that a 1.2 GB graph is not copied into numpy)."""
     from onnx import numpy_helper
 
     producer = {o: node for node in graph.node for o in node.output}
@@ -207,7 +211,11 @@ def _graph_index(graph):
     for node in graph.node:
         for i in node.input:
             consumers.setdefault(i, []).append(node)
-    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inits = {
+        t.name: numpy_helper.to_array(t)
+        for t in graph.initializer
+        if int(np.prod(t.dims)) <= _SMALL or (len(t.dims) == 4 and tuple(t.dims[2:]) == (1, 1))
+    }
     return producer, consumers, inits
 
 

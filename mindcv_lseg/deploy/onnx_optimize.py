@@ -24,6 +24,7 @@ __all__ = [
     "optimize_text_graph",
     "merge_head_before_upsample",
     "l2_norm_as_conv",
+    "erf_gelu",
     "optimize_image_graph",
 ]
 
@@ -331,16 +332,106 @@ def _channels(graph, producer, inits, name, depth: int = 4):
     return None
 
 
+def _scalar(producer, inits, name):
+    """Value of a scalar constant (an initializer or a ``Constant``, possibly behind ``Cast`` nodes), else None."""
+    from onnx import numpy_helper
+
+    node = producer.get(name)
+    while node is not None and node.op_type == "Cast":
+        name, node = node.input[0], producer.get(node.input[0])
+    if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        value = numpy_helper.to_array(node.attribute[0].t)
+    elif node is None and name in inits:
+        value = inits[name]
+    else:
+        return None
+    return float(value.reshape(-1)[0]) if value.size == 1 else None
+
+
+def _remove_dead_nodes(graph):
+    """Drop the nodes none of whose outputs is used (iteratively), then the unused constants."""
+    while True:
+        used = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
+        live = [node for node in graph.node if any(o in used for o in node.output)]
+        if len(live) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(live)
+    _prune(graph)
+
+
+def erf_gelu(model) -> int:
+    """Replace each ``PolyGELU`` of :mod:`~mindcv_lseg.deploy.onnx_compat` (the Erf-free exact GELU, ~25 elementwise
+    nodes) by the canonical ``0.5 * x * (1 + Erf(x / sqrt 2))``, which ONNX Runtime fuses into one ``Gelu`` kernel
+    (MindSpore 2.10's ONNX exporter has no ``Erf``, ONNX has). Found by its structure: ``Abs(x)``, ``Mul(|x|, 1/sqrt
+    2)``, ``Add(x, Mul(|x|, .))``, ``Mul(., 0.5)``. Changes ``model`` in place; returns how many were replaced."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producer, consumers, inits = _graph_index(graph)
+    names = {"sqrt2": "lseg_gelu_sqrt2", "one": "lseg_gelu_one", "half": "lseg_gelu_half"}
+    replaced = 0
+    for absolute in [node for node in graph.node if node.op_type == "Abs"]:
+        x, ax = absolute.input[0], absolute.output[0]
+        users = consumers.get(ax, [])
+        scaled = [
+            u
+            for u in users
+            if u.op_type == "Mul"
+            and abs((_scalar(producer, inits, [i for i in u.input if i != ax][0]) or 0) - 0.7071068) < 1e-6
+        ]
+        if not scaled:
+            continue
+        add = None
+        for mul in users:
+            if mul.op_type != "Mul" or mul in scaled:
+                continue
+            for cand in consumers.get(mul.output[0], []):
+                if cand.op_type == "Add" and set(cand.input) == {x, mul.output[0]}:
+                    add = cand
+        if add is None or len(consumers.get(add.output[0], [])) != 1:
+            continue
+        half = consumers[add.output[0]][0]
+        other = [i for i in half.input if i != add.output[0]]
+        if half.op_type != "Mul" or len(other) != 1 or _scalar(producer, inits, other[0]) != 0.5:
+            continue
+        out = half.output[0]
+        tag = f"lseg_gelu{replaced}"
+        new = [
+            helper.make_node("Div", [x, names["sqrt2"]], [f"{tag}_div"]),
+            helper.make_node("Erf", [f"{tag}_div"], [f"{tag}_erf"]),
+            helper.make_node("Add", [f"{tag}_erf", names["one"]], [f"{tag}_add"]),
+            helper.make_node("Mul", [x, f"{tag}_add"], [f"{tag}_mul"]),
+            helper.make_node("Mul", [f"{tag}_mul", names["half"]], [out]),
+        ]
+        index = list(graph.node).index(half)
+        graph.node.remove(half)
+        for offset, node in enumerate(new):
+            graph.node.insert(index + offset, node)
+        replaced += 1
+    if replaced:
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(np.sqrt(2.0), np.float32), names["sqrt2"]),
+                numpy_helper.from_array(np.array(1.0, np.float32), names["one"]),
+                numpy_helper.from_array(np.array(0.5, np.float32), names["half"]),
+            ]
+        )
+        _remove_dead_nodes(graph)
+    return replaced
+
+
 def optimize_image_graph(path: str, log=print) -> list:
-    """Apply :func:`merge_head_before_upsample` and :func:`l2_norm_as_conv` to the ONNX image graph at ``path`` (in
-    place). Returns the names of the rewrites applied ([] and the file untouched without the ``onnx`` package)."""
+    """Apply :func:`merge_head_before_upsample`, :func:`l2_norm_as_conv` and :func:`erf_gelu` to the ONNX image graph
+    at ``path`` (in place). Returns the names of the rewrites applied ([] and the file untouched without the ``onnx`` package).
+    """
     try:
         import onnx
     except ImportError:
         log("image graph not optimised (pip install onnx, the [onnx] extra)")
         return []
     model = onnx.load(path)
-    done = [f.__name__ for f in (merge_head_before_upsample, l2_norm_as_conv) if f(model)]
+    done = [f.__name__ for f in (merge_head_before_upsample, l2_norm_as_conv, erf_gelu) if f(model)]
     if done:
         _prune(model.graph)
         onnx.save(model, path)

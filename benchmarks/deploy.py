@@ -148,6 +148,7 @@ def main():
     import shutil
 
     work = a.workdir or tempfile.mkdtemp(prefix="lseg_bench_deploy_")
+    os.makedirs(work, exist_ok=True)
     rows = []
     try:
         for model in a.models:

@@ -10,7 +10,7 @@ The graphs have the shapes written in ``NAME_deploy.json`` (fixed at export time
 * text: ``[N, 77]`` tokens per call; label lists are cut into chunks of N rows, the last one padded by repeating its
   last row (padding rows are dropped from the result). A dimension written as -1 is dynamic: label lists are fed in
   chunks of ``LSeg.TEXT_BATCH`` rows without padding, and only the token columns up to the last end token (rounded
-  up as in ``LSeg.encode_text``) when the columns are dynamic (the MINDIR text graph);
+  up as in ``LSeg.encode_text``) when the columns are dynamic (MINDIR; ONNX rewritten by ``onnx_optimize``);
 * image: ``[1, 3, H, W]``. ``slide`` and ``ms_flip`` feed ``crop_size x crop_size`` windows, so ``crop_size`` is set to
   the exported size (it must be square) and results equal the eager network's with the same ``crop_size``. ``whole``
   feeds the image padded to a multiple of 32; an input smaller than the exported size is padded further (bottom /

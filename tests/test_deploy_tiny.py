@@ -131,3 +131,24 @@ def test_text_rewrite_refuses_an_unknown_shape_constant():
     )
     with pytest.raises(OnnxRewriteError, match=r"Reshape .* to \[154\]: unknown use of the example shape"):
         make_text_dynamic(helper.make_model(graph))
+
+
+def test_static_onnx_text_graph_chunks_and_pads(tiny_native, tmp_path):
+    """Without the rewrite (no onnx package, or export_lseg(onnx_optimize=False)) the ONNX text graph keeps the
+    export shape [N, 77], the JSON says so, and the runner cuts 7 labels into chunks of 3 (the last one padded)."""
+    pytest.importorskip("onnxruntime")
+    from mindcv_lseg.deploy import check_export_args, export_lseg, load_deployed
+
+    ckpt, net = tiny_native
+    spec = check_export_args("lseg_tiny_test", str(ckpt), "text", "ONNX", (SIZE, SIZE), NUM_LABELS, str(tmp_path))
+    try:
+        ms.set_context(mode=ms.GRAPH_MODE)
+        info = export_lseg(spec, log=lambda *a: None, onnx_optimize=False)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    assert info["image"] is None
+    assert info["text"]["input_shape"] == [NUM_LABELS, 77]
+    deployed = load_deployed(str(tmp_path))
+    assert (deployed.num_labels, deployed.text_length) == (NUM_LABELS, 77)
+    text = deployed.encode_text(LABELS)
+    np.testing.assert_allclose(text, net.encode_text(LABELS).asnumpy(), atol=2e-5, rtol=0)

@@ -265,7 +265,7 @@ def export_lseg(spec: ExportSpec, net=None, log=print, onnx_optimize: bool = Tru
             if spec.file_format == "ONNX" and onnx_optimize and part == "text":
                 from .onnx_optimize import optimize_text_graph
 
-                if optimize_text_graph(path, context_length, log):  # label count and token columns dynamic
+                if optimize_text_graph(path, log):  # label count and token columns dynamic
                     shapes = ([-1, -1], [-1, embed_dim])
             elif spec.file_format == "ONNX" and onnx_optimize:
                 from .onnx_optimize import optimize_image_graph

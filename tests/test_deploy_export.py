@@ -127,7 +127,8 @@ def test_exported_graphs_match_reference(deployed, parity_expected, fmt):
 
 
 def test_text_chunks_and_padding(deployed):
-    """More or fewer labels than the exported N=5: chunked / padded, same features as one label at a time."""
+    """More or fewer labels than the N=5 of the export (the dynamic text graph, or chunks of a static one): the same
+    features as one label at a time."""
     net = deployed["ONNX"]
     labels = ["dog", "cat", "a red car", "sky", "grass", "water", "road"]
     many = net.encode_text(labels)

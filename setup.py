@@ -51,10 +51,20 @@ setup(
     extras_require={
         # the interactive page (tools/demo.py); gradio 6.31 needs pillow<13, which pip resolves
         "demo": ["gradio==6.31.0"],
-        # run ONNX exports (tools/export.py --file_format ONNX) with ONNX Runtime
-        "onnx": ["onnxruntime"],
+        # run ONNX exports (tools/export.py --file_format ONNX) with ONNX Runtime; onnx rewrites the exported graphs
+        # (mindcv_lseg/deploy/onnx_optimize.py); pinned to releases that keep numpy<2 (pip resolved onnx 1.23 with
+        # ml_dtypes 0.7 and numpy 2, which breaks MindSpore)
+        "onnx": ["onnxruntime", "onnx>=1.15,<1.18", "ml_dtypes<0.5"],
         # torch is only used by tests to write reference checkpoints in PyTorch formats; gradio + playwright drive the
         # demo page in Debian's chromium (tests/test_demo_page.py; playwright's own browser download is not used)
-        "test": ["pytest", "torch==2.13.0", "gradio==6.31.0", "playwright==1.65.2", "onnxruntime"],
+        "test": [
+            "pytest",
+            "torch==2.13.0",
+            "gradio==6.31.0",
+            "playwright==1.65.2",
+            "onnxruntime",
+            "onnx>=1.15,<1.18",
+            "ml_dtypes<0.5",
+        ],
     },
 )

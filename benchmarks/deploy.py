@@ -10,6 +10,8 @@ For each model, in this one run and each step in its own process (peak RSS is it
    * ``eager lean``: ``mindcv.create_model(model, impl="lean")`` in GRAPH mode (the CPU default), the baseline;
    * ``MINDIR``: ``mindspore.load`` + ``nn.GraphCell`` (:mod:`mindcv_lseg.deploy`);
    * ``ONNX``: ONNX Runtime (CPU execution provider, default threads);
+   * ``ONNX_plain`` (``--onnx_plain``): the same without :mod:`mindcv_lseg.deploy.onnx_optimize`'s rewrites (static
+     ``[5, 77]`` text graph, image graph as MindSpore wrote it), to see what they save;
    * ``MINDIR native`` (``--mindir_native``, first call only): MindSpore's CPU kxk convolution kernels make this
      minutes per call.
 
@@ -63,7 +65,7 @@ def step_checkpoint(model, ckpt):
     return {}
 
 
-def step_export(model, ckpt, fmt, out_dir, impl):
+def step_export(model, ckpt, fmt, out_dir, impl, optimize=1):
     import mindspore as ms
 
     from mindcv_lseg.deploy import check_export_args, export_lseg
@@ -71,7 +73,7 @@ def step_export(model, ckpt, fmt, out_dir, impl):
     ms.set_context(mode=ms.GRAPH_MODE)
     start = time.perf_counter()
     spec = check_export_args(model, ckpt, "both", fmt, (SIZE, SIZE), len(LABELS), out_dir, impl)
-    export_lseg(spec, log=lambda *a: None)
+    export_lseg(spec, log=lambda *a: None, onnx_optimize=bool(optimize))
     size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
     return {"export_s": time.perf_counter() - start, "export_peak_rss_gb": _peak_rss_gb(), "files_gb": size / 1e9}
 
@@ -146,6 +148,9 @@ def main():
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mindir_native", action="store_true", help="also export MINDIR with impl=native (one call)")
+    p.add_argument(
+        "--onnx_plain", action="store_true", help="also time the ONNX export without deploy/onnx_optimize.py's rewrites"
+    )
     p.add_argument("--workdir", default="", help="keep checkpoints/exports here (default: a temp folder, removed)")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     p.add_argument(
@@ -158,6 +163,7 @@ def main():
     import shutil
 
     work = a.workdir or tempfile.mkdtemp(prefix="lseg_bench_deploy_")
+    os.makedirs(work, exist_ok=True)
     rows = []
     try:
         for model in a.models:
@@ -168,9 +174,11 @@ def main():
             exports = {"MINDIR": ("MINDIR", "lean"), "ONNX": ("ONNX", "native")}
             if a.mindir_native:
                 exports["MINDIR_native"] = ("MINDIR", "native")
+            if a.onnx_plain:
+                exports["ONNX_plain"] = ("ONNX", "native", 0)
             dirs = {kind: os.path.join(work, f"{model}_{kind.lower()}") for kind in exports}
-            for kind, (fmt, impl) in exports.items():
-                row[f"export_{kind}"] = _run("export", model, ckpt, fmt, dirs[kind], impl)
+            for kind, (fmt, impl, *optimize) in exports.items():
+                row[f"export_{kind}"] = _run("export", model, ckpt, fmt, dirs[kind], impl, *optimize)
                 print(
                     f"{model}: exported {kind} in {row[f'export_{kind}']['export_s']:.0f} s, peak RSS "
                     f"{row[f'export_{kind}']['export_peak_rss_gb']:.2f} GB",
@@ -204,6 +212,9 @@ def main():
         cells = [f"{r[k]['median_s']:.2f} s ({r[k]['median_s'] / base:.2f}x)" for k in ("eager_lean", "MINDIR", "ONNX")]
         rss = " / ".join(f"{r[k]['peak_rss_gb']:.2f}" for k in ("eager_lean", "MINDIR", "ONNX"))
         print(f"| {r['model']} | {' | '.join(cells)} | {rss} GB |")
+        if "ONNX_plain" in r:
+            plain = r["ONNX_plain"]["median_s"]
+            print(f"  ONNX without onnx_optimize's rewrites: {plain:.2f} s ({plain / base:.2f}x)")
         if "MINDIR_native" in r:
             print(f"  MINDIR native (GraphCell), one call: {r['MINDIR_native']['first_s']:.1f} s")
     if any("torch" in r for r in rows):

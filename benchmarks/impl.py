@@ -2,16 +2,21 @@
 
 Each (impl, measurement) runs in its own process (own peak RSS), GRAPH mode, random weights, batch 1:
 
-- forward: ``net(x, text)`` on 1x3xSxS with 5 labels (text encoded once beforehand), median of ``--runs``;
-- train step: one SGD-momentum update through ``build_train_cells`` (loss with the impl's backward), crop S,
-  5 labels; the first step includes compilation, the median of the later ones does not.
+- forward: ``net(x, text)`` on 1x3xSxS with 5 labels (text encoded once beforehand), ``--size`` S (default 384,
+  the parity / deploy size); ``lean``: median of ``--runs`` after the first call, ``native``: median of
+  ``--native_runs`` after the first (default 0: the first call only, whose few seconds of graph compilation are
+  small beside its minutes of kxk convolutions);
+- train step: one SGD-momentum update through ``build_train_cells`` (loss with the impl's backward), crop
+  ``--train_size`` (default 128), 5 labels; the first step includes compilation, the median of the later ones
+  does not.
 
 The figure to read is the native/lean ratio printed last: other processes on the machine slow both sides alike.
-MindSpore 2.10's CPU kxk convolution is ~100x slower than its GEMM form, so ``native`` at 384 takes minutes
-per forward here; use ``--size 128`` for a quick look.
+MindSpore 2.10's CPU kxk convolution is ~100x slower than its GEMM form: one ``native`` forward at 384x384 takes
+several minutes here, and a native training step at 384 (forward + backward, ~3x the forward, plus a long
+compilation) would take the better part of an hour, so the training step is measured at a smaller crop by default.
 
-    python benchmarks/impl.py                                   # lseg_vitb32, 384x384
-    python benchmarks/impl.py --size 128 --train_steps 2 --runs 1
+    python benchmarks/impl.py                                   # lseg_vitb32: forward 384x384, train step 128
+    python benchmarks/impl.py --size 128 --train_steps 2 --runs 1 --native_runs 1     # a quick look
 """
 
 import argparse
@@ -48,7 +53,7 @@ def forward(model, impl, size, runs):
         start = time.perf_counter()
         net(x, text).asnumpy()
         times.append(time.perf_counter() - start)
-    return {"first_s": first, "median_s": statistics.median(times)}
+    return {"first_s": first, "median_s": statistics.median(times) if times else first}
 
 
 def train_step(model, impl, size, steps):
@@ -82,8 +87,10 @@ def train_step(model, impl, size, steps):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="lseg_vitb32")
-    ap.add_argument("--size", type=int, default=384, help="input / crop side (multiple of 32)")
-    ap.add_argument("--runs", type=int, default=2, help="timed forward runs after the first")
+    ap.add_argument("--size", type=int, default=384, help="forward input side (multiple of 32)")
+    ap.add_argument("--train_size", type=int, default=128, help="training-step crop side (multiple of 32)")
+    ap.add_argument("--runs", type=int, default=2, help="timed lean forward runs after the first")
+    ap.add_argument("--native_runs", type=int, default=0, help="timed native forward runs after the first (0: first)")
     ap.add_argument("--train_steps", type=int, default=2, help="training steps (the first compiles)")
     ap.add_argument("--impls", nargs="+", default=["lean", "native"], choices=("lean", "native"))
     ap.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)  # impl, kind
@@ -91,14 +98,18 @@ def main():
     if a.one:
         impl, kind = a.one
         res = (
-            forward(a.model, impl, a.size, a.runs)
+            forward(a.model, impl, a.size, a.runs if impl == "lean" else a.native_runs)
             if kind == "forward"
-            else train_step(a.model, impl, a.size, a.train_steps)
+            else train_step(a.model, impl, a.train_size, a.train_steps)
         )
         res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         print("RESULT " + json.dumps(res), flush=True)
         return
-    print(f"{a.model}, {a.size}x{a.size}, batch 1, {len(LABELS)} labels, fp32, GRAPH mode, {os.cpu_count()} cores")
+    print(
+        f"{a.model}, batch 1, {len(LABELS)} labels, fp32, GRAPH mode, {os.cpu_count()} cores; forward at "
+        f"{a.size}x{a.size} (native: median of {a.native_runs} after the first call, or the first call if 0), "
+        f"training step at crop {a.train_size}x{a.train_size}"
+    )
     print(f"{'impl':<7} {'measure':<11} {'first s':>9} {'median s':>9} {'peak RSS GB':>11}")
     results = {}
     for kind in ("forward", "train_step"):
@@ -113,8 +124,12 @@ def main():
                 a.model,
                 "--size",
                 str(a.size),
+                "--train_size",
+                str(a.train_size),
                 "--runs",
                 str(a.runs),
+                "--native_runs",
+                str(a.native_runs),
                 "--train_steps",
                 str(a.train_steps),
             ]
@@ -132,7 +147,8 @@ def main():
     for kind in ("forward", "train_step"):
         if ("lean", kind) in results and ("native", kind) in results:
             ratio = results[("native", kind)]["median_s"] / results[("lean", kind)]["median_s"]
-            print(f"{kind}: native / lean time = {ratio:.2f}x")
+            size = a.size if kind == "forward" else a.train_size
+            print(f"{kind} ({size}x{size}): native / lean time = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
         [--file_format MINDIR|ONNX] [--image_size H W] [--num_labels N] [--output_dir DIR] [--impl native|lean]
 
 Writes DIR/NAME_image.{mindir,onnx} (image [1,3,H,W] -> L2-normalised embeddings [1,E,H/2,W/2]),
-DIR/NAME_text.{mindir,onnx} (tokens int32 [N,77] -> raw text features [N,E]) and DIR/NAME_deploy.json.
+DIR/NAME_text.{mindir,onnx} (tokens int32 [N,77] -> raw text features [N,E]; N and the 77 token columns dynamic,
+-1 in the JSON) and DIR/NAME_deploy.json.
 Run them with ``tools/infer.py --deploy_dir DIR`` or ``mindcv_lseg.deploy.load_deployed(DIR)``.
 Bad arguments give one message and exit code 2, and nothing is written.
 """
@@ -33,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("H", "W"),
         help="image graph input size, multiples of 32 (default: the model's input_size, 480 480)",
     )
-    p.add_argument("--num_labels", default="5", help="labels per text-graph call (longer lists are chunked)")
+    p.add_argument(
+        "--num_labels",
+        default="5",
+        help="example label count of the ONNX text export (the text graphs come out dynamic: MINDIR always, ONNX "
+        "with the onnx package; a static one takes this many labels per call, longer lists are chunked)",
+    )
     p.add_argument("--output_dir", default="./export", help="folder for the files (default ./export)")
     p.add_argument(
         "--impl",

@@ -5,14 +5,19 @@ Written into the output directory ``DIR`` for a model ``NAME``:
 * ``NAME_image.mindir|.onnx``: input ``image`` float32 ``[1, 3, H, W]`` normalised as ``(rgb/255 - mean)/std`` ->
   output ``embeddings`` float32 ``[1, E, H/2, W/2]``, L2-normalised per pixel (``LSeg.forward_features``);
 * ``NAME_text.mindir|.onnx``: input ``tokens`` int32 ``[N, 77]`` (CLIP BPE ids) -> output ``text_features`` float32
-  ``[N, E]``, raw (``LSeg.clip_text``, what ``encode_text`` returns);
+  ``[N, E]``, raw (``LSeg.clip_text``, what ``encode_text`` returns). Both input dimensions are dynamic (``[-1, -1]``
+  in the JSON): any number of labels, and the token columns may stop after the last end token (the causal tower gives
+  the same features), as ``LSeg.encode_text`` does. MINDIR is exported so; the ONNX graph is exported at ``[N, 77]``
+  and rewritten by :mod:`mindcv_lseg.deploy.onnx_optimize` (kept static, and written as ``[N, 77]``, if the ``onnx``
+  package is missing or the rewrite does not check out);
 * ``NAME_deploy.json``: ``{"model", "file_format", "image": {"file", "input_shape", "output_shape"}, "text": {...},
-  "mean", "std", "input_multiple", "logit_scale", "context_length"}`` (a part that was not exported is ``null``).
+  "mean", "std", "input_multiple", "logit_scale", "context_length"}`` (a part that was not exported is ``null``; a
+  dynamic dimension is -1).
 
 The logits are not part of the graphs: ``logit_scale * <embedding, text / |text|>`` followed by the x2 bilinear
 upsampling (``align_corners=True``), as in ``LSeg.construct``; :mod:`mindcv_lseg.deploy.runner` computes them.
 
-Shapes are fixed at export time (``--image_size``, ``--num_labels``): see ``docs/export.md`` for why. The network is
+The image shape is fixed at export time (``--image_size``): see ``docs/export.md`` for why. The network is
 built with ``impl="native"`` (MindSpore's own cells; ``impl="lean"`` is offered for MINDIR run by MindSpore on CPU);
 for ONNX the cells that MindSpore 2.10's ONNX exporter cannot
 translate are swapped for equivalent formulations first (:mod:`mindcv_lseg.deploy.onnx_compat`).
@@ -81,7 +86,8 @@ def check_export_args(
         part: ``"image"``, ``"text"`` or ``"both"``.
         file_format: ``"MINDIR"`` or ``"ONNX"`` (case-insensitive).
         image_size: ``(H, W)``, positive multiples of 32; ``None`` = the model's ``default_cfg`` input size.
-        num_labels: rows of the text graph's ``tokens`` input (the runner pads / chunks label lists to it).
+        num_labels: rows of the text graph's ``tokens`` input when it stays static (an ONNX export without the
+            ``onnx`` package; the runner pads / chunks label lists to it); a dynamic text graph takes any number.
         output_dir: folder for the files (created; must not be a file).
         impl: ``"native"`` (default: MindSpore's own cells, for Ascend/GPU and for ONNX) or ``"lean"`` (MINDIR only:
             the CPU formulations, for MindSpore on CPU, whose kxk convolution kernels are ~100x slower).
@@ -191,7 +197,7 @@ def _export_graph(cell, example, path: str, file_format: str, input_name: str, o
     return os.path.basename(path)
 
 
-def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
+def export_lseg(spec: ExportSpec, net=None, log=print, onnx_optimize: bool = True) -> dict:
     """Export the graphs of ``spec`` and write ``NAME_deploy.json``. Returns the JSON content.
 
     Args:
@@ -199,6 +205,8 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
         net: an already loaded network (eval mode) to export instead of loading ``spec.ckpt_path``; an ONNX export
             swaps some of its cells in place (:func:`~mindcv_lseg.deploy.onnx_compat.make_onnx_exportable`).
         log: progress printer.
+        onnx_optimize: rewrite ONNX graphs for ONNX Runtime (:mod:`~mindcv_lseg.deploy.onnx_optimize`: dynamic text
+            graph, image-graph rewrites); False keeps MindSpore's graphs as written (for comparisons).
     """
     import numpy as np
 
@@ -241,6 +249,10 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
                 example = ms.Tensor(np.zeros((1, 3, h, w), np.float32))
                 cell, names = _image_cell(net), ("image", "embeddings")
                 shapes = ([1, 3, h, w], [1, embed_dim, h // 2, w // 2])
+            elif spec.file_format == "MINDIR":  # label count and token columns dynamic (docs/export.md)
+                example = ms.Tensor(shape=[None, None], dtype=ms.int32)
+                cell, names = _text_cell(net), ("tokens", "text_features")
+                shapes = ([-1, -1], [-1, embed_dim])
             else:
                 example = ms.Tensor(np.zeros((spec.num_labels, context_length), np.int32))
                 cell, names = _text_cell(net), ("tokens", "text_features")
@@ -250,6 +262,17 @@ def export_lseg(spec: ExportSpec, net=None, log=print) -> dict:
                 f"output {names[1]} {shapes[1]})"
             )
             file = _export_graph(cell, example, path, spec.file_format, *names)
+            if spec.file_format == "ONNX" and onnx_optimize and part == "text":
+                from .onnx_optimize import optimize_text_graph
+
+                if optimize_text_graph(path, log):  # label count and token columns dynamic
+                    shapes = ([-1, -1], [-1, embed_dim])
+            elif spec.file_format == "ONNX" and onnx_optimize:
+                from .onnx_optimize import optimize_image_graph
+
+                done = optimize_image_graph(path, log)
+                if done:
+                    log(f"image graph rewritten for ONNX Runtime: {', '.join(done)}")
             info[part] = {"file": file, "input_shape": shapes[0], "output_shape": shapes[1]}
         os.makedirs(spec.output_dir, exist_ok=True)
         for name in sorted(os.listdir(tmp)):  # the graphs (and any parameter files / folders beside them)

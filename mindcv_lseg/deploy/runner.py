@@ -5,10 +5,12 @@
 :func:`mindcv_lseg.segment` (same tokenizer, text cache, whole / slide / ms_flip inference and ``SegResult``) with
 the exported graphs in place of the network.
 
-The graphs have the shapes fixed at export time (written in ``NAME_deploy.json``):
+The graphs have the shapes written in ``NAME_deploy.json`` (fixed at export time unless -1):
 
 * text: ``[N, 77]`` tokens per call; label lists are cut into chunks of N rows, the last one padded by repeating its
-  last row (padding rows are dropped from the result);
+  last row (padding rows are dropped from the result). A dimension written as -1 is dynamic: label lists are fed in
+  chunks of ``LSeg.TEXT_BATCH`` rows without padding, and only the token columns up to the last end token (rounded
+  up as in ``LSeg.encode_text``) when the columns are dynamic (MINDIR; ONNX rewritten by ``onnx_optimize``);
 * image: ``[1, 3, H, W]``. ``slide`` and ``ms_flip`` feed ``crop_size x crop_size`` windows, so ``crop_size`` is set to
   the exported size (it must be square) and results equal the eager network's with the same ``crop_size``. ``whole``
   feeds the image padded to a multiple of 32; an input smaller than the exported size is padded further (bottom /
@@ -27,6 +29,7 @@ from ..eval.api import SegResult
 from ..eval.api import segment as eager_segment
 from ..eval.inference import InferenceConfig, resize_bilinear
 from ..eval.text_cache import TextEmbeddingCache
+from ..models.lseg import LSeg, used_text_length
 from ..text.tokenizer import tokenize
 
 __all__ = ["DeployedLSeg", "RUNTIMES", "DeployError", "load_deployed"]
@@ -68,6 +71,7 @@ class _Graph:
                     "ONNX Runtime is not installed: pip install 'mindcv-lseg[onnx]' (or onnxruntime)"
                 ) from None
             opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # (its default, made explicit)
             if threads:
                 opts.intra_op_num_threads = int(threads)
             self._sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -89,7 +93,8 @@ class DeployedLSeg:
         runtime: ``"mindspore"`` (MINDIR) or ``"onnxruntime"`` (ONNX); ``None`` = the one for the folder's format.
         threads: ONNX Runtime intra-op threads (``None`` = its default, all cores).
 
-    Attributes: ``info`` (the JSON), ``model``, ``image_size`` (H, W), ``num_labels``, ``embed_dim``, ``logit_scale``.
+    Attributes: ``info`` (the JSON), ``model``, ``image_size`` (H, W), ``num_labels`` and ``text_length`` (the text
+    graph's input shape, -1 = dynamic), ``embed_dim``, ``logit_scale``.
     """
 
     def __init__(self, export_dir: str, runtime: Optional[str] = None, threads: Optional[int] = None):
@@ -125,7 +130,11 @@ class DeployedLSeg:
                 raise DeployError(f"{path} names {spec['file']}, which is missing from {export_dir}")
             setattr(self, f"_{part}", _Graph(file, runtime, threads))
         self.image_size = tuple(info["image"]["input_shape"][2:]) if info.get("image") else None
-        self.num_labels = int(info["text"]["input_shape"][0]) if info.get("text") else None
+        self.num_labels, self.text_length = (
+            (int(info["text"]["input_shape"][0]), int(info["text"]["input_shape"][1]))
+            if info.get("text")
+            else (None,) * 2
+        )
         self.embed_dim = int((info.get("image") or info.get("text"))["output_shape"][1])
 
     # ----------------------------------------------------------------- the eager network's interface
@@ -137,11 +146,13 @@ class DeployedLSeg:
         if not labels:
             raise ValueError("encode_text needs at least one label")
         tokens = tokenize(labels, context_length=self.context_length, truncate=truncate).astype(np.int32)
-        n, parts = self.num_labels, []
+        if self.text_length == -1:  # dynamic columns: stop after the last end token, as LSeg.encode_text
+            tokens = tokens[:, : used_text_length(tokens, LSeg.TEXT_LENGTH_BUCKET)]
+        n, parts = (self.num_labels if self.num_labels > 0 else LSeg.TEXT_BATCH), []
         for start in range(0, len(tokens), n):
             chunk = tokens[start : start + n]
             rows = len(chunk)
-            if rows < n:
+            if rows < n and self.num_labels > 0:
                 chunk = np.concatenate((chunk, np.repeat(chunk[-1:], n - rows, axis=0)))
             parts.append(self._text(np.ascontiguousarray(chunk))[:rows])
         return np.concatenate(parts).astype(np.float32, copy=False)

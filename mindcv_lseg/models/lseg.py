@@ -142,6 +142,14 @@ def _l2_normalize(x: Tensor, axis: int) -> Tensor:
     return x / ops.sqrt((x * x).sum(axis=axis, keepdims=True))
 
 
+def used_text_length(tokens: np.ndarray, bucket: int) -> int:
+    """Columns of CLIP tokens ``[N, context_length]`` that hold every end token (the largest id of each row),
+    rounded up to a multiple of ``bucket`` and at most ``context_length``: the causal text tower gives the same
+    features over these columns as over all of them."""
+    used = int(tokens.argmax(axis=1).max()) + 1
+    return min(tokens.shape[1], -(-used // bucket) * bucket)
+
+
 class LSeg(nn.Cell):
     """LSeg network.
 
@@ -278,9 +286,7 @@ class LSeg(nn.Cell):
         count = tokens.shape[0]
         if count == 0:
             raise ValueError("encode_text needs at least one label")
-        used = int(tokens.argmax(axis=1).max()) + 1
-        length = min(self.context_length, -(-used // self.TEXT_LENGTH_BUCKET) * self.TEXT_LENGTH_BUCKET)
-        tokens = tokens[:, :length]
+        tokens = tokens[:, : used_text_length(tokens, self.TEXT_LENGTH_BUCKET)]
         parts = []
         for start in range(0, count, self.TEXT_BATCH):
             chunk = tokens[start : start + self.TEXT_BATCH]

@@ -15,6 +15,8 @@ from mindspore import nn
 import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
 from mindcv_lseg.engine.config import ConfigError, parse_args
 from mindcv_lseg.engine.train_step import build_train_cells, resolve_loss_scale_type
+from mindcv_lseg.kernels.gemm import BlasMatMul
+from mindcv_lseg.models.activations import ErfGELU
 from mindcv_lseg.models.amp import AMP_BLACK_LIST, auto_mixed_precision
 
 
@@ -47,6 +49,9 @@ def test_o2_converts_the_image_branch_only(impl):
     assert wrapped and all(isinstance(c, AMP_BLACK_LIST) for c in wrapped)
     assert any(isinstance(c, nn.BatchNorm2d) for c in wrapped) and any(isinstance(c, nn.LayerNorm) for c in wrapped)
     assert not any(isinstance(c, _OutputTo16) for _, c in net.clip_text.cells_and_names())
+    # the float32-only compiled kernels step aside (MindSpore casts every op's inputs in a converted cell)
+    assert not any(c.use_blas for _, c in net.cells_and_names() if isinstance(c, BlasMatMul))
+    assert not any(c.use_kernels for _, c in net.cells_and_names() if isinstance(c, ErfGELU))
 
     x = ms.Tensor(np.random.RandomState(0).randn(1, 3, 64, 64).astype(np.float32))
     labels = ["grass", "a dog", "sky"]

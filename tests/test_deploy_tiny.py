@@ -73,7 +73,7 @@ def test_native_export_matches_eager_native(tiny_native, tmp_path, capsys, fmt):
     ckpt, net = tiny_native
     info = _export(ckpt, tmp_path / "out", fmt)
     if fmt == "ONNX":  # deploy/onnx_optimize.py found the patterns it rewrites for ONNX Runtime
-        assert "image graph rewritten for ONNX Runtime: merge_head_before_upsample, l2_norm_as_conv, erf_gelu" in (
+        assert "image graph rewritten for ONNX Runtime: merge_head_convs, l2_norm_as_conv, erf_gelu" in (
             capsys.readouterr().out
         )
     assert info["file_format"] == fmt

@@ -22,7 +22,7 @@ __all__ = [
     "make_text_dynamic",
     "check_text_dynamic",
     "optimize_text_graph",
-    "merge_head_before_upsample",
+    "merge_head_convs",
     "l2_norm_as_conv",
     "erf_gelu",
     "optimize_image_graph",
@@ -240,13 +240,12 @@ def _is_pointwise_conv(node, inits) -> bool:
     )
 
 
-def merge_head_before_upsample(model) -> bool:
-    """``head(resize(conv(x)))`` -> ``resize(merged(x))``: the decoder ends with a 1x1 conv (``out_conv`` of the last
-    fusion block), its x2 bilinear upsampling (two ``MatMul`` with interpolation matrices over the last two axes) and
-    the 1x1 ``head`` conv to the embedding width. Both convs are per-pixel linear maps and each row of a bilinear
-    interpolation matrix sums to 1, so the head can run before the upsampling, merged with ``out_conv`` into one
-    conv (``W = W_head W_out``, ``b = W_head b_out + b_head``) at a quarter of the pixels. Changes ``model`` in place;
-    returns whether the pattern was found."""
+def merge_head_convs(model) -> bool:
+    """``head(out_conv(x))`` -> ``merged(x)``: the decoder ends with two 1x1 convs in a row, ``out_conv`` of the last
+    fusion block and the ``head`` to the embedding width (the model runs the head before the last x2 upsampling,
+    see ``LSegScratch``). Both are per-pixel linear maps, so they merge into one conv (``W = W_head W_out``,
+    ``b = W_head b_out + b_head``, computed in float64): one pass over the pixels instead of two, and no
+    intermediate tensor. Changes ``model`` in place; returns whether the pattern was found."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -254,13 +253,7 @@ def merge_head_before_upsample(model) -> bool:
     for head in list(graph.node):
         if not _is_pointwise_conv(head, inits):
             continue
-        up2 = producer.get(head.input[0])
-        if up2 is None or up2.op_type != "MatMul" or len(consumers.get(up2.output[0], [])) != 1:
-            continue
-        up1 = producer.get(up2.input[1])
-        if up1 is None or up1.op_type != "MatMul" or len(consumers.get(up1.output[0], [])) != 1:
-            continue
-        conv = producer.get(up1.input[0])
+        conv = producer.get(head.input[0])
         if not _is_pointwise_conv(conv, inits) or len(consumers.get(conv.output[0], [])) != 1:
             continue
         w_head, b_head = inits[head.input[1]][:, :, 0, 0], inits[head.input[2]]
@@ -271,7 +264,7 @@ def merge_head_before_upsample(model) -> bool:
         b = (w_head.astype(np.float64) @ b_out.astype(np.float64) + b_head).astype(np.float32)
         conv.input[1], conv.input[2] = "lseg_head_merged_weight", "lseg_head_merged_bias"
         graph.initializer.extend([numpy_helper.from_array(w, conv.input[1]), numpy_helper.from_array(b, conv.input[2])])
-        up2.output[0] = head.output[0]
+        conv.output[0] = head.output[0]
         graph.node.remove(head)
         del graph.value_info[:]
         return True
@@ -422,7 +415,7 @@ def erf_gelu(model) -> int:
 
 
 def optimize_image_graph(path: str, log=print) -> list:
-    """Apply :func:`merge_head_before_upsample`, :func:`l2_norm_as_conv` and :func:`erf_gelu` to the ONNX image graph
+    """Apply :func:`merge_head_convs`, :func:`l2_norm_as_conv` and :func:`erf_gelu` to the ONNX image graph
     at ``path`` (in place). Returns the names of the rewrites applied ([] and the file untouched without the ``onnx`` package).
     """
     try:
@@ -431,7 +424,7 @@ def optimize_image_graph(path: str, log=print) -> list:
         log("image graph not optimised (pip install onnx, the [onnx] extra)")
         return []
     model = onnx.load(path)
-    done = [f.__name__ for f in (merge_head_before_upsample, l2_norm_as_conv, erf_gelu) if f(model)]
+    done = [f.__name__ for f in (merge_head_convs, l2_norm_as_conv, erf_gelu) if f(model)]
     if done:
         _prune(model.graph)
         onnx.save(model, path)

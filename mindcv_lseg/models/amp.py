@@ -15,10 +15,18 @@ Levels (mindcv's meanings, on the image branch):
 
 :data:`AMP_BLACK_LIST` = mindcv's (BatchNorm, LayerNorm) + :data:`CPU_FLOAT32_CELLS`, the cells whose MindSpore 2.10
 CPU kernels have no float16 version. mindcv's ViT attention computes its softmax in float32 in every level.
+
+The compiled CPU kernels of the lean layers (OpenBLAS products, the one-pass GELU: :mod:`mindcv_lseg.kernels`) are
+float32 only, and MindSpore casts the inputs of every op inside a converted cell to float16: at levels O1-O3 those
+cells (``BlasMatMul``, ``ErfGELU``) use MindSpore's own ops instead, as before the kernels existed. (Mixed precision
+is for Ascend/GPU; on CPU float16 is slower than float32.)
 """
 
 from mindcv.utils import amp as mindcv_amp
 from mindspore import nn
+
+from ..kernels.gemm import BlasMatMul
+from .activations import ErfGELU
 
 __all__ = ["AMP_LEVELS", "AMP_BLACK_LIST", "CPU_FLOAT32_CELLS", "check_amp_level", "auto_mixed_precision"]
 
@@ -73,5 +81,16 @@ def auto_mixed_precision(net: nn.Cell, amp_level: str = "O0") -> nn.Cell:
             mindcv_amp._auto_black_list(part, AMP_BLACK_LIST)  # what mindcv's O2 does, with LSeg's black list
         else:
             mindcv_amp.auto_mixed_precision(part, amp_level)
+    if amp_level != "O0":
+        _without_kernels(net)
     net.amp_level = amp_level
     return net
+
+
+def _without_kernels(net: nn.Cell) -> None:
+    """The cells that would run float32-only compiled kernels use MindSpore's ops (read when the graph compiles)."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, BlasMatMul):
+            cell.use_blas = False
+        elif isinstance(cell, ErfGELU):
+            cell.use_kernels = False

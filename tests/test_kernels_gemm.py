@@ -224,3 +224,21 @@ def test_switch_off_falls_back_silently():
     stdout, notices = _run_fallback("", {"MINDCV_LSEG_KERNELS": "0"})
     assert "use_blas False" in stdout
     assert notices == []
+
+
+def test_a_mindspore_white_list_without_our_folder_falls_back(tmp_path):
+    stdout, notices = _run_fallback("", {"MS_CUSTOM_AOT_WHITE_LIST": str(tmp_path)})
+    assert "use_blas False" in stdout
+    assert len(notices) == 1 and "MS_CUSTOM_AOT_WHITE_LIST" in notices[0], notices
+
+
+def test_refused_by_mindspore_reads_the_white_list(monkeypatch, tmp_path):
+    lib = tmp_path / "kernels" / "_lseg_gemm.so"
+    monkeypatch.delenv("MS_CUSTOM_AOT_WHITE_LIST", raising=False)
+    assert library.refused_by_mindspore(str(lib)) is None
+    monkeypatch.setenv("MS_CUSTOM_AOT_WHITE_LIST", f"/nowhere:{tmp_path}")
+    assert library.refused_by_mindspore(str(lib)) is None
+    monkeypatch.setenv("MS_CUSTOM_AOT_WHITE_LIST", "/nowhere")
+    assert "/nowhere" not in library.refused_by_mindspore(str(lib)) and "kernels" in library.refused_by_mindspore(
+        str(lib)
+    )

@@ -46,6 +46,8 @@ def gelu_kernels() -> Optional[GeluKernels]:
         path = library.library_path(LIBRARY)
         if path is None:
             reason = f"the extension mindcv_lseg/kernels/{LIBRARY}*.so was not built; reinstall with a C++ compiler"
+        elif library.refused_by_mindspore(path):
+            reason = library.refused_by_mindspore(path)
         else:
             try:
                 _KERNELS = GeluKernels(path)

@@ -88,6 +88,8 @@ def gemm_backend() -> _Backend:
         backend.reason = f"{library.ENV_SWITCH}=0"
     elif path is None:
         backend.reason = f"the extension mindcv_lseg/kernels/{LIBRARY}*.so was not built; reinstall with a C++ compiler"
+    elif library.refused_by_mindspore(path):
+        backend.reason = library.refused_by_mindspore(path)
     else:
         try:
             import ctypes

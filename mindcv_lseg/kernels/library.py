@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Optional
 
-__all__ = ["ENV_SWITCH", "library_path", "switched_off", "notice"]
+__all__ = ["ENV_SWITCH", "library_path", "refused_by_mindspore", "switched_off", "notice"]
 
 ENV_SWITCH = "MINDCV_LSEG_KERNELS"  # "0": never use the compiled kernels (MindSpore's own ops everywhere)
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -17,6 +17,19 @@ def library_path(stem: str) -> Optional[str]:
     """The library ``stem*.so`` that ``pip install`` built next to this file (e.g. ``_lseg_gemm``), or None."""
     found = sorted(glob.glob(os.path.join(_HERE, stem + "*.so")))
     return found[0] if found else None
+
+
+def refused_by_mindspore(path: str) -> Optional[str]:
+    """Why MindSpore would refuse to run custom ops from ``path``, or None. With ``MS_CUSTOM_AOT_WHITE_LIST`` set,
+    MindSpore runs AOT libraries only from the folders it lists (and their subfolders)."""
+    allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
+    if not allowed:
+        return None
+    real = os.path.realpath(path)
+    folders = [os.path.realpath(f) for f in allowed.split(":") if f]
+    if any(real.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders):
+        return None
+    return f"MS_CUSTOM_AOT_WHITE_LIST does not include {os.path.dirname(real)}"
 
 
 def switched_off() -> bool:

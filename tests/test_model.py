@@ -179,7 +179,10 @@ def _torch_like_conv(x, w, b, stride, pad):
     return out + (0 if b is None else b.reshape(1, -1, 1, 1))
 
 
-@pytest.mark.parametrize("k, stride, pad, bias", [(3, 1, 1, False), (3, 2, 1, True), (1, 1, 0, True), (5, 1, 2, True)])
+@pytest.mark.parametrize(
+    "k, stride, pad, bias",
+    [(3, 1, 1, False), (3, 2, 1, True), (1, 1, 0, True), (5, 1, 2, True), (1, 2, 0, True), (5, 2, 2, False)],
+)
 def test_fast_conv_matches_direct_convolution(k, stride, pad, bias):
     rng = np.random.default_rng(1)
     conv = CpuGemmConv2d(5, 7, k, stride=stride, padding=pad, has_bias=bias)
@@ -261,7 +264,7 @@ def test_encode_text_batches_labels(tiny):
         np.testing.assert_allclose(together[i], tiny.encode_text([labels[i]]).asnumpy()[0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("k, stride, pad", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (1, 1, 0)])
+@pytest.mark.parametrize("k, stride, pad", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (1, 1, 0), (1, 2, 0), (7, 2, 3)])
 def test_fast_conv_gradients_match_mindspore_conv(k, stride, pad):
     """Input and parameter gradients of the GEMM convolution (hand-written backward for k > 1) equal the native
     kernel's autodiff (regression: strided-slice grads failed)."""

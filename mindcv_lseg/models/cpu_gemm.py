@@ -21,6 +21,7 @@ __all__ = [
     "conv1x1",
     "CpuGemmDense",
     "SameConvGEMM",
+    "StridedConvGEMM",
     "CpuGemmConv2d",
     "CpuGemmConvTranspose2d",
     "CpuSubsampledConv1x1",
@@ -87,8 +88,8 @@ def subsample(x: Tensor, stride: int) -> Tensor:
     b, c, h, w = x.shape
     s = stride
     x = x.reshape(b, c, h // s, s, w // s, s)
-    x = ops.split(x, (1, s - 1), axis=3)[0]
-    x = ops.split(x, (1, s - 1), axis=5)[0]
+    x = ops.Split(axis=3, output_num=s)(x)[0]  # primitives, not ops.split: usable in a hand-written bprop too
+    x = ops.Split(axis=5, output_num=s)(x)[0]
     return x.reshape(b, c, h // s, w // s)
 
 
@@ -134,6 +135,32 @@ def _conv_same(x: Tensor, weight: Tensor, gemm: BlasMatMul) -> Tensor:
     return ops.StridedSlice()(out, (0, 0, 0, 0), (b, o, h, w), (1, 1, 1, 1))  # cut the junk columns
 
 
+def _strided_taps(x: Tensor, kernel_size: int, stride: int) -> Tensor:
+    """The taps of the output pixels a stride-s "same" convolution keeps: [B, C, H, W] -> [B, k*k*C, (H/s)*(W/s)]."""
+    b, c, h, w = x.shape
+    k = kernel_size
+    taps = ops.StridedSlice()(_im2row(x, k), (0, 0, 0, 0), (b, k * k * c, h, w), (1, 1, 1, 1))  # no junk columns
+    return subsample(taps, stride).reshape(b, k * k * c, (h // stride) * (w // stride))
+
+
+def _conv_strided(x: Tensor, weight: Tensor, gemm: BlasMatMul, stride: int) -> Tensor:
+    """Stride-s "same" convolution, only the kept pixels computed: x [B, C, H, W] -> [B, O, H/s, W/s]."""
+    o, c, k, _ = weight.shape
+    b, _, h, w = x.shape
+    gemm_weight = weight.transpose(0, 2, 3, 1).reshape(o, k * k * c)  # tap-major, as _im2row
+    return gemm(gemm_weight, _strided_taps(x, k, stride)).reshape(b, o, h // stride, w // stride)
+
+
+def _zero_insert(x: Tensor, stride: int) -> Tensor:
+    """[B, C, h, w] -> [B, C, h*s, w*s] holding x at the pixels (i*s, j*s) and zeros elsewhere (the adjoint of
+    keeping every s-th pixel); built with concatenations, which are fast on CPU."""
+    b, c, h, w = x.shape
+    s = stride
+    x = ops.concat((x.reshape(b, c, h, w, 1), ops.zeros((b, c, h, w, s - 1), x.dtype)), axis=4)
+    x = ops.concat((x.reshape(b, c, h, 1, w * s), ops.zeros((b, c, h, s - 1, w * s), x.dtype)), axis=3)
+    return x.reshape(b, c, h * s, w * s)
+
+
 class SameConvGEMM(nn.Cell):
     """``_conv_same`` with a hand-written backward pass that keeps only the input for it.
 
@@ -170,6 +197,37 @@ class SameConvGEMM(nn.Cell):
         return dx, dweight
 
 
+class StridedConvGEMM(SameConvGEMM):
+    """:class:`SameConvGEMM` with stride s, computing only the output pixels the stride keeps (s*s fewer than the
+    stride-1 convolution). Backward: ``dW`` from the kept taps; ``dX`` = the stride-1 input gradient of dY spread
+    onto the stride-1 grid (zeros elsewhere).
+
+    Args:
+        in_channels (C), out_channels (O): the convolution's channels.
+        stride (s): H and W must be multiples of s.
+
+    Inputs: x [B, C, H, W], weight [O, C, k, k] (k odd). Output [B, O, H/s, W/s].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__(in_channels, out_channels)
+        self.stride = stride
+
+    def construct(self, x: Tensor, weight: Tensor) -> Tensor:
+        return _conv_strided(x, weight, self.gemm, self.stride)
+
+    def bprop(self, x: Tensor, weight: Tensor, out: Tensor, dout: Tensor):
+        b, c, _, _ = x.shape
+        o, _, k, _ = weight.shape
+        x = ops.depend(x, dout)  # rebuild the taps only in the backward pass
+        taps = _strided_taps(x, k, self.stride)
+        dweight = self.rows_by_taps(dout.reshape(b, o, -1), taps).sum(axis=0).reshape(o, k, k, c).transpose(0, 3, 1, 2)
+        dx = _conv_same(
+            _zero_insert(dout, self.stride), self.flip_taps(weight).transpose(1, 0, 2, 3), self.gemm_input_grad
+        )
+        return dx, dweight
+
+
 class CpuGemmConv2d(nn.Cell):
     """2-D convolution (zero padding, no dilation, groups 1) computed with one 1x1 convolution (a GEMM).
 
@@ -177,8 +235,8 @@ class CpuGemmConv2d(nn.Cell):
     slicing kernels, while contiguous 1-D slices and concatenation are fast. For the "same" case
     (stride 1, padding (k-1)/2) the k*k taps are gathered as contiguous shifts of a row-padded flat layout
     (``_im2row``) and contracted with one 1x1 convolution; the backward pass is hand-written
-    (:class:`SameConvGEMM`) so training does not keep the taps. Stride s keeps every s-th pixel of the stride-1
-    result (H and W must be multiples of s). Only "same" padding is supported.
+    (:class:`SameConvGEMM`) so training does not keep the taps. Stride s computes only every s-th pixel of the
+    stride-1 result (H and W must be multiples of s). Only "same" padding is supported.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding: as PyTorch ``nn.Conv2d``.
@@ -215,19 +273,19 @@ class CpuGemmConv2d(nn.Cell):
         )
         fan_in = in_channels * kernel_size * kernel_size
         self.bias = _init_bias(fan_in, out_channels) if has_bias else None
-        self.conv = SameConvGEMM(in_channels, out_channels) if kernel_size > 1 else None
+        if kernel_size == 1:
+            self.conv = None
+        elif stride == 1:
+            self.conv = SameConvGEMM(in_channels, out_channels)
+        else:
+            self.conv = StridedConvGEMM(in_channels, out_channels, stride)
         self.matmul = BlasMatMul() if kernel_size == 1 else None
 
-    def _same(self, x: Tensor) -> Tensor:
-        if self.kernel_size == 1:  # a plain 1x1 convolution: nothing to gather
-            return conv1x1(x, self.weight, self.matmul)
-        return self.conv(x, self.weight.astype(x.dtype))  # float16 input under mixed precision
-
-    def _strided(self, x: Tensor) -> Tensor:
-        return subsample(self._same(x), self.stride)  # the stride-s output: every s-th pixel of the stride-1 one
-
     def construct(self, x: Tensor) -> Tensor:
-        out = self._same(x) if self.stride == 1 else self._strided(x)
+        if self.kernel_size == 1:  # a plain 1x1 convolution: nothing to gather; stride s = keep every s-th pixel
+            out = conv1x1(x if self.stride == 1 else subsample(x, self.stride), self.weight, self.matmul)
+        else:
+            out = self.conv(x, self.weight.astype(x.dtype))  # float16 input under mixed precision
         if self.has_bias:
             out = ops.bias_add(out, self.bias.astype(out.dtype))  # see ``linear``
         return out

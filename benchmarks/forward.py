@@ -35,6 +35,15 @@ def _median_time(fn, warmup, runs):
     return statistics.median(times)
 
 
+def _rss_gb():
+    """Resident set size of this process now, in GB (VmRSS of /proc/self/status; 0 where there is none)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1e6
+    except (OSError, StopIteration):
+        return 0.0
+
+
 def write_checkpoint(model, path):
     """Runs in a child process: save a randomly initialised ``model`` to ``path``."""
     import mindcv
@@ -54,22 +63,26 @@ def measure(model, mode, size, warmup, runs, ckpt=""):
 
     import mindcv_lseg  # noqa: F401
 
+    rss = {"import": _rss_gb()}  # RSS after each phase, GB (the peak is the last column)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     x = ms.Tensor(np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
     start = time.perf_counter()
     net = mindcv.create_model(model, weight_init=False, checkpoint_path=ckpt)
     net.set_train(False)
     build = time.perf_counter() - start
+    rss["build+load"] = _rss_gb()
 
     start = time.perf_counter()
     text = net.encode_text(LABELS)
     text.asnumpy()
     text_first = time.perf_counter() - start
     text_median = _median_time(lambda: net.encode_text(LABELS).asnumpy(), 1, runs)
+    rss["text"] = _rss_gb()
 
     start = time.perf_counter()
     net(x, text).asnumpy()
     first = time.perf_counter() - start
+    rss["first forward"] = _rss_gb()
     forward = _median_time(lambda: net(x, text).asnumpy(), max(warmup - 1, 0), runs)
     result = dict(
         model=model,
@@ -81,6 +94,7 @@ def measure(model, mode, size, warmup, runs, ckpt=""):
         first_forward_s=first,
         forward_s=forward,
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        rss_gb=rss,
     )  # before the baseline
     baseline = BASELINES.get(model)
     if baseline and size == 384:  # mindcv's ViT only takes its own input size
@@ -164,6 +178,9 @@ def main(argv=None):
             f"| {r['model']} | {r['mode']} | {r['forward_s']:.2f} s | {r['text_s']:.3f} s | {r['peak_rss_gb']:.2f} GB "
             f"| {base} | {r['first_forward_s']:.1f} s |"
         )
+    print("\nRSS after each phase (GB; build+load = create_model with checkpoint_path):")
+    for r in results:
+        print(f"{r['model']} {r['mode']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["rss_gb"].items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -161,6 +161,9 @@ class LSeg(nn.Cell):
         weight_init: run mindcv's slow ViT initialisation; pass False when weights are loaded afterwards.
         drop_rate, drop_path_rate: dropout and stochastic depth of the ViT image encoder (training only; mindcv's
             ``create_model`` arguments of the same names).
+        recompute: training memory for time: the ViT blocks keep only their inputs for the backward pass and run
+            their forward again there (MindSpore's ``Cell.recompute``; same loss and gradients). Needs the ViT image
+            encoder; no effect on inference.
         image_encoder: a Cell mapping [B, 3, H, W] to the 4-level pyramid (widths ``reassemble_channels``) used
             instead of the ViT (e.g. :class:`~mindcv_lseg.models.resnet_encoder.ResNetEncoder`); the ViT arguments
             are then ignored.
@@ -202,6 +205,7 @@ class LSeg(nn.Cell):
         weight_init: bool = True,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        recompute: bool = False,
         image_encoder: Optional[nn.Cell] = None,
         impl: str = "auto",
     ):
@@ -227,6 +231,16 @@ class LSeg(nn.Cell):
                 self.impl,
             )
         self.encoder = image_encoder
+        self.recompute_blocks = bool(recompute)
+        if recompute:
+            blocks = getattr(getattr(image_encoder, "vit", None), "blocks", None)
+            if blocks is None:
+                raise ValueError(
+                    f"recompute=True recomputes the ViT blocks, but the image encoder {type(image_encoder).__name__} "
+                    f"has none; leave recompute off for this model"
+                )
+            for block in blocks:
+                block.recompute()
         self.scratch = LSegScratch(
             reassemble_channels, features, embed_dim, arch_option, block_depth, activation, self.impl
         )
@@ -302,7 +316,8 @@ def _create_lseg(name: str, pretrained: bool, **kwargs) -> LSeg:
 
     mindcv's ``create_model`` arguments: ``num_classes`` is accepted and ignored (the classes are the labels given
     at run time: ``net(x, net.encode_text(labels))`` has one output channel per label); ``in_channels`` must be 3;
-    ``drop_rate`` / ``drop_path_rate`` go to the ViT image encoder; ``features_only`` is not supported.
+    ``drop_rate`` / ``drop_path_rate`` go to the ViT image encoder; ``features_only`` is not supported;
+    ``recompute=True`` trades training time for memory (see :class:`LSeg`).
     """
     if kwargs.pop("features_only", False):
         raise ValueError(
@@ -310,7 +325,7 @@ def _create_lseg(name: str, pretrained: bool, **kwargs) -> LSeg:
             f"Use net.forward_features(x) for the per-pixel embeddings [B, embed_dim, H/2, W/2], or "
             f"net.encoder(x) for the four reassembled ViT feature maps."
         )
-    for key in ("drop_rate", "drop_path_rate"):
+    for key in ("drop_rate", "drop_path_rate", "recompute"):
         if kwargs.get(key) is None:
             kwargs.pop(key, None)
     if pretrained:

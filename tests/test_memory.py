@@ -1,0 +1,93 @@
+"""Memory options and memory-shaped formulations: ``recompute`` (same loss and gradients, config key, clear error
+without a ViT) and the division-free L2 normalisation."""
+
+import numpy as np
+import pytest
+
+import mindcv
+import mindspore as ms
+from mindspore import nn
+
+import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
+from mindcv_lseg.engine.config import parse_args
+from mindcv_lseg.engine.loss import NetWithLoss, create_seg_loss
+from mindcv_lseg.engine.trainer import build_network
+from mindcv_lseg.models.lseg import LSeg, _l2_normalize
+
+
+@pytest.fixture(autouse=True)
+def _pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def _loss_and_grads(recompute: bool):
+    ms.set_seed(0)
+    net = mindcv.create_model("lseg_tiny_test", impl="lean", recompute=recompute)
+    net.set_train(True)
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32))
+    labels = rng.integers(0, 3, (2, 64, 64)).astype(np.int32)
+    labels[0, :5] = 255  # some ignored pixels
+    text = net.encode_text(["cat", "a red car", "sky"])
+    loss_net = NetWithLoss(net, create_seg_loss("CE", 255, impl="lean"), text)
+    weights = net.trainable_params()
+    loss, grads = ms.value_and_grad(loss_net, None, weights)(x, ms.Tensor(labels))
+    return net, float(loss.asnumpy()), {p.name: g.asnumpy() for p, g in zip(weights, grads)}
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_recompute_gives_the_same_loss_and_gradients(mode):
+    ms.set_context(mode=mode)
+    plain, loss, grads = _loss_and_grads(False)
+    net, loss_rc, grads_rc = _loss_and_grads(True)
+    assert not plain.recompute_blocks and net.recompute_blocks
+    assert all(getattr(b, "_recompute_cell", None) is not None for b in net.encoder.vit.blocks)
+    assert all(getattr(b, "_recompute_cell", None) is None for b in plain.encoder.vit.blocks)
+    assert loss_rc == pytest.approx(loss, rel=1e-6)
+    assert sorted(grads_rc) == sorted(grads) and len(grads) > 50
+    for name, g in grads.items():
+        scale = max(np.abs(g).max(), 1e-6)
+        assert np.abs(grads_rc[name] - g).max() <= 1e-6 * scale, name
+    assert any(np.abs(g).max() > 0 for name, g in grads.items() if name.startswith("encoder.vit.blocks"))
+
+
+def test_recompute_without_a_vit_is_refused():
+    with pytest.raises(ValueError, match=r"recompute=True recomputes the ViT blocks, but the image encoder Identity"):
+        LSeg(
+            image_encoder=nn.Identity(),
+            reassemble_channels=(8, 8, 8, 8),
+            features=8,
+            text_width=16,
+            text_layers=1,
+            text_heads=2,
+            embed_dim=16,
+            recompute=True,
+        )
+
+
+def test_recompute_config_key_reaches_the_model(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: lseg_tiny_test\nrecompute: true\n")
+    args = parse_args(["-c", str(cfg)])
+    assert args.recompute is True
+    assert build_network(args).recompute_blocks
+    assert parse_args(["--model", "lseg_tiny_test"]).recompute is False
+    assert not build_network(parse_args(["--model", "lseg_tiny_test"])).recompute_blocks
+
+
+class _Normalize(nn.Cell):
+    def construct(self, x):
+        return _l2_normalize(x, 1)
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_l2_normalize_is_x_over_its_norm(mode):
+    """The reciprocal form (no RealDiv, which holds memory in CPU graphs) equals x / ||x|| to float32 rounding."""
+    x = np.random.default_rng(1).normal(size=(2, 16, 5, 7)).astype(np.float32)
+    ms.set_context(mode=mode)
+    out = _Normalize()(ms.Tensor(x)).asnumpy()
+    want = x.astype(np.float64) / np.sqrt((x.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose((out.astype(np.float64) ** 2).sum(axis=1), 1.0, rtol=1e-6)

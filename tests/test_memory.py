@@ -10,7 +10,7 @@ from mindspore import nn
 
 import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
 from mindcv_lseg.engine.config import parse_args
-from mindcv_lseg.engine.loss import NetWithLoss, create_seg_loss
+from mindcv_lseg.engine.loss import LeanSegCrossEntropy, NetWithLoss, SegCrossEntropy, create_seg_loss
 from mindcv_lseg.engine.trainer import build_network
 from mindcv_lseg.models.lseg import LSeg, _l2_normalize
 
@@ -91,3 +91,32 @@ def test_l2_normalize_is_x_over_its_norm(mode):
     want = x.astype(np.float64) / np.sqrt((x.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose((out.astype(np.float64) ** 2).sum(axis=1), 1.0, rtol=1e-6)
+
+
+class _Loss(nn.Cell):
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def construct(self, x, y):
+        return self.loss(x, y)
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_lean_loss_forward_equals_cross_entropy(mode):
+    """The lean loss's gather form of the forward = ops.cross_entropy's (SegCrossEntropy) = the numpy formula."""
+    rng = np.random.RandomState(1)
+    logits = (rng.randn(2, 5, 6, 7) * 4).astype(np.float32)
+    labels = rng.randint(0, 5, (2, 6, 7))
+    labels[rng.rand(2, 6, 7) < 0.3] = 255
+    x, y = ms.Tensor(logits), ms.Tensor(labels.astype(np.int32))
+    ms.set_context(mode=mode)
+    lean = float(_Loss(LeanSegCrossEntropy(255))(x, y).asnumpy())
+    plain = float(_Loss(SegCrossEntropy(255))(x, y).asnumpy())
+    valid = labels != 255
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(1))
+    picked = np.take_along_axis(logits, np.where(valid, labels, 0)[:, None], 1)[:, 0]
+    assert lean == pytest.approx(plain, rel=1e-6)
+    assert lean == pytest.approx(float(((lse - picked) * valid).sum() / valid.sum()), rel=1e-6)
+    all_ignored = _Loss(LeanSegCrossEntropy(255))(x, ms.Tensor(np.full_like(labels, 255, dtype=np.int32)))
+    assert float(all_ignored.asnumpy()) == 0.0

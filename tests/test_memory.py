@@ -12,7 +12,8 @@ import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
 from mindcv_lseg.engine.config import parse_args
 from mindcv_lseg.engine.loss import LeanSegCrossEntropy, NetWithLoss, SegCrossEntropy, create_seg_loss
 from mindcv_lseg.engine.trainer import build_network
-from mindcv_lseg.models.lseg import LSeg, _l2_normalize
+from mindcv_lseg.models.lseg import LSeg
+from mindcv_lseg.models.similarity import LeanCosineLogits, CosineLogits, l2_normalize
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +80,7 @@ def test_recompute_config_key_reaches_the_model(tmp_path):
 
 class _Normalize(nn.Cell):
     def construct(self, x):
-        return _l2_normalize(x, 1)
+        return l2_normalize(x, 1)
 
 
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
@@ -120,3 +121,38 @@ def test_lean_loss_forward_equals_cross_entropy(mode):
     assert lean == pytest.approx(float(((lse - picked) * valid).sum() / valid.sum()), rel=1e-6)
     all_ignored = _Loss(LeanSegCrossEntropy(255))(x, ms.Tensor(np.full_like(labels, 255, dtype=np.int32)))
     assert float(all_ignored.asnumpy()) == 0.0
+
+
+class _Weighted(nn.Cell):
+    def __init__(self, cell, weight):
+        super().__init__()
+        self.cell = cell
+        self.weight = weight
+
+    def construct(self, a, b):
+        return (self.cell(a, b) * self.weight).sum()
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_lean_cosine_logits_values_and_gradients_equal_autodiff(mode):
+    """LeanCosineLogits: same logits as CosineLogits, and its hand-written backward = autodiff of CosineLogits
+    (pixels and text), checked against a numpy finite-difference-free formula too."""
+    rng = np.random.default_rng(4)
+    pixels = rng.normal(size=(2, 6, 3, 5)).astype(np.float32)
+    text = rng.normal(size=(2, 4, 6)).astype(np.float32)
+    weight = rng.normal(size=(2, 4, 3, 5)).astype(np.float32)  # loss = sum(weight * logits)
+    p, t, wt = ms.Tensor(pixels), ms.Tensor(text), ms.Tensor(weight)
+    ms.set_context(mode=mode)
+    lean, auto = LeanCosineLogits(1 / 0.07), CosineLogits(1 / 0.07)
+    np.testing.assert_array_equal(lean(p, t).asnumpy(), auto(p, t).asnumpy())
+    got = ms.grad(_Weighted(lean, wt), grad_position=(0, 1))(p, t)
+    want = ms.grad(_Weighted(auto, wt), grad_position=(0, 1))(p, t)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-5)
+    # the formula in float64: d/dp of scale * <t_n/|t_n|, p/|p|> summed with the weights
+    u = pixels.reshape(2, 6, 15).astype(np.float64)
+    norm = np.linalg.norm(u, axis=1, keepdims=True)
+    tu = text / np.linalg.norm(text, axis=-1, keepdims=True)
+    g = np.einsum("bnc,bnk->bck", tu, weight.reshape(2, 4, 15)) / 0.07
+    dp = (g - (u / norm) * ((u / norm) * g).sum(1, keepdims=True)) / norm
+    np.testing.assert_allclose(got[0].asnumpy(), dp.reshape(pixels.shape), rtol=1e-4, atol=1e-5)

@@ -17,7 +17,8 @@ from ..text.tokenizer import tokenize
 from .clip_text import CLIPTextEncoder
 from .decoder import LSegScratch
 from .dpt import Reassemble, upsample2x
-from .ops_impl import current_impl
+from .ops_impl import cosine_logits, current_impl
+from .similarity import l2_normalize
 from .vit_encoder import ViTEncoder
 
 __all__ = ["LSeg", "LSegImageEncoder", "LOGIT_SCALE", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"]
@@ -137,16 +138,6 @@ class LSegImageEncoder(nn.Cell):
         return self.reassemble(self.vit(x), grid_h, grid_w)
 
 
-def _l2_normalize(x: Tensor, axis: int) -> Tensor:
-    """``x / ||x||`` along ``axis`` without epsilon, as the reference.
-
-    Computed as ``x * (1 / ||x||)``: on CPU in GRAPH mode a broadcasting ``RealDiv`` holds about four times its
-    output until the graph ends (0.6 GB in a ViT-B/32 training step at 480x480), a multiplication does not. The two
-    differ by float32 rounding only.
-    """
-    return x * ops.reciprocal(ops.sqrt((x * x).sum(axis=axis, keepdims=True)))
-
-
 class LSeg(nn.Cell):
     """LSeg network.
 
@@ -247,6 +238,7 @@ class LSeg(nn.Cell):
         self.clip_text = CLIPTextEncoder(
             vocab_size, context_length, text_width, text_layers, text_heads, embed_dim, self.impl
         )
+        self.similarity = cosine_logits(self.logit_scale, self.impl)
         for param in self.clip_text.get_parameters():
             param.requires_grad = False  # frozen: never trained, never in an optimizer
 
@@ -268,16 +260,14 @@ class LSeg(nn.Cell):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """L2-normalised per-pixel embeddings: [B, 3, H, W] -> [B, embed_dim, H/2, W/2]."""
-        return _l2_normalize(self.pixel_embeddings(x), axis=1)
+        return l2_normalize(self.pixel_embeddings(x), axis=1)
 
     def construct(self, x: Tensor, text_features: Tensor) -> Tensor:
-        image = self.forward_features(x)
-        b, c, h, w = image.shape
-        text = _l2_normalize(text_features, axis=-1)
+        pixels = self.pixel_embeddings(x)
+        text = text_features
         if text.ndim == 2:  # one label set for the whole batch
-            text = ops.broadcast_to(text.expand_dims(0), (b, -1, -1))  # [B, N, C]
-        logits = ops.bmm(text, (self.logit_scale * image).reshape(b, c, h * w))  # [B, N, h*w]
-        logits = self.scratch.regularize(logits.reshape(b, -1, h, w))
+            text = ops.broadcast_to(text.expand_dims(0), (pixels.shape[0], -1, -1))  # [B, N, C]
+        logits = self.scratch.regularize(self.similarity(pixels, text))  # [B, N, H/2, W/2]
         return upsample2x(logits)
 
     def tokenize(self, labels: Union[str, Iterable[str]], truncate: bool = False) -> np.ndarray:

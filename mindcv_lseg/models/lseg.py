@@ -18,7 +18,6 @@ from .clip_text import CLIPTextEncoder
 from .decoder import LSegScratch
 from .dpt import Reassemble, upsample2x
 from .ops_impl import cosine_logits, current_impl
-from .similarity import l2_normalize
 from .vit_encoder import ViTEncoder
 
 __all__ = ["LSeg", "LSegImageEncoder", "LOGIT_SCALE", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"]
@@ -260,7 +259,7 @@ class LSeg(nn.Cell):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """L2-normalised per-pixel embeddings: [B, 3, H, W] -> [B, embed_dim, H/2, W/2]."""
-        return l2_normalize(self.pixel_embeddings(x), axis=1)
+        return self.similarity.normalize(self.pixel_embeddings(x), 1)
 
     def construct(self, x: Tensor, text_features: Tensor) -> Tensor:
         pixels = self.pixel_embeddings(x)

@@ -1,5 +1,7 @@
 """LSeg's logits: scaled cosine similarity of every pixel embedding with every label embedding.
 
+The cell also owns the L2 normalisation (``normalize``), which ``LSeg.forward_features`` uses too.
+
 :class:`CosineLogits` is differentiated automatically. :class:`LeanCosineLogits` (``impl="lean"``) has a
 hand-written backward pass that keeps only its inputs: autodiff of the two L2 normalisations keeps about five
 [B, C, H/2, W/2] tensors until the backward pass (118 MB each at 480x480 with C = 512), ~1 GB of a training step.
@@ -14,10 +16,17 @@ def l2_normalize(x: Tensor, axis: int) -> Tensor:
     """``x / ||x||`` along ``axis`` without epsilon, as the reference.
 
     Computed as ``x * (1 / ||x||)``: on CPU in GRAPH mode a broadcasting ``RealDiv`` holds about four times its
-    output until the graph ends (0.6 GB in a ViT-B/32 training step at 480x480), a multiplication does not. The two
+    output until the graph ends (0.6 GB in a ViT-B/32 training step at 480x480), a multiplication does not; the
+    division left is that of the reduced norm (one value per pixel; MindSpore turns it into a ``Reciprocal``, which
+    its ONNX exporter does not know, hence :meth:`CosineLogits.normalize` for ``impl="native"``). The two forms
     differ by float32 rounding only.
     """
-    return x * ops.reciprocal(ops.sqrt((x * x).sum(axis=axis, keepdims=True)))
+    return x * _inv_norm(x, axis)
+
+
+def _inv_norm(x: Tensor, axis: int) -> Tensor:
+    """``1 / ||x||`` along ``axis`` (kept as a size-1 axis)."""
+    return 1.0 / ops.sqrt((x * x).sum(axis=axis, keepdims=True))
 
 
 class CosineLogits(nn.Cell):
@@ -34,10 +43,14 @@ class CosineLogits(nn.Cell):
         super().__init__()
         self.scale = scale
 
+    def normalize(self, x: Tensor, axis: int) -> Tensor:
+        """``x / ||x||`` along ``axis``, the reference's form (a plain division: exports to ONNX)."""
+        return x / ops.sqrt((x * x).sum(axis=axis, keepdims=True))
+
     def construct(self, pixels: Tensor, text: Tensor) -> Tensor:
         b, c, h, w = pixels.shape
-        image = l2_normalize(pixels, 1)
-        logits = ops.bmm(l2_normalize(text, -1), (self.scale * image).reshape(b, c, h * w))  # [B, N, h*w]
+        image = self.normalize(pixels, 1)
+        logits = ops.bmm(self.normalize(text, -1), (self.scale * image).reshape(b, c, h * w))  # [B, N, h*w]
         return logits.reshape(b, -1, h, w)
 
 
@@ -53,14 +66,18 @@ class LeanCosineLogits(CosineLogits):
         self.text_t_matmul = ops.BatchMatMul(transpose_a=True)
         self.matmul_t = ops.BatchMatMul(transpose_b=True)
 
+    def normalize(self, x: Tensor, axis: int) -> Tensor:
+        """:func:`l2_normalize` (no division of the full tensor; MindSpore's ONNX exporter lacks its Reciprocal)."""
+        return l2_normalize(x, axis)
+
     def bprop(self, pixels: Tensor, text: Tensor, out: Tensor, dout: Tensor):
         b, c, h, w = pixels.shape
         flat = ops.depend(pixels, dout).reshape(b, c, h * w)  # recompute in the backward pass, not before
         dflat = dout.reshape(b, -1, h * w)  # [B, N, h*w]
         full = ops.BroadcastTo(flat.shape)  # broadcast explicitly (see the attention's backward)
-        inv_norm = full(ops.reciprocal(ops.sqrt((flat * flat).sum(axis=1, keepdims=True))))  # [B, C, h*w]
+        inv_norm = full(_inv_norm(flat, 1))  # [B, C, h*w]
         unit = flat * inv_norm
-        text_inv_norm = ops.reciprocal(ops.sqrt((text * text).sum(axis=-1, keepdims=True)))  # [B, N, 1]
+        text_inv_norm = _inv_norm(text, -1)  # [B, N, 1]
         text_unit = text * text_inv_norm
         g = self.text_t_matmul(text_unit, dflat) * self.scale  # [B, C, h*w]
         dpixels = (g - unit * full((unit * g).sum(axis=1, keepdims=True))) * inv_norm

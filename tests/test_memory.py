@@ -13,7 +13,7 @@ from mindcv_lseg.engine.config import parse_args
 from mindcv_lseg.engine.loss import LeanSegCrossEntropy, NetWithLoss, SegCrossEntropy, create_seg_loss
 from mindcv_lseg.engine.trainer import build_network
 from mindcv_lseg.models.lseg import LSeg
-from mindcv_lseg.models.similarity import LeanCosineLogits, CosineLogits, l2_normalize
+from mindcv_lseg.models.similarity import CosineLogits, LeanCosineLogits, l2_normalize
 
 
 @pytest.fixture(autouse=True)

@@ -43,6 +43,15 @@ def _median_time(fn, warmup, runs):
     return statistics.median(times)
 
 
+def _rss_gb():
+    """Resident set size of this process now, in GB (VmRSS of /proc/self/status; 0 where there is none)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1e6
+    except (OSError, StopIteration):
+        return 0.0
+
+
 def write_checkpoint(model, path):
     """Runs in a child process: save a randomly initialised ``model`` to ``path``."""
     import mindcv
@@ -63,6 +72,7 @@ def measure(model, mode, size, num_labels, warmup, runs, ckpt="", mindcv_vit=Fal
     import mindcv_lseg  # noqa: F401
     from mindcv_lseg.kernels.gemm import gemm_backend
 
+    rss = {"import": _rss_gb()}  # RSS after each phase, GB (the peak is the last column)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     labels = labels_for(num_labels)
     h, w = size
@@ -71,16 +81,19 @@ def measure(model, mode, size, num_labels, warmup, runs, ckpt="", mindcv_vit=Fal
     net = mindcv.create_model(model, weight_init=False, checkpoint_path=ckpt)
     net.set_train(False)
     build = time.perf_counter() - start
+    rss["build+load"] = _rss_gb()
 
     start = time.perf_counter()
     text = net.encode_text(labels)
     text.asnumpy()
     text_first = time.perf_counter() - start
     text_median = _median_time(lambda: net.encode_text(labels).asnumpy(), 1, runs)
+    rss["text"] = _rss_gb()
 
     start = time.perf_counter()
     net(x, text).asnumpy()
     first = time.perf_counter() - start
+    rss["first forward"] = _rss_gb()
     forward = _median_time(lambda: net(x, text).asnumpy(), max(warmup - 1, 0), runs)
     # one call as the original's forward: text encoding included
     call = _median_time(lambda: net(x, net.encode_text(labels)).asnumpy(), 1, runs)
@@ -98,6 +111,7 @@ def measure(model, mode, size, num_labels, warmup, runs, ckpt="", mindcv_vit=Fal
         call_s=call,
         kernels_used=gemm_backend().ok,
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        rss_gb=rss,
     )  # before the mindcv baseline
     baseline = BASELINES.get(model)
     if mindcv_vit and baseline and size == (384, 384):  # mindcv's ViT only takes its own input size
@@ -227,6 +241,13 @@ def main(argv=None):
         for r in results:
             if "baseline" in r:
                 print(f"  {r['model']} {r['mode']}: mindcv {r['baseline']} alone {r['baseline_forward_s']:.2f} s")
+    print("\nRSS after each phase (GB; build+load = create_model with checkpoint_path):")
+    for r in results:
+        if r["impl"] != "torch":
+            print(
+                f"{r['model']} {r['mode']} kernels {r['kernels']}: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in r["rss_gb"].items())
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -5,7 +5,7 @@ run the engine's train cell (loss + SGD-momentum update, decoder 10x lr) for a f
 The first step includes graph compilation and is reported separately; the step time is the median of the rest.
 
     python benchmarks/train_step.py [--models lseg_vitb32 lseg_vitl16_384] [--steps 3] [--crop 480] \
-        [--gradient_accumulation_steps 2]
+        [--gradient_accumulation_steps 2] [--recompute]
 """
 
 import argparse
@@ -20,7 +20,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def one(model: str, steps: int, crop: int, batch: int, num_labels: int, mode: int, accum: int) -> dict:
+def one(
+    model: str, steps: int, crop: int, batch: int, num_labels: int, mode: int, accum: int, recompute: bool = False
+) -> dict:
     import numpy as np
 
     import mindcv
@@ -34,7 +36,7 @@ def one(model: str, steps: int, crop: int, batch: int, num_labels: int, mode: in
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == 0 else ms.PYNATIVE_MODE)
     t0 = time.time()
-    net = mindcv.create_model(model, weight_init=False)
+    net = mindcv.create_model(model, weight_init=False, recompute=recompute)
     build = time.time() - t0
     text = ms.Tensor(net.encode_text([f"label {i}" for i in range(num_labels)]).asnumpy())
     opt = create_seg_optimizer(net, [2.5e-4] * (steps + 2), momentum=0.9, weight_decay=1e-4)
@@ -55,6 +57,7 @@ def one(model: str, steps: int, crop: int, batch: int, num_labels: int, mode: in
         "crop": crop,
         "labels": num_labels,
         "accum": accum,
+        "recompute": recompute,
         "build_s": build,
         "first_step_s": times[0],
         "step_s_median": rest[len(rest) // 2],
@@ -77,15 +80,18 @@ def main():
         default=1,
         help="micro-batches per update (the paper config: 2); steps alternate accumulate / update",
     )
+    ap.add_argument("--recompute", action="store_true", help="recompute the ViT blocks in the backward pass")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         accum = a.gradient_accumulation_steps
-        print("RESULT " + json.dumps(one(a.one, a.steps, a.crop, a.batch, a.labels, a.mode, accum)), flush=True)
+        res = one(a.one, a.steps, a.crop, a.batch, a.labels, a.mode, accum, a.recompute)
+        print("RESULT " + json.dumps(res), flush=True)
         return
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, fp32, "
         f"{'GRAPH' if a.mode == 0 else 'PYNATIVE'}, gradient accumulation {a.gradient_accumulation_steps}"
+        f"{', recompute' if a.recompute else ''}"
     )
     print(f"{'model':<18} {'batch':>5} {'crop':>5} {'first step s':>12} {'step s':>8} {'peak RSS GB':>11}")
     for m in a.models:
@@ -107,7 +113,8 @@ def main():
                 str(a.mode),
                 "--gradient_accumulation_steps",
                 str(a.gradient_accumulation_steps),
-            ],
+            ]
+            + (["--recompute"] if a.recompute else []),
             capture_output=True,
             text=True,
         )

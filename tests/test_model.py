@@ -348,9 +348,9 @@ def test_tiny_train_steps_run_in_graph_mode():
 
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
 def test_erf_gelu_matches_mindspore_gelu_values_and_gradient(mode):
-    """Forward values of ops.gelu(approximate='none') to float32 precision (the one-pass kernel and MindSpore's ops
-    differ only in the last bits, e.g. in the far negative tail where 1 + erf cancels); gradient = autodiff of
-    ops.gelu = Phi(x) + x phi(x)."""
+    """Forward = PyTorch's formula x/2 (1 + erf(x / sqrt 2)) to float32 precision (ops.gelu divides by sqrt 2, the
+    fallback multiplies by 1/sqrt 2, the one-pass kernel differs in the last bits, e.g. in the far negative tail
+    where 1 + erf cancels); gradient = autodiff of ops.gelu = Phi(x) + x phi(x)."""
     x_np = np.linspace(-6, 6, 241, dtype=np.float32).reshape(1, 241)
     x = ms.Tensor(x_np)
     act = ErfGELU()

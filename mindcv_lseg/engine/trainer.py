@@ -145,6 +145,7 @@ def build_network(args, logger=None) -> nn.Cell:
         weight_init=weight_init,
         drop_rate=getattr(args, "drop_rate", None),
         drop_path_rate=getattr(args, "drop_path_rate", None),
+        recompute=getattr(args, "recompute", None),
         impl=args.impl,
     )
     if args.ckpt_path:

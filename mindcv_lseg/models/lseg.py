@@ -17,7 +17,7 @@ from ..text.tokenizer import tokenize
 from .clip_text import CLIPTextEncoder
 from .decoder import LSegScratch
 from .dpt import Reassemble, upsample2x
-from .ops_impl import current_impl, matmul
+from .ops_impl import cosine_logits, current_impl
 from .vit_encoder import ViTEncoder
 
 __all__ = ["LSeg", "LSegImageEncoder", "LOGIT_SCALE", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"]
@@ -137,11 +137,6 @@ class LSegImageEncoder(nn.Cell):
         return self.reassemble(self.vit(x), grid_h, grid_w)
 
 
-def _l2_normalize(x: Tensor, axis: int) -> Tensor:
-    """``x / ||x||`` along ``axis`` without epsilon, as the reference."""
-    return x / ops.sqrt((x * x).sum(axis=axis, keepdims=True))
-
-
 def used_text_length(tokens: np.ndarray, bucket: int) -> int:
     """Columns of CLIP tokens ``[N, context_length]`` that hold every end token (the largest id of each row),
     rounded up to a multiple of ``bucket`` and at most ``context_length``: the causal text tower gives the same
@@ -164,6 +159,9 @@ class LSeg(nn.Cell):
         weight_init: run mindcv's slow ViT initialisation; pass False when weights are loaded afterwards.
         drop_rate, drop_path_rate: dropout and stochastic depth of the ViT image encoder (training only; mindcv's
             ``create_model`` arguments of the same names).
+        recompute: training memory for time: the ViT blocks keep only their inputs for the backward pass and run
+            their forward again there (MindSpore's ``Cell.recompute``; same loss and gradients). Needs the ViT image
+            encoder; no effect on inference.
         image_encoder: a Cell mapping [B, 3, H, W] to the 4-level pyramid (widths ``reassemble_channels``) used
             instead of the ViT (e.g. :class:`~mindcv_lseg.models.resnet_encoder.ResNetEncoder`); the ViT arguments
             are then ignored.
@@ -205,6 +203,7 @@ class LSeg(nn.Cell):
         weight_init: bool = True,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        recompute: bool = False,
         image_encoder: Optional[nn.Cell] = None,
         impl: str = "auto",
     ):
@@ -230,15 +229,25 @@ class LSeg(nn.Cell):
                 self.impl,
             )
         self.encoder = image_encoder
+        self.recompute_blocks = bool(recompute)
+        if recompute:
+            blocks = getattr(getattr(image_encoder, "vit", None), "blocks", None)
+            if blocks is None:
+                raise ValueError(
+                    f"recompute=True recomputes the ViT blocks, but the image encoder {type(image_encoder).__name__} "
+                    f"has none; leave recompute off for this model"
+                )
+            for block in blocks:
+                block.recompute()
         self.scratch = LSegScratch(
             reassemble_channels, features, embed_dim, arch_option, block_depth, activation, self.impl
         )
         self.clip_text = CLIPTextEncoder(
             vocab_size, context_length, text_width, text_layers, text_heads, embed_dim, self.impl
         )
+        self.similarity = cosine_logits(self.logit_scale, self.impl)
         for param in self.clip_text.get_parameters():
             param.requires_grad = False  # frozen: never trained, never in an optimizer
-        self.text_matmul_pixels = matmul(impl=self.impl)
 
     @staticmethod
     def check_input_size(height: int, width: int) -> None:
@@ -258,14 +267,14 @@ class LSeg(nn.Cell):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """L2-normalised per-pixel embeddings: [B, 3, H, W] -> [B, embed_dim, H/2, W/2]."""
-        return _l2_normalize(self.pixel_embeddings(x), axis=1)
+        return self.similarity.normalize(self.pixel_embeddings(x), 1)
 
     def construct(self, x: Tensor, text_features: Tensor) -> Tensor:
-        image = self.forward_features(x)
-        b, c, h, w = image.shape
-        text = _l2_normalize(text_features, axis=-1)  # [N, C] (one label set for the batch) or [B, N, C]
-        logits = self.text_matmul_pixels(text, (self.logit_scale * image).reshape(b, c, h * w))  # [B, N, h*w]
-        logits = self.scratch.regularize(logits.reshape(b, -1, h, w))
+        pixels = self.pixel_embeddings(x)
+        text = text_features
+        if text.ndim == 2:  # one label set for the whole batch
+            text = ops.broadcast_to(text.expand_dims(0), (pixels.shape[0], -1, -1))  # [B, N, C]
+        logits = self.scratch.regularize(self.similarity(pixels, text))  # [B, N, H/2, W/2]
         return upsample2x(logits)
 
     def tokenize(self, labels: Union[str, Iterable[str]], truncate: bool = False) -> np.ndarray:
@@ -302,7 +311,8 @@ def _create_lseg(name: str, pretrained: bool, **kwargs) -> LSeg:
 
     mindcv's ``create_model`` arguments: ``num_classes`` is accepted and ignored (the classes are the labels given
     at run time: ``net(x, net.encode_text(labels))`` has one output channel per label); ``in_channels`` must be 3;
-    ``drop_rate`` / ``drop_path_rate`` go to the ViT image encoder; ``features_only`` is not supported.
+    ``drop_rate`` / ``drop_path_rate`` go to the ViT image encoder; ``features_only`` is not supported;
+    ``recompute=True`` trades training time for memory (see :class:`LSeg`).
     """
     if kwargs.pop("features_only", False):
         raise ValueError(
@@ -310,7 +320,7 @@ def _create_lseg(name: str, pretrained: bool, **kwargs) -> LSeg:
             f"Use net.forward_features(x) for the per-pixel embeddings [B, embed_dim, H/2, W/2], or "
             f"net.encoder(x) for the four reassembled ViT feature maps."
         )
-    for key in ("drop_rate", "drop_path_rate"):
+    for key in ("drop_rate", "drop_path_rate", "recompute"):
         if kwargs.get(key) is None:
             kwargs.pop(key, None)
     if pretrained:

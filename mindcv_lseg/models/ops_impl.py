@@ -327,3 +327,12 @@ class BilinearResize(nn.Cell):
 
     def construct(self, x: Tensor, out_h: int, out_w: int) -> Tensor:
         return ops.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=self.align_corners)
+
+
+def cosine_logits(scale: float, impl: str) -> nn.Cell:
+    """LSeg's logits (scaled cosine similarity of pixels and labels). lean: hand-written backward
+    (:class:`~mindcv_lseg.models.similarity.LeanCosineLogits`); native: autodiff."""
+    from .similarity import CosineLogits, LeanCosineLogits
+
+    _check(impl)
+    return LeanCosineLogits(scale) if impl == "lean" else CosineLogits(scale)

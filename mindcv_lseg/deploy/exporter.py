@@ -202,8 +202,9 @@ def export_lseg(spec: ExportSpec, net=None, log=print, onnx_optimize: bool = Tru
 
     Args:
         spec: from :func:`check_export_args`.
-        net: an already loaded network (eval mode) to export instead of loading ``spec.ckpt_path``; an ONNX export
-            swaps some of its cells in place (:func:`~mindcv_lseg.deploy.onnx_compat.make_onnx_exportable`).
+        net: an already loaded network (eval mode) to export instead of loading ``spec.ckpt_path``; it is changed in
+            place: it stops using the compiled CPU kernels (:func:`~mindcv_lseg.models.ops_impl.without_compiled_kernels`)
+            and an ONNX export swaps some of its cells (:func:`~mindcv_lseg.deploy.onnx_compat.make_onnx_exportable`).
         log: progress printer.
         onnx_optimize: rewrite ONNX graphs for ONNX Runtime (:mod:`~mindcv_lseg.deploy.onnx_optimize`: dynamic text
             graph, image-graph rewrites); False keeps MindSpore's graphs as written (for comparisons).
@@ -213,6 +214,7 @@ def export_lseg(spec: ExportSpec, net=None, log=print, onnx_optimize: bool = Tru
     import mindspore as ms
 
     from ..models.lseg import INPUT_MULTIPLE, LOGIT_SCALE
+    from ..models.ops_impl import without_compiled_kernels
 
     if net is None:
         from ..eval.model_io import ModelLoadError, create_eval_model
@@ -221,6 +223,7 @@ def export_lseg(spec: ExportSpec, net=None, log=print, onnx_optimize: bool = Tru
             net = create_eval_model(spec.model, spec.ckpt_path, impl=spec.impl)
         except ModelLoadError as e:
             raise ExportError(str(e)) from None
+    without_compiled_kernels(net)  # exported graphs are self-contained: no Custom ops of a local library
     cfg = _default_cfg(spec.model)
     h, w = spec.image_size
     embed_dim, context_length = int(net.embed_dim), int(net.context_length)

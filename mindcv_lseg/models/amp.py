@@ -25,8 +25,7 @@ is for Ascend/GPU; on CPU float16 is slower than float32.)
 from mindcv.utils import amp as mindcv_amp
 from mindspore import nn
 
-from ..kernels.gemm import BlasMatMul
-from .activations import ErfGELU
+from .ops_impl import without_compiled_kernels
 
 __all__ = ["AMP_LEVELS", "AMP_BLACK_LIST", "CPU_FLOAT32_CELLS", "check_amp_level", "auto_mixed_precision"]
 
@@ -82,15 +81,6 @@ def auto_mixed_precision(net: nn.Cell, amp_level: str = "O0") -> nn.Cell:
         else:
             mindcv_amp.auto_mixed_precision(part, amp_level)
     if amp_level != "O0":
-        _without_kernels(net)
+        without_compiled_kernels(net)
     net.amp_level = amp_level
     return net
-
-
-def _without_kernels(net: nn.Cell) -> None:
-    """The cells that would run float32-only compiled kernels use MindSpore's ops (read when the graph compiles)."""
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, BlasMatMul):
-            cell.use_blas = False
-        elif isinstance(cell, ErfGELU):
-            cell.use_kernels = False

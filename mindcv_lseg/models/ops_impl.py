@@ -38,6 +38,7 @@ __all__ = [
     "adapt_conv",
     "dense",
     "matmul",
+    "without_compiled_kernels",
     "adapt_dense",
     "adapt_vit_block",
     "gelu_layer",
@@ -143,6 +144,18 @@ def matmul(transpose_a: bool = False, transpose_b: bool = False, *, impl: str) -
     """
     _check(impl)
     return BlasMatMul(transpose_a, transpose_b, blas=impl == "lean")
+
+
+def without_compiled_kernels(net: nn.Cell) -> nn.Cell:
+    """Make a built network use MindSpore's own ops instead of the package's compiled CPU kernels, in place (read
+    when a graph compiles): for exported graphs, which must not depend on a local library (a MINDIR holding the
+    kernels' ``Custom`` ops does not load), and for mixed precision (the kernels are float32-only). Returns ``net``."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, BlasMatMul):
+            cell.use_blas = False
+        elif isinstance(cell, ErfGELU):
+            cell.use_kernels = False
+    return net
 
 
 def dense(in_channels: int, out_channels: int, has_bias: bool = True, *, impl: str) -> nn.Cell:

@@ -43,12 +43,8 @@ def gelu_kernels() -> Optional[GeluKernels]:
         return None
     if not _LOADED:
         _LOADED = True
-        path = library.library_path(LIBRARY)
-        if path is None:
-            reason = f"the extension mindcv_lseg/kernels/{LIBRARY}*.so was not built; reinstall with a C++ compiler"
-        elif library.refused_by_mindspore(path):
-            reason = library.refused_by_mindspore(path)
-        else:
+        path, reason = library.locate(LIBRARY)
+        if path is not None:
             try:
                 _KERNELS = GeluKernels(path)
             except OSError as err:

@@ -11,6 +11,7 @@ of the same three. They run in GRAPH and PYNATIVE mode on CPU.
 ``MINDCV_LSEG_KERNELS=0``). When the library cannot be used, one line on stderr says why, once per process.
 """
 
+import ctypes
 from typing import Optional
 
 import mindspore as ms
@@ -83,17 +84,9 @@ def gemm_backend() -> _Backend:
     if _BACKEND is not None:
         return _BACKEND
     backend = _Backend()
-    path = library.library_path(LIBRARY)
-    if library.switched_off():
-        backend.reason = f"{library.ENV_SWITCH}=0"
-    elif path is None:
-        backend.reason = f"the extension mindcv_lseg/kernels/{LIBRARY}*.so was not built; reinstall with a C++ compiler"
-    elif library.refused_by_mindspore(path):
-        backend.reason = library.refused_by_mindspore(path)
-    else:
+    path, backend.reason = (None, f"{library.ENV_SWITCH}=0") if library.switched_off() else library.locate(LIBRARY)
+    if path is not None:
         try:
-            import ctypes
-
             address, backend.description = load_sgemm()
             lib = ctypes.CDLL(path)  # the same handle MindSpore's loader gets: the pointer set here is the one it uses
             lib.LsegGemmSetSgemm(ctypes.c_void_p(address))

@@ -4,9 +4,9 @@ printed when a library cannot be used."""
 import glob
 import os
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
-__all__ = ["ENV_SWITCH", "library_path", "refused_by_mindspore", "switched_off", "notice"]
+__all__ = ["ENV_SWITCH", "library_path", "refused_by_mindspore", "locate", "switched_off", "notice"]
 
 ENV_SWITCH = "MINDCV_LSEG_KERNELS"  # "0": never use the compiled kernels (MindSpore's own ops everywhere)
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,6 +30,15 @@ def refused_by_mindspore(path: str) -> Optional[str]:
     if any(real.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders):
         return None
     return f"MS_CUSTOM_AOT_WHITE_LIST does not include {os.path.dirname(real)}"
+
+
+def locate(stem: str) -> Tuple[Optional[str], str]:
+    """(path of the library ``stem*.so``, "") when MindSpore may run it, else (None, why not)."""
+    path = library_path(stem)
+    if path is None:
+        return None, f"the extension mindcv_lseg/kernels/{stem}*.so was not built; reinstall with a C++ compiler"
+    refused = refused_by_mindspore(path)
+    return (None, refused) if refused else (path, "")
 
 
 def switched_off() -> bool:

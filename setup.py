@@ -59,6 +59,7 @@ setup(
         # demo page in Debian's chromium (tests/test_demo_page.py; playwright's own browser download is not used)
         "test": [
             "pytest",
+            "pytest-xdist",  # the README's test command runs two workers (-n 2 --dist loadfile)
             "torch==2.13.0",
             "gradio==6.31.0",
             "playwright==1.65.2",

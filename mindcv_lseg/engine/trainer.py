@@ -39,7 +39,7 @@ from ..fileio import atomic_write_text
 from ..models.amp import auto_mixed_precision
 from .checkpointing import CheckpointManager, get_rng_state, load_train_checkpoint, resolve_resume_path, set_rng_state
 from .config import config_to_dict, save_config
-from .interrupt import interrupt_signals, restore_sigint
+from .interrupt import interrupt_point, interrupt_signals
 from .logger import MetricsHistory, create_logger, plot_curves
 from .loss import NetWithLoss, create_seg_loss
 from .optim import build_lr_schedule, create_seg_optimizer, effective_lr, updates_per_epoch
@@ -510,7 +510,7 @@ class SegTrainer:
             done()
             if close and k > 1:
                 done_update()
-            restore_sigint()  # a graph compilation installs MindSpore's SIGINT handler (see .interrupt)
+            interrupt_point()  # a Ctrl-C that MindSpore swallowed or whose handler it replaced (see .interrupt)
             loss = float(loss.asnumpy())
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -558,6 +558,7 @@ class SegTrainer:
         t0 = time.time()
         for image, mask in self.val_loader:
             logits = _eval_logits(self.net, np.asarray(image, np.float32), self.text_features, self.args)
+            interrupt_point()
             cm.update(logits.argmax(axis=1), np.asarray(mask))
         total = allreduce_confusion_matrix(cm.mat, self.group_size)
         m = compute_metrics(total, self.labels)

@@ -23,9 +23,9 @@ import mindspore as ms
 from mindcv.models.vit import Attention
 from mindspore import Tensor, nn, ops
 
+from ..kernels.gemm import BlasMatMul
 from .activations import ErfGELU
 from .attention import LeanAttention
-from ..kernels.gemm import BlasMatMul
 from .cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, CpuGemmDense, CpuSubsampledConv1x1, cpu_gemm_patchify
 from .cpu_gemm import linear as gemm_linear
 

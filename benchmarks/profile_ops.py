@@ -38,13 +38,20 @@ def profile(model: str, size, num_labels: int, runs: int, out_dir: str) -> str:
     for _ in range(runs):
         net(x, text).asnumpy()
     prof.analyse()
+    return operator_csv(out_dir)
+
+
+def operator_csv(out_dir: str) -> str:
+    """The operator detail CSV MindSpore's profiler wrote under ``out_dir``."""
     found = glob.glob(os.path.join(out_dir, "**", "cpu_op_detail_info_*.csv"), recursive=True)
     if not found:
         raise RuntimeError(f"the profiler wrote no cpu_op_detail_info_*.csv under {out_dir}")
     return found[0]
 
 
-def summarise(detail_csv: str, runs: int, top: int) -> None:
+def summarise(detail_csv: str, runs: int, top: int, per: str = "forward", out=sys.stdout) -> None:
+    """Print operator time per ``per`` (the CSV covers ``runs`` of them): per operator type, then the top
+    operators."""
     with open(detail_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     per_op = [(float(r["op_total_time(ms)"]) / runs, r["op_type"], r["full_op_name"]) for r in rows]
@@ -52,13 +59,13 @@ def summarise(detail_csv: str, runs: int, top: int) -> None:
     by_type = defaultdict(float)
     for t, kind, _ in per_op:
         by_type[kind] += t
-    print(f"operator time per forward: {total:.0f} ms (sum over operators; operators may overlap)")
-    print("\n| operator type | ms per forward | share |\n|---|---|---|")
+    print(f"operator time per {per}: {total:.0f} ms (sum over operators; operators may overlap)", file=out)
+    print(f"\n| operator type | ms per {per} | share |\n|---|---|---|", file=out)
     for kind, t in sorted(by_type.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"| {kind} | {t:.1f} | {100 * t / total:.1f}% |")
-    print("\n| operator | ms per forward |\n|---|---|")
+        print(f"| {kind} | {t:.1f} | {100 * t / total:.1f}% |", file=out)
+    print(f"\n| operator | ms per {per} |\n|---|---|", file=out)
     for t, _, name in sorted(per_op, reverse=True)[:top]:
-        print(f"| {name[-110:]} | {t:.1f} |")
+        print(f"| {name[-110:]} | {t:.1f} |", file=out)
 
 
 def main(argv=None):

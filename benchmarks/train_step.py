@@ -5,7 +5,10 @@ run the engine's train cell (loss + SGD-momentum update, decoder 10x lr) for a f
 The first step includes graph compilation and is reported separately; the step time is the median of the rest.
 
     python benchmarks/train_step.py [--models lseg_vitb32 lseg_vitl16_384] [--steps 3] [--crop 480] \
-        [--gradient_accumulation_steps 2] [--recompute]
+        [--gradient_accumulation_steps 2] [--recompute] [--profile]
+
+``--profile`` runs MindSpore's profiler over the steps after the first and prints where a step spends its time, per
+operator type (as ``benchmarks/profile_ops.py`` does for the forward).
 """
 
 import argparse
@@ -13,15 +16,25 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def one(
-    model: str, steps: int, crop: int, batch: int, num_labels: int, mode: int, accum: int, recompute: bool = False
+    model: str,
+    steps: int,
+    crop: int,
+    batch: int,
+    num_labels: int,
+    mode: int,
+    accum: int,
+    recompute: bool = False,
+    profile: bool = False,
 ) -> dict:
     import numpy as np
 
@@ -45,11 +58,20 @@ def one(
     rng = np.random.RandomState(0)
     x = ms.Tensor(rng.uniform(-1, 1, (batch, 3, crop, crop)).astype(np.float32))
     y = ms.Tensor(rng.randint(0, num_labels, (batch, crop, crop)).astype(np.int32))
-    times = []
+    times, prof = [], None
     for i in range(steps):  # with accumulation, a step is one micro-batch; every accum-th one also updates
+        if profile and i == 1:
+            prof_dir = tempfile.mkdtemp(prefix="lseg_train_profile_")
+            prof = ms.Profiler(output_path=prof_dir)
         t = time.time()
         driver.step(x, y, (i + 1) % accum == 0)[0].asnumpy()
         times.append(time.time() - t)
+    if prof is not None:
+        from profile_ops import operator_csv, summarise
+
+        prof.analyse()
+        summarise(operator_csv(prof_dir), steps - 1, 30, per="step", out=sys.stderr)
+        shutil.rmtree(prof_dir, ignore_errors=True)
     rest = sorted(times[1:]) or times
     return {
         "model": model,
@@ -81,11 +103,12 @@ def main():
         help="micro-batches per update (the paper config: 2); steps alternate accumulate / update",
     )
     ap.add_argument("--recompute", action="store_true", help="recompute the ViT blocks in the backward pass")
+    ap.add_argument("--profile", action="store_true", help="profile the steps after the first, per operator type")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         accum = a.gradient_accumulation_steps
-        res = one(a.one, a.steps, a.crop, a.batch, a.labels, a.mode, accum, a.recompute)
+        res = one(a.one, a.steps, a.crop, a.batch, a.labels, a.mode, accum, a.recompute, a.profile)
         print("RESULT " + json.dumps(res), flush=True)
         return
     print(
@@ -114,10 +137,13 @@ def main():
                 "--gradient_accumulation_steps",
                 str(a.gradient_accumulation_steps),
             ]
-            + (["--recompute"] if a.recompute else []),
+            + (["--recompute"] if a.recompute else [])
+            + (["--profile"] if a.profile else []),
             capture_output=True,
             text=True,
         )
+        if a.profile:
+            print("\n".join(ln for ln in r.stderr.splitlines() if ln.startswith(("|", "operator time"))))
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
         if r.returncode != 0 or not line:
             print(f"{m:<18} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:] }")

@@ -4,14 +4,17 @@ from setuptools import Extension, find_packages, setup
 
 # The compiled kernels of the CPU-lean layers (mindcv_lseg/kernels): MindSpore custom-op libraries, not Python modules.
 # Optional: without a C++ compiler the install succeeds and the layers use MindSpore's own ops (with a notice).
+# _lseg_gemm holds everything that calls OpenBLAS's sgemm: the matrix products and the Winograd 3x3 convolution.
+KERNEL_SOURCES = {"gemm": ["lseg_gemm.cc", "lseg_winograd.cc"], "gelu": ["lseg_gelu.cc"], "loss": ["lseg_loss.cc"]}
 KERNELS = [
     Extension(
         f"mindcv_lseg.kernels._lseg_{name}",
-        sources=[f"mindcv_lseg/kernels/lseg_{name}.cc"],
+        sources=[f"mindcv_lseg/kernels/{source}" for source in sources],
+        depends=["mindcv_lseg/kernels/lseg_sgemm.h"],
         extra_compile_args=["-O3", "-std=c++17", "-fopenmp-simd", "-fno-math-errno"],
         optional=True,
     )
-    for name in ("gemm", "gelu")
+    for name, sources in KERNEL_SOURCES.items()
 ]
 
 setup(
@@ -26,6 +29,7 @@ setup(
         "mindcv_lseg": [
             "text/*.txt.gz",
             "kernels/*.cc",
+            "kernels/*.h",
             "text/*.txt",
             "text/LICENSE*",
             "data/fewshot_splits/*.txt",

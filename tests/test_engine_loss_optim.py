@@ -248,3 +248,25 @@ def test_weight_decay_filter_mindcv_values(wd_filter, no_decay):
     assert wds["encoder.vit.blocks.0.attn.qkv.weight"]
     with pytest.raises(ValueError, match="weight_decay_filter"):
         create_seg_optimizer(net, [0.1] * 4, weight_decay_filter="auto")
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_lean_loss_gradient_kernel_equals_mindspore_ops(mode):
+    """The compiled backward (mindcv_lseg.kernels.loss) and the MindSpore-ops backward of LeanSegCrossEntropy give
+    the same gradient, also for large logits (the softmax is shifted by the per-pixel maximum)."""
+    kernel_loss = LeanSegCrossEntropy(255)
+    if not kernel_loss.use_kernel:
+        pytest.skip("the cross-entropy kernel library was not built here")
+    ops_loss = LeanSegCrossEntropy(255)
+    ops_loss.use_kernel = False
+    rng = np.random.RandomState(3)
+    logits = (rng.randn(2, 7, 5, 6) * 40).astype(np.float32)
+    labels = rng.randint(0, 7, (2, 5, 6))
+    labels[1, 2:, :] = 255
+    x, y = ms.Tensor(logits), ms.Tensor(labels.astype(np.int32))
+    ms.set_context(mode=mode)
+    got = ms.grad(kernel_loss)(x, y).asnumpy()
+    want = ms.grad(ops_loss)(x, y).asnumpy()
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert np.all(got[1, :, 2:, :] == 0)  # ignored pixels

@@ -87,6 +87,31 @@ def test_values_and_gradients_match_mindspore(backend, mode, transpose_a, transp
         np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["graph", "pynative"])
+def test_dense_layer_gradients_with_the_blas_bias_sums_match_nn_dense(backend, mode):
+    """CpuGemmDense (BLAS product, bias gradient as ones @ dout through RowBiasAdd) against nn.Dense's autodiff."""
+    from mindcv_lseg.models.cpu_gemm import CpuGemmDense
+
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    rng = np.random.default_rng(5)
+    x = Tensor(rng.standard_normal((2, 9, 12)).astype(np.float32))
+    lean, native = CpuGemmDense(12, 7), nn.Dense(12, 7)
+    native.weight.set_data(lean.weight.value())
+    native.bias.set_data(Tensor(rng.standard_normal(7).astype(np.float32)))
+    lean.bias.set_data(native.bias.value())
+
+    def sum_of_squares(layer):
+        return lambda inp: (layer(inp) ** 2).sum()
+
+    got = ms.value_and_grad(sum_of_squares(lean), grad_position=0, weights=lean.trainable_params())(x)
+    want = ms.value_and_grad(sum_of_squares(native), grad_position=0, weights=native.trainable_params())(x)
+    np.testing.assert_allclose(got[0].asnumpy(), want[0].asnumpy(), rtol=1e-5)
+    np.testing.assert_allclose(got[1][0].asnumpy(), want[1][0].asnumpy(), rtol=1e-4, atol=1e-4)  # dx
+    for g, w in zip(got[1][1], want[1][1]):  # dweight, dbias
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_products_are_float32_exact_against_float64(backend):
     ms.set_context(mode=ms.GRAPH_MODE)
     rng = np.random.default_rng(1)

@@ -32,6 +32,7 @@ class _Backend:
         self.nn = self.nt = self.tn = None
         self.reason = ""
         self.description = ""
+        self.path = None  # the loaded library (also holds the Winograd convolution, see .winograd)
 
     @property
     def ok(self) -> bool:
@@ -107,6 +108,7 @@ def gemm_backend() -> _Backend:
                 )
             GEMM_NN, GEMM_NT, GEMM_TN = prims["NN"], prims["NT"], prims["TN"]
             backend.nn, backend.nt, backend.tn = GEMM_NN, GEMM_NT, GEMM_TN
+            backend.path = path
     if not backend.ok and not library.switched_off():
         library.notice("BLAS GEMM kernels", backend.reason, "lean layers use MindSpore's MatMul")
     _BACKEND = backend

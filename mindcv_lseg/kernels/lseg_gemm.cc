@@ -16,18 +16,23 @@
 #include <cstdint>
 #include <cstring>
 
+#include "lseg_sgemm.h"
+
+namespace lseg {
+namespace {
+SgemmFn g_sgemm = nullptr;
+}  // namespace
+
+SgemmFn GetSgemm() { return g_sgemm; }
+}  // namespace lseg
+
 namespace {
 
-// cblas_sgemm of an ILP64 OpenBLAS (64-bit integer sizes), e.g. NumPy's cblas_sgemm64_.
-using SgemmFn = void (*)(int order, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                         int64_t ldc);
-
-SgemmFn g_sgemm = nullptr;
-
-constexpr int kRowMajor = 101;
-constexpr int kNoTrans = 111;
-constexpr int kTrans = 112;
+using lseg::g_sgemm;
+using lseg::kNoTrans;
+using lseg::kRowMajor;
+using lseg::kTrans;
+using lseg::SgemmFn;
 
 struct Operand {
   int64_t batch;  // 0: a 2-D operand, shared by every batch entry

@@ -26,7 +26,14 @@ from mindspore import Tensor, nn, ops
 from ..kernels.gemm import BlasMatMul
 from .activations import ErfGELU
 from .attention import LeanAttention
-from .cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, CpuGemmDense, CpuSubsampledConv1x1, cpu_gemm_patchify
+from .cpu_gemm import (
+    CpuGemmConv2d,
+    CpuGemmConvTranspose2d,
+    CpuGemmDense,
+    CpuSubsampledConv1x1,
+    SameConvGEMM,
+    cpu_gemm_patchify,
+)
 from .cpu_gemm import linear as gemm_linear
 
 __all__ = [
@@ -155,6 +162,8 @@ def without_compiled_kernels(net: nn.Cell) -> nn.Cell:
             cell.use_blas = False
         elif isinstance(cell, ErfGELU):
             cell.use_kernels = False
+        elif isinstance(cell, SameConvGEMM):
+            cell.use_winograd = False
     return net
 
 

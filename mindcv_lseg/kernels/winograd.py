@@ -1,0 +1,63 @@
+"""3x3 "same" convolutions by Winograd's F(2x2, 3x3) as MindSpore custom operators (``ops.Custom``, ``aot``, CPU).
+
+The kernel is ``lseg_winograd.cc``, compiled into the same library as the BLAS products (:mod:`.gemm`) because its
+16 products per image go through the same OpenBLAS sgemm. It does 2.25x fewer multiply-adds than the direct
+product, with no tap matrix in memory. Two primitives:
+
+- ``conv3x3(x, w)``: x [B, C, H, W], w [O, C, 3, 3] -> [B, O, H, W], stride 1, zero padding 1 (cross-correlation,
+  as ``nn.Conv2d``);
+- ``conv3x3_adjoint(dy, w)``: dy [B, O, H, W] -> dx [B, C, H, W], the gradient of ``conv3x3`` in x (the filters
+  flipped in space and transposed inside the kernel: no ``ReverseV2``/``Transpose`` in the graph).
+
+Neither has a backward of its own: the layers that use them (:class:`~mindcv_lseg.models.cpu_gemm.SameConvGEMM`)
+write their backward pass from these two and a BLAS product for the weight gradient. Rounding differs from the
+direct product by a few float32 ulps of the transform sums (the tests bound it against ``ops.Conv2D``).
+"""
+
+from typing import Optional, Tuple
+
+import mindspore as ms
+from mindspore import ops
+
+from .gemm import gemm_backend
+
+__all__ = ["winograd_primitives", "winograd_enabled"]
+
+_PRIMS: Optional[Tuple] = None
+
+
+def _conv_shape(x, w):
+    return [x[0], w[0], x[2], x[3]]
+
+
+def _adjoint_shape(dy, w):
+    return [dy[0], w[1], dy[2], dy[3]]
+
+
+def _same_dtype(x, w):
+    return x
+
+
+def winograd_primitives() -> Optional[Tuple]:
+    """``(conv3x3, conv3x3_adjoint)`` primitives, or None when the kernel library cannot be used (the reason is in
+    ``gemm_backend().reason`` and was printed once)."""
+    global _PRIMS
+    backend = gemm_backend()
+    if not backend.ok:
+        return None
+    if _PRIMS is None:
+        _PRIMS = (
+            ops.Custom(f"{backend.path}:LsegConv3x3", out_shape=_conv_shape, out_dtype=_same_dtype, func_type="aot"),
+            ops.Custom(
+                f"{backend.path}:LsegConv3x3Adjoint",
+                out_shape=_adjoint_shape,
+                out_dtype=_same_dtype,
+                func_type="aot",
+            ),
+        )
+    return _PRIMS
+
+
+def winograd_enabled() -> bool:
+    """True when layers built now will use the Winograd kernel (CPU device and the kernel library loaded)."""
+    return ms.get_context("device_target") == "CPU" and winograd_primitives() is not None

@@ -252,7 +252,7 @@ def test_weight_decay_filter_mindcv_values(wd_filter, no_decay):
 
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
 def test_lean_loss_gradient_kernel_equals_mindspore_ops(mode):
-    """The compiled backward (mindcv_lseg.kernels.loss) and the MindSpore-ops backward of LeanSegCrossEntropy give
+    """The compiled backward (mindcv_lseg.kernels.pixel) and the MindSpore-ops backward of LeanSegCrossEntropy give
     the same gradient, also for large logits (the softmax is shifted by the per-pixel maximum)."""
     kernel_loss = LeanSegCrossEntropy(255)
     if not kernel_loss.use_kernel:

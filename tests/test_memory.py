@@ -133,10 +133,12 @@ class _Weighted(nn.Cell):
         return (self.cell(a, b) * self.weight).sum()
 
 
+@pytest.mark.parametrize("kernels", [True, False])
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
-def test_lean_cosine_logits_values_and_gradients_equal_autodiff(mode):
+def test_lean_cosine_logits_values_and_gradients_equal_autodiff(mode, kernels):
     """LeanCosineLogits: the logits of CosineLogits, and its hand-written backward = autodiff of CosineLogits
-    (pixels and text), also checked against the closed-form gradient in float64."""
+    (pixels and text), also checked against the closed-form gradient in float64; with the compiled per-pixel
+    kernels and with MindSpore's ops."""
     rng = np.random.default_rng(4)
     pixels = rng.normal(size=(2, 6, 3, 5)).astype(np.float32)
     text = rng.normal(size=(2, 4, 6)).astype(np.float32)
@@ -144,6 +146,9 @@ def test_lean_cosine_logits_values_and_gradients_equal_autodiff(mode):
     p, t, wt = ms.Tensor(pixels), ms.Tensor(text), ms.Tensor(weight)
     ms.set_context(mode=mode)
     lean, auto = LeanCosineLogits(1 / 0.07), CosineLogits(1 / 0.07)
+    if kernels and not lean.use_kernels:
+        pytest.skip("the per-pixel kernel library was not built here")
+    lean.use_kernels = kernels
     # lean normalises as x * (1/||x||), native as x / ||x||: equal to float32 rounding
     np.testing.assert_allclose(lean(p, t).asnumpy(), auto(p, t).asnumpy(), rtol=1e-5, atol=1e-5)
     got = ms.grad(_Weighted(lean, wt), grad_position=(0, 1))(p, t)

@@ -4,13 +4,14 @@ printed when a library cannot be used."""
 import glob
 import os
 import sys
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
-__all__ = ["ENV_SWITCH", "library_path", "refused_by_mindspore", "locate", "switched_off", "notice"]
+__all__ = ["ENV_SWITCH", "library_path", "refused_by_mindspore", "locate", "switched_off", "notice", "custom_ops"]
 
 ENV_SWITCH = "MINDCV_LSEG_KERNELS"  # "0": never use the compiled kernels (MindSpore's own ops everywhere)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _NOTICED = set()
+_CUSTOM_OPS: Dict[str, Optional[dict]] = {}
 
 
 def library_path(stem: str) -> Optional[str]:
@@ -51,3 +52,34 @@ def notice(what: str, reason: str, fallback: str) -> None:
         return
     _NOTICED.add(what)
     print(f"mindcv-lseg: {what} not used ({reason}); {fallback}", file=sys.stderr)
+
+
+def custom_ops(stem: str, what: str, fallback: str, specs: Dict[str, Tuple[Callable, Callable]]) -> Optional[dict]:
+    """MindSpore AOT primitives ``{entry: ops.Custom}`` of the library ``stem`` (``specs``: entry point ->
+    (out_shape, out_dtype) functions), built once per process; None on another device than CPU, with
+    ``MINDCV_LSEG_KERNELS=0``, or when the library is missing or cannot be loaded (then with the one-line
+    :func:`notice` naming ``what`` and the ``fallback``)."""
+    import ctypes
+
+    import mindspore as ms
+    from mindspore import ops
+
+    if ms.get_context("device_target") != "CPU" or switched_off():
+        return None
+    if stem not in _CUSTOM_OPS:
+        prims = None
+        path, reason = locate(stem)
+        if path is not None:
+            try:
+                ctypes.CDLL(path)  # fails here, with the loader's message, rather than inside a graph
+            except OSError as err:
+                reason = str(err)
+            else:
+                prims = {
+                    entry: ops.Custom(f"{path}:{entry}", out_shape=shape, out_dtype=dtype, func_type="aot")
+                    for entry, (shape, dtype) in specs.items()
+                }
+        _CUSTOM_OPS[stem] = prims
+        if prims is None:
+            notice(what, reason, fallback)
+    return _CUSTOM_OPS[stem]

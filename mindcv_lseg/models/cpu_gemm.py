@@ -47,6 +47,8 @@ class RowBiasAdd(nn.Cell):
         return ops.bias_add(x, bias)
 
     def bprop(self, x: Tensor, bias: Tensor, out: Tensor, dout: Tensor):
+        if not self.column_sums.use_blas:  # MindSpore's MatMul buys nothing here (and fails under recompute)
+            return dout, dout.sum(axis=0)
         ones = ops.ones((1, dout.shape[0]), dout.dtype)
         return dout, self.column_sums(ones, dout).reshape(bias.shape)
 

@@ -157,6 +157,8 @@ def without_compiled_kernels(net: nn.Cell) -> nn.Cell:
     """Make a built network use MindSpore's own ops instead of the package's compiled CPU kernels, in place (read
     when a graph compiles): for exported graphs, which must not depend on a local library (a MINDIR holding the
     kernels' ``Custom`` ops does not load), and for mixed precision (the kernels are float32-only). Returns ``net``."""
+    from .similarity import LeanCosineLogits
+
     for _, cell in net.cells_and_names():
         if isinstance(cell, BlasMatMul):
             cell.use_blas = False
@@ -164,6 +166,8 @@ def without_compiled_kernels(net: nn.Cell) -> nn.Cell:
             cell.use_kernels = False
         elif isinstance(cell, SameConvGEMM):
             cell.use_winograd = False
+        elif isinstance(cell, LeanCosineLogits):
+            cell.use_kernels = False
     return net
 
 

@@ -13,8 +13,12 @@ from q and k when the gradient arrives and broadcasts explicitly. The scale is f
 other head sizes the two differ by float32 rounding only.
 """
 
+import numpy as np
+
+import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from ..kernels.attention import attention_kernel
 from ..kernels.gemm import BlasMatMul
 
 __all__ = ["AttentionCore", "LeanAttention"]
@@ -67,6 +71,9 @@ class LeanAttention(nn.Cell):
         proj_drop: dropout after ``proj`` (mindcv's ``Attention.proj_drop``); ``None``: none.
 
     Input x [B, T, C] -> output [B, T, C].
+
+    In eval mode on CPU (float32) the attention between the two projections is one compiled kernel
+    (:mod:`mindcv_lseg.kernels.attention`); training uses :class:`AttentionCore`, which has a backward pass.
     """
 
     def __init__(self, qkv: nn.Dense, proj: nn.Dense, num_heads: int, proj_drop: nn.Cell = None):
@@ -78,12 +85,17 @@ class LeanAttention(nn.Cell):
         self.head_dim = qkv.in_channels // num_heads
         self.scale = self.head_dim**-0.5
         self.core = AttentionCore()
+        self.fused = attention_kernel()
+        self.use_fused = self.fused is not None  # switched off by ops_impl.without_compiled_kernels
+        self.heads_marker = Tensor(np.zeros(num_heads, np.float32))  # the kernel reads the head count off its shape
 
     def _heads(self, x: Tensor, b: int, t: int) -> Tensor:
         return x.reshape(b, t, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # [B, heads, T, hd]
 
     def construct(self, x: Tensor) -> Tensor:
         b, t, c = x.shape
+        if self.use_fused and not self.training and x.dtype == ms.float32:
+            return self.proj_drop(self.proj(self.fused(self.qkv(x), self.heads_marker)))
         q, k, v = ops.split(self.qkv(x), c, axis=-1)
         out = self.core(self._heads(q * self.scale, b, t), self._heads(k, b, t), self._heads(v, b, t))
         return self.proj_drop(self.proj(out.transpose(0, 2, 1, 3).reshape(b, t, c)))

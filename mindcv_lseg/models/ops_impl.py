@@ -168,6 +168,8 @@ def without_compiled_kernels(net: nn.Cell) -> nn.Cell:
             cell.use_winograd = False
         elif isinstance(cell, LeanCosineLogits):
             cell.use_kernels = False
+        elif isinstance(cell, LeanAttention):
+            cell.use_fused = False
     return net
 
 

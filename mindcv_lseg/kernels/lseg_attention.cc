@@ -9,9 +9,11 @@
 // into the [T, C] layout the output projection takes, so the graph has no split, no head transposes and no
 // [B, H, T, T] scores tensor: one [T, T] scratch matrix per call. The two products go through the OpenBLAS sgemm of
 // lseg_gemm.cc (the scale as its alpha: for d = 64 a power of two, the same values as scaling q first); the softmax
-// subtracts the row maximum and is vectorised with glibc's vector expf. No backward: training uses the
-// differentiable path (mindcv_lseg/models/attention.py). Return codes as lseg_gemm.cc's, plus 16: 3C is not a
-// multiple of 3 * H.
+// subtracts the row maximum and is vectorised with glibc's vector expf, and its division by the row sum is applied to
+// the [T, d] result rather than to the [T, T] weights (one pass less over them). Splitting the softmax over a
+// second thread was slower: OpenBLAS's worker keeps spinning on the other core after each product.
+// No backward: training uses the differentiable path (mindcv_lseg/models/attention.py). Return codes as
+// lseg_gemm.cc's, plus 16: 3C is not a multiple of 3 * H.
 
 #include <cmath>
 #include <cstdint>
@@ -24,20 +26,21 @@ extern "C" __attribute__((__simd__("notinbranch"))) float expf(float) noexcept;
 
 namespace {
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SoftmaxRows(float *s, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
+// exp(s - row max) in place for rows [begin, end) of s [rows, cols]; inv_sum[r] = 1 / sum of row r
+__attribute__((target_clones("avx512f", "avx2", "default"))) void ExpRows(float *s, int64_t cols, int64_t begin,
+                                                                           int64_t end, float *inv_sum) {
+  for (int64_t r = begin; r < end; ++r) {
     float *row = s + r * cols;
     float peak = row[0];
-    for (int64_t i = 1; i < cols; ++i) peak = row[i] > peak ? row[i] : peak;
+#pragma omp simd reduction(max : peak)
+    for (int64_t i = 0; i < cols; ++i) peak = row[i] > peak ? row[i] : peak;
     float total = 0.0f;
 #pragma omp simd reduction(+ : total)
     for (int64_t i = 0; i < cols; ++i) {
       row[i] = expf(row[i] - peak);
       total += row[i];
     }
-    const float inv = 1.0f / total;
-#pragma omp simd
-    for (int64_t i = 0; i < cols; ++i) row[i] *= inv;
+    inv_sum[r] = 1.0f / total;
   }
 }
 
@@ -60,17 +63,24 @@ int LsegAttention(int nparam, void **params, int *ndims, int64_t **shapes, const
   const float *qkv = static_cast<const float *>(params[0]);
   float *out = static_cast<float *>(params[2]);
   if (b * t * c == 0) return 0;
-  static thread_local std::vector<float> scores;
+  static thread_local std::vector<float> scores, inv_sum;
   if (static_cast<int64_t>(scores.size()) < t * t) scores.resize(static_cast<size_t>(t * t));
+  if (static_cast<int64_t>(inv_sum.size()) < t) inv_sum.resize(static_cast<size_t>(t));
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   for (int64_t n = 0; n < b; ++n) {
     const float *base = qkv + n * t * c3;
     for (int64_t h = 0; h < heads; ++h) {
       const float *q = base + h * d, *k = base + c + h * d, *v = base + 2 * c + h * d;
       sgemm(lseg::kRowMajor, lseg::kNoTrans, lseg::kTrans, t, t, d, scale, q, c3, k, c3, 0.0f, scores.data(), t);
-      SoftmaxRows(scores.data(), t, t);
-      sgemm(lseg::kRowMajor, lseg::kNoTrans, lseg::kNoTrans, t, d, t, 1.0f, scores.data(), t, v, c3, 0.0f,
-            out + n * t * c + h * d, c);
+      ExpRows(scores.data(), t, 0, t, inv_sum.data());
+      float *o = out + n * t * c + h * d;
+      sgemm(lseg::kRowMajor, lseg::kNoTrans, lseg::kNoTrans, t, d, t, 1.0f, scores.data(), t, v, c3, 0.0f, o, c);
+      for (int64_t r = 0; r < t; ++r) {  // the softmax's division, on the [T, d] result instead of the [T, T] weights
+        float *row = o + r * c;
+        const float inv = inv_sum[r];
+#pragma omp simd
+        for (int64_t i = 0; i < d; ++i) row[i] *= inv;
+      }
     }
   }
   return 0;

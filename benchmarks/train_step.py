@@ -55,6 +55,7 @@ def one(
     opt = create_seg_optimizer(net, [2.5e-4] * (steps + 2), momentum=0.9, weight_decay=1e-4)
     loss_fn = create_seg_loss("CE", 255, impl=net.impl)
     driver = build_train_cells(NetWithLoss(net, loss_fn, text), opt, grad_accumulation=accum)
+    driver.set_train(True)  # as the trainer does (batch statistics, dropout; the training path of every layer)
     rng = np.random.RandomState(0)
     x = ms.Tensor(rng.uniform(-1, 1, (batch, 3, crop, crop)).astype(np.float32))
     y = ms.Tensor(rng.randint(0, num_labels, (batch, crop, crop)).astype(np.int32))

@@ -55,6 +55,26 @@ def test_training_mode_takes_the_differentiable_path():
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_gradients_in_eval_mode_go_through_the_kernels_backward(mode):
+    """A network differentiated in eval mode (no set_train(True)) runs the kernel: its backward equals autodiff of
+    the differentiable path."""
+    ms.set_context(mode=mode)
+    fused, plain = _pair(16, 2)
+    fused.set_train(False)
+    plain.set_train(False)
+    x = Tensor(np.random.default_rng(2).standard_normal((2, 9, 16)).astype(np.float32))
+
+    def loss(cell):
+        return lambda inp: (cell(inp) ** 2).sum()
+
+    got = ms.grad(loss(fused), grad_position=0, weights=fused.trainable_params())(x)
+    want = ms.grad(loss(plain), grad_position=0, weights=plain.trainable_params())(x)
+    np.testing.assert_allclose(got[0].asnumpy(), want[0].asnumpy(), rtol=1e-4, atol=1e-5)
+    for g, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_exports_do_not_hold_the_kernel():
     fused, _ = _pair(16, 2)
     without_compiled_kernels(fused)

@@ -43,8 +43,9 @@ inline void FilterTransform(const float *g, float *u) {
   }
 }
 
-// Scratch buffers reused between calls (grown, never shrunk): fresh multi-megabyte allocations would cost a page
-// fault per 4 KiB on every call.
+// Scratch buffers reused between calls (grown, never shrunk; one set per calling thread): fresh multi-megabyte
+// allocations would cost a page fault per 4 KiB on every call. The transformed filters are one of them: 64 MB for
+// ViT-L/16's 1024-channel reassemble convolution.
 float *Scratch(std::vector<float> *buffer, int64_t size) {
   if (static_cast<int64_t>(buffer->size()) < size) buffer->resize(static_cast<size_t>(size));
   return buffer->data();
@@ -138,7 +139,8 @@ int Conv3x3(int nparam, void **params, int *ndims, int64_t **shapes, const char 
     return 0;
   }
   const int64_t th = (h + 1) / 2, tw = (w + 1) / 2, tiles = th * tw;
-  std::vector<float> u(static_cast<size_t>(16 * cout * cin));  // [16, cout, cin]
+  static thread_local std::vector<float> u_buffer, v_buffer, m_buffer, row_buffer;
+  float *u = Scratch(&u_buffer, 16 * cout * cin);  // [16, cout, cin]
   float filt[16], flipped[9];
   for (int64_t i = 0; i < wo; ++i) {
     for (int64_t j = 0; j < wc; ++j) {
@@ -154,7 +156,6 @@ int Conv3x3(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   }
   // transformed input [cin, 16, tiles] and products [cout, 16, tiles]: each channel's 16 rows lie together (the
   // transforms stream through them); the xi-th product reads/writes every 16th row (leading dimension 16 * tiles)
-  static thread_local std::vector<float> v_buffer, m_buffer, row_buffer;
   float *v = Scratch(&v_buffer, 16 * cin * tiles);
   float *m = Scratch(&m_buffer, 16 * cout * tiles);
   float *rows = Scratch(&row_buffer, 8 * (2 * tw + 2));
@@ -164,7 +165,7 @@ int Conv3x3(int nparam, void **params, int *ndims, int64_t **shapes, const char 
       InputTransform(xn + ch * h * w, h, w, th, tw, v + ch * 16 * tiles, rows);
     }
     for (int xi = 0; xi < 16; ++xi) {
-      sgemm(lseg::kRowMajor, lseg::kNoTrans, lseg::kNoTrans, cout, tiles, cin, 1.0f, u.data() + xi * cout * cin,
+      sgemm(lseg::kRowMajor, lseg::kNoTrans, lseg::kNoTrans, cout, tiles, cin, 1.0f, u + xi * cout * cin,
             cin, v + xi * tiles, 16 * tiles, 0.0f, m + xi * tiles, 16 * tiles);
     }
     float *yn = y + n * cout * h * w;

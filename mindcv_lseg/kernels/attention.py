@@ -11,15 +11,13 @@ and v with the BLAS products) so that a network differentiated in eval mode work
 
 from typing import Optional
 
-import mindspore as ms
 from mindspore import ops
 
 from . import gemm
-from .gemm import gemm_backend
+from .gemm import library_op
 
 __all__ = ["attention_kernel"]
 
-_PRIM = None
 # primitives, not functional ops: a custom backward function is compiled as a graph of its own, where the functional
 # forms' cached primitives fail ("The func graph is empty")
 _SPLIT3 = ops.Split(axis=-1, output_num=3)
@@ -69,16 +67,4 @@ def _bprop(qkv, heads_marker, out, dout):
 def attention_kernel() -> Optional[ops.Custom]:
     """``attention(qkv [B, T, 3C], heads [H]) -> [B, T, C]`` (only the length of ``heads`` is read; float32), or
     None when the kernel library cannot be used (another device than CPU, or see ``gemm_backend().reason``)."""
-    global _PRIM
-    backend = gemm_backend()
-    if ms.get_context("device_target") != "CPU" or not backend.ok:
-        return None
-    if _PRIM is None:
-        _PRIM = ops.Custom(
-            f"{backend.path}:LsegAttention",
-            out_shape=_out_shape,
-            out_dtype=_same_dtype,
-            func_type="aot",
-            bprop=_bprop,
-        )
-    return _PRIM
+    return library_op("LsegAttention", _out_shape, _same_dtype, bprop=_bprop)

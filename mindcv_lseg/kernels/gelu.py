@@ -7,10 +7,8 @@ It needs glibc >= 2.35; where it cannot be loaded, :func:`gelu_kernels` returns 
 :class:`~mindcv_lseg.models.activations.ErfGELU` uses MindSpore's ops (one line on stderr says why).
 """
 
-import ctypes
-from typing import Optional
+from typing import NamedTuple, Optional
 
-import mindspore as ms
 from mindspore import ops
 
 from . import library
@@ -20,35 +18,23 @@ __all__ = ["GeluKernels", "gelu_kernels"]
 LIBRARY = "_lseg_gelu"
 
 
-class GeluKernels:
+class GeluKernels(NamedTuple):
     """``forward(x) -> y`` and ``backward(x, dy) -> dx``: float32 tensors of any (equal) shape."""
 
-    def __init__(self, path: str):
-        ctypes.CDLL(path)  # fails here, with the loader's message, rather than inside a graph
-        self.forward = ops.Custom(f"{path}:LsegGelu", out_shape=lambda x: x, out_dtype=lambda x: x, func_type="aot")
-        self.backward = ops.Custom(
-            f"{path}:LsegGeluGrad", out_shape=lambda x, dy: x, out_dtype=lambda x, dy: x, func_type="aot"
-        )
-
-
-_KERNELS = None
-_LOADED = False
+    forward: ops.Custom
+    backward: ops.Custom
 
 
 def gelu_kernels() -> Optional[GeluKernels]:
     """The GELU kernels for layers built now, or None: another device than CPU, ``MINDCV_LSEG_KERNELS=0``, or the
     library missing / not loadable (then with the notice)."""
-    global _KERNELS, _LOADED
-    if ms.get_context("device_target") != "CPU" or library.switched_off():
-        return None
-    if not _LOADED:
-        _LOADED = True
-        path, reason = library.locate(LIBRARY)
-        if path is not None:
-            try:
-                _KERNELS = GeluKernels(path)
-            except OSError as err:
-                reason = str(err)
-        if _KERNELS is None:
-            library.notice("GELU kernels", reason, "ErfGELU uses MindSpore's erf")
-    return _KERNELS
+    prims = library.custom_ops(
+        LIBRARY,
+        "GELU kernels",
+        "ErfGELU uses MindSpore's erf",
+        {
+            "LsegGelu": (lambda x: x, lambda x: x),
+            "LsegGeluGrad": (lambda x, dy: x, lambda x, dy: x),
+        },
+    )
+    return None if prims is None else GeluKernels(prims["LsegGelu"], prims["LsegGeluGrad"])

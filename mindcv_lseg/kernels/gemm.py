@@ -20,7 +20,7 @@ from mindspore import Tensor, nn, ops
 from . import library
 from .openblas import load_sgemm
 
-__all__ = ["gemm_backend", "blas_enabled", "BlasMatMul"]
+__all__ = ["gemm_backend", "blas_enabled", "library_op", "BlasMatMul"]
 
 LIBRARY = "_lseg_gemm"
 
@@ -113,6 +113,22 @@ def gemm_backend() -> _Backend:
         library.notice("BLAS GEMM kernels", backend.reason, "lean layers use MindSpore's MatMul")
     _BACKEND = backend
     return backend
+
+
+_LIBRARY_OPS = {}
+
+
+def library_op(entry: str, out_shape, out_dtype, bprop=None) -> Optional[ops.Custom]:
+    """Another entry point of the ``_lseg_gemm`` library as a primitive (built once per process; the kernels that
+    call the same sgemm: :mod:`.winograd`, :mod:`.attention`), or None on another device than CPU or when the
+    library cannot be used (see ``gemm_backend().reason``, printed once)."""
+    if not blas_enabled():
+        return None
+    if entry not in _LIBRARY_OPS:
+        _LIBRARY_OPS[entry] = ops.Custom(
+            f"{gemm_backend().path}:{entry}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot", bprop=bprop
+        )
+    return _LIBRARY_OPS[entry]
 
 
 def blas_enabled() -> bool:

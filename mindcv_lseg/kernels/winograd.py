@@ -16,14 +16,9 @@ direct product by a few float32 ulps of the transform sums (the tests bound it a
 
 from typing import Optional, Tuple
 
-import mindspore as ms
-from mindspore import ops
+from .gemm import library_op
 
-from .gemm import gemm_backend
-
-__all__ = ["winograd_primitives", "winograd_enabled"]
-
-_PRIMS: Optional[Tuple] = None
+__all__ = ["winograd_primitives"]
 
 
 def _conv_shape(x, w):
@@ -39,25 +34,9 @@ def _same_dtype(x, w):
 
 
 def winograd_primitives() -> Optional[Tuple]:
-    """``(conv3x3, conv3x3_adjoint)`` primitives, or None when the kernel library cannot be used (the reason is in
-    ``gemm_backend().reason`` and was printed once)."""
-    global _PRIMS
-    backend = gemm_backend()
-    if not backend.ok:
+    """``(conv3x3, conv3x3_adjoint)`` primitives, or None on another device than CPU or when the kernel library
+    cannot be used (the reason is in ``gemm_backend().reason`` and was printed once)."""
+    conv = library_op("LsegConv3x3", _conv_shape, _same_dtype)
+    if conv is None:
         return None
-    if _PRIMS is None:
-        _PRIMS = (
-            ops.Custom(f"{backend.path}:LsegConv3x3", out_shape=_conv_shape, out_dtype=_same_dtype, func_type="aot"),
-            ops.Custom(
-                f"{backend.path}:LsegConv3x3Adjoint",
-                out_shape=_adjoint_shape,
-                out_dtype=_same_dtype,
-                func_type="aot",
-            ),
-        )
-    return _PRIMS
-
-
-def winograd_enabled() -> bool:
-    """True when layers built now will use the Winograd kernel (CPU device and the kernel library loaded)."""
-    return ms.get_context("device_target") == "CPU" and winograd_primitives() is not None
+    return conv, library_op("LsegConv3x3Adjoint", _adjoint_shape, _same_dtype)

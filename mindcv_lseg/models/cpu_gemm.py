@@ -15,7 +15,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
 from ..kernels.gemm import BlasMatMul
-from ..kernels.winograd import winograd_enabled, winograd_primitives
+from ..kernels.winograd import winograd_primitives
 
 __all__ = [
     "linear",
@@ -214,7 +214,7 @@ class SameConvGEMM(nn.Cell):
         self.gemm_input_grad = BlasMatMul()
         self.rows_by_taps = BlasMatMul(transpose_b=True)
         self.flip_taps = ops.ReverseV2(axis=(2, 3))
-        prims = winograd_primitives() if kernel_size == 3 and winograd_enabled() else None
+        prims = winograd_primitives() if kernel_size == 3 else None
         self.use_winograd = prims is not None  # switched off by ops_impl.without_compiled_kernels
         self.conv3x3, self.conv3x3_adjoint = prims if prims is not None else (None, None)
 

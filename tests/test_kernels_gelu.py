@@ -3,12 +3,12 @@ exact GELU in float64 and against MindSpore's ``ops.gelu`` autodiff, GRAPH and P
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from _kernels import require_kernels
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -23,12 +23,7 @@ _erf = np.vectorize(math.erf)
 
 @pytest.fixture(scope="module")
 def kernels():
-    loaded = gelu_kernels()
-    if loaded is None:
-        if shutil.which("g++") is None and library.library_path("_lseg_gelu") is None:
-            pytest.skip("no C++ compiler here, the GELU kernels were not built")
-        pytest.fail("the GELU kernels should load on this machine (see the notice on stderr)")
-    return loaded
+    return require_kernels(gelu_kernels(), "_lseg_gelu", "GELU kernels")
 
 
 def _inputs(shape, seed=0):

@@ -3,12 +3,12 @@ BatchMatMul in GRAPH and PYNATIVE mode, the kernel choice for OpenBLAS, and the 
 be used."""
 
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from _kernels import require_kernels
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -33,11 +33,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def backend():
     loaded = gemm_backend()
-    if not loaded.ok:
-        if shutil.which("g++") is None and library.library_path("_lseg_gemm") is None:
-            pytest.skip(f"no C++ compiler here, the kernels were not built: {loaded.reason}")
-        pytest.fail(f"the GEMM kernels should load on this machine: {loaded.reason}")
-    return loaded
+    return require_kernels(loaded if loaded.ok else None, "_lseg_gemm", "GEMM kernels", loaded.reason)
 
 
 class _SumOfSquares(nn.Cell):

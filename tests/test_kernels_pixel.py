@@ -4,6 +4,7 @@ use these two in test_memory.py.)"""
 
 import numpy as np
 import pytest
+from _kernels import require_kernels
 
 import mindspore as ms
 from mindspore import Tensor
@@ -13,10 +14,7 @@ from mindcv_lseg.kernels.pixel import norm_kernels
 
 @pytest.fixture(scope="module")
 def kernels():
-    found = norm_kernels()
-    if found is None:
-        pytest.skip("the per-pixel kernel library was not built here")
-    return found
+    return require_kernels(norm_kernels(), "_lseg_pixel", "per-pixel kernels")
 
 
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])

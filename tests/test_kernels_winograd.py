@@ -2,15 +2,13 @@
 using them (SameConvGEMM / StridedConvGEMM), values and gradients against MindSpore's own Conv2D in GRAPH and
 PYNATIVE mode, and the switch back to MindSpore's ops for exports."""
 
-import shutil
-
 import numpy as np
 import pytest
+from _kernels import require_kernels
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from mindcv_lseg.kernels import library
 from mindcv_lseg.kernels.winograd import winograd_primitives
 from mindcv_lseg.models.cpu_gemm import CpuGemmConv2d, SameConvGEMM, StridedConvGEMM
 from mindcv_lseg.models.ops_impl import without_compiled_kernels
@@ -23,12 +21,7 @@ TOL = 2e-5  # relative to the largest output value: the transforms' sums round d
 
 @pytest.fixture(scope="module")
 def prims():
-    found = winograd_primitives()
-    if found is None:
-        if shutil.which("g++") is None and library.library_path("_lseg_gemm") is None:
-            pytest.skip("no C++ compiler here, the kernels were not built")
-        pytest.fail("the Winograd kernel should load on this machine")
-    return found
+    return require_kernels(winograd_primitives(), "_lseg_gemm", "Winograd kernels")
 
 
 @pytest.fixture(params=sorted(MODES))

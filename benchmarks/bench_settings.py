@@ -1,8 +1,10 @@
-"""Settings shared by the forward benchmarks and their PyTorch baseline (no MindSpore, no torch here)."""
+"""Settings and timing shared by the forward benchmarks and their PyTorch baseline (no MindSpore, no torch here)."""
 
 import os
+import statistics
 import sys
-from typing import List, Sequence, Tuple
+import time
+from typing import Callable, List, Sequence, Tuple
 
 LABELS = ["other", "sky", "tree", "car", "person"]  # the parity case's labels
 MAX_LABELS = 150
@@ -41,3 +43,15 @@ def input_size(values: Sequence[int]) -> Tuple[int, int]:
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise ValueError(f"--size: H and W must be positive multiples of 32, got {h} {w}")
     return h, w
+
+
+def median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
+    """Seconds per call of ``fn``: the median of ``runs`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

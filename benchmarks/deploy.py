@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,19 +35,9 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-LABELS = ["other", "sky", "tree", "car", "person"]
+from bench_settings import LABELS, median_time  # noqa: E402  (beside this script)
+
 SIZE = 384
-
-
-def _median_time(fn, warmup, runs):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _peak_rss_gb():
@@ -111,7 +100,7 @@ def step_time(kind, model, ckpt, out_dir, warmup, runs):
     out = call()
     first = time.perf_counter() - start
     assert out.shape == (1, len(LABELS), SIZE, SIZE)
-    median = _median_time(call, max(warmup - 1, 0), runs) if runs else first
+    median = median_time(call, max(warmup - 1, 0), runs) if runs else first
     return {"load_s": load, "first_s": first, "median_s": median, "peak_rss_gb": _peak_rss_gb()}
 
 

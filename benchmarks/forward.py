@@ -19,28 +19,16 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench_settings import LABELS, MAX_LABELS, TORCH_MODELS, input_size, labels_for
+from bench_settings import LABELS, MAX_LABELS, TORCH_MODELS, input_size, labels_for, median_time
 
 KERNEL_SETTINGS = {"on": ["on"], "off": ["off"], "both": ["on", "off"]}
 BASELINES = {"lseg_vitl16_384": "vit_l_16_384", "lseg_vitb32": "vit_b_32_384", "lseg_tiny_test": None}
 TORCH_BASELINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_lseg.py")
-
-
-def _median_time(fn, warmup, runs):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _rss_gb():
@@ -87,16 +75,16 @@ def measure(model, mode, size, num_labels, warmup, runs, ckpt="", mindcv_vit=Fal
     text = net.encode_text(labels)
     text.asnumpy()
     text_first = time.perf_counter() - start
-    text_median = _median_time(lambda: net.encode_text(labels).asnumpy(), 1, runs)
+    text_median = median_time(lambda: net.encode_text(labels).asnumpy(), 1, runs)
     rss["text"] = _rss_gb()
 
     start = time.perf_counter()
     net(x, text).asnumpy()
     first = time.perf_counter() - start
     rss["first forward"] = _rss_gb()
-    forward = _median_time(lambda: net(x, text).asnumpy(), max(warmup - 1, 0), runs)
+    forward = median_time(lambda: net(x, text).asnumpy(), max(warmup - 1, 0), runs)
     # one call as the original's forward: text encoding included
-    call = _median_time(lambda: net(x, net.encode_text(labels)).asnumpy(), 1, runs)
+    call = median_time(lambda: net(x, net.encode_text(labels)).asnumpy(), 1, runs)
     result = dict(
         model=model,
         impl="mindspore",
@@ -118,7 +106,7 @@ def measure(model, mode, size, num_labels, warmup, runs, ckpt="", mindcv_vit=Fal
         vit = mindcv.create_model(baseline, weight_init=False)
         vit.set_train(False)
         result["baseline"] = baseline
-        result["baseline_forward_s"] = _median_time(lambda: vit(x).asnumpy(), warmup, runs)
+        result["baseline_forward_s"] = median_time(lambda: vit(x).asnumpy(), warmup, runs)
     return result
 
 

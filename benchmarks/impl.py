@@ -28,8 +28,9 @@ import subprocess
 import sys
 import time
 
+from bench_settings import LABELS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LABELS = ["other", "sky", "tree", "car", "person"]
 
 
 def forward(model, impl, size, runs):

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import sys
 import time
 from collections import OrderedDict
@@ -34,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_settings import MAX_LABELS, import_package, input_size, labels_for
+from bench_settings import MAX_LABELS, import_package, input_size, labels_for, median_time
 from torch import nn
 
 # The two ViT variants, as the package's entries name them (docs/reference_numerics.md, "Variants").
@@ -473,17 +472,6 @@ def build(model: str, ckpt: Optional[str] = None) -> TorchLSeg:
 # Timing
 
 
-def _median_time(fn, warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(
     model: str,
     size: Tuple[int, int] = (384, 384),
@@ -510,7 +498,7 @@ def measure(
         first = time.perf_counter() - start
         if tuple(out.shape) != (1, len(labels), h, w):
             raise RuntimeError(f"unexpected output shape {tuple(out.shape)}")
-        median = _median_time(lambda: net(x, labels), max(warmup - 1, 0), runs)
+        median = median_time(lambda: net(x, labels), max(warmup - 1, 0), runs)
     return dict(
         model=model,
         impl="torch",

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from _parity import assert_strict_tier
 from _paths import REPO
 from PIL import Image
 
@@ -119,11 +120,7 @@ def test_exported_graphs_match_reference(deployed, parity_expected, fmt):
     assert feats.shape == (1, 512, SIZE // 2, SIZE // 2)
     np.testing.assert_allclose(np.sqrt((feats * feats).sum(axis=1)), 1.0, atol=1e-5)  # L2-normalised per pixel
     logits = net.logits(feats, text)
-    ref = parity_expected["logits_fp32"]
-    assert logits.shape == ref.shape
-    err = np.abs(logits - ref)
-    assert err.max() <= 1e-4, f"{fmt}: max abs error {err.max():.3g}"
-    assert err.mean() <= 5e-6, f"{fmt}: mean abs error {err.mean():.3g}"
+    assert_strict_tier(logits, parity_expected["logits_fp32"], what=fmt)
 
 
 def test_text_chunks_and_padding(deployed):

@@ -8,6 +8,7 @@ label pair ``["others", "dog"]``. Strict tier against the float32 reference logi
 
 import numpy as np
 import pytest
+from _parity import assert_strict_tier
 from _paths import fixture_file
 from conftest import run_tool
 from parity_weights import write_npz
@@ -82,10 +83,4 @@ def test_logits_match_reference_strict(zs_outputs, zs_expected, mode):
     logits = zs_outputs[mode][2]
     ref = zs_expected["logits_fp32"]
     assert logits.shape == ref.shape == (1, 2, 480, 480)
-    err = np.abs(logits - ref)
-    assert err.max() <= 1e-4, f"max abs error {err.max():.3g}"
-    assert err.mean() <= 5e-6, f"mean abs error {err.mean():.3g}"
-    pred = logits.argmax(1)[0]
-    margin = np.abs(ref[0, 1] - ref[0, 0])
-    disagree = pred != zs_expected["argmax_fp32"][0]
-    assert np.all(margin[disagree] < 2 * err.max()), f"{disagree.sum()} argmax flips at confident pixels"
+    assert_strict_tier(logits, ref, ref_pred=zs_expected["argmax_fp32"][0])

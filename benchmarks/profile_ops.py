@@ -11,6 +11,7 @@ import argparse
 import csv
 import glob
 import os
+import re
 import sys
 import tempfile
 from collections import defaultdict
@@ -66,6 +67,21 @@ def summarise(detail_csv: str, runs: int, top: int, per: str = "forward", out=sy
     print(f"\n| operator | ms per {per} |\n|---|---|", file=out)
     for t, _, name in sorted(per_op, reverse=True)[:top]:
         print(f"| {name[-110:]} | {t:.1f} |", file=out)
+    by_layer = defaultdict(lambda: [0.0, 0])
+    for t, _, name in per_op:
+        entry = by_layer[layer_of(name)]
+        entry[0] += t
+        entry[1] += 1
+    print(f"\n| layer (repeated blocks summed) | ms per {per} | calls |\n|---|---|---|", file=out)
+    for name, (t, n) in sorted(by_layer.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"| {name[-110:]} | {t:.1f} | {n / runs:g} |", file=out)
+
+
+def layer_of(op_name: str) -> str:
+    """An operator's name with the index of a repeated block (``blocks-CellList/7-Block`` -> ``*-Block``) and the
+    operator counter (``-op12``) taken out, so that the same layer of every block falls into one row."""
+    name = re.sub(r"CellList/\d+-", "CellList/*-", op_name)
+    return re.sub(r"-op\d+$", "", name)
 
 
 def main(argv=None):

@@ -1,6 +1,9 @@
-"""The fused inference attention kernel (mindcv_lseg.kernels.attention) inside LeanAttention: eval-mode outputs
-equal the differentiable path's in GRAPH and PYNATIVE mode, training mode does not use it (gradients flow), and
-exports switch it off."""
+"""The fused attention kernels (mindcv_lseg.kernels.attention: the forward and its gradient) inside LeanAttention:
+outputs and gradients equal the differentiable path's (AttentionCore) in GRAPH and PYNATIVE mode, in training and
+eval mode, and float64 attention; exports switch them off.
+
+Shapes: a head size that is a multiple of 16 takes the kernels' own register-tiled loops on a CPU with AVX-512
+(token counts across their 8/32/48-row blocks), any other head size the OpenBLAS path."""
 
 import numpy as np
 import pytest
@@ -34,8 +37,13 @@ def _pair(c, heads):
     return fused, plain
 
 
+# (batch, tokens, channels, heads): head sizes 8 and 20 (OpenBLAS path), 64 and 32 (AVX-512 path where available;
+# 67 and 145 tokens are no multiple of the 8/32/48-row tiles, 1 token is a single row)
+SHAPES = [(2, 7, 16, 2), (1, 100, 60, 3), (1, 50, 64, 1), (2, 67, 96, 3), (1, 145, 128, 2), (3, 1, 64, 1)]
+
+
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
-@pytest.mark.parametrize("b,t,c,heads", [(2, 7, 16, 2), (1, 50, 64, 1), (1, 145, 96, 12)])
+@pytest.mark.parametrize("b,t,c,heads", SHAPES)
 def test_eval_outputs_equal_the_differentiable_path(mode, b, t, c, heads):
     ms.set_context(mode=mode)
     fused, plain = _pair(c, heads)
@@ -45,26 +53,56 @@ def test_eval_outputs_equal_the_differentiable_path(mode, b, t, c, heads):
     np.testing.assert_allclose(fused(x).asnumpy(), plain(x).asnumpy(), rtol=0, atol=2e-6)
 
 
-def test_training_mode_takes_the_differentiable_path():
-    ms.set_context(mode=ms.GRAPH_MODE)
-    fused, plain = _pair(16, 2)
-    fused.set_train(True)
-    plain.set_train(True)
-    x = Tensor(np.random.default_rng(1).standard_normal((1, 9, 16)).astype(np.float32))
-    got = ms.grad(_sum_of_squares(fused))(x).asnumpy()
-    want = ms.grad(_sum_of_squares(plain))(x).asnumpy()
-    np.testing.assert_array_equal(got, want)
+def _attention64(qkv, dout, heads):
+    """Float64 attention and its gradient in qkv: qkv [B, T, 3C], dout [B, T, C] -> out [B, T, C], dqkv."""
+    b, t, c3 = qkv.shape
+    c = c3 // 3
+    d = c // heads
+    q, k, v = (qkv[..., i * c : (i + 1) * c].reshape(b, t, heads, d).transpose(0, 2, 1, 3) for i in range(3))
+    g = dout.reshape(b, t, heads, d).transpose(0, 2, 1, 3)
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    dp = g @ v.transpose(0, 1, 3, 2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    merge = lambda x: x.transpose(0, 2, 1, 3).reshape(b, t, c)  # noqa: E731
+    grads = (ds @ k / np.sqrt(d), ds.transpose(0, 1, 3, 2) @ q / np.sqrt(d), p.transpose(0, 1, 3, 2) @ g)
+    return merge(p @ v), np.concatenate([merge(x) for x in grads], axis=-1)
 
 
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
-def test_gradients_in_eval_mode_go_through_the_kernels_backward(mode):
-    """A network differentiated in eval mode (no set_train(True)) runs the kernel: its backward equals autodiff of
-    the differentiable path."""
+@pytest.mark.parametrize("b,t,c,heads", SHAPES + [(1, 577, 256, 4)])
+def test_kernels_match_float64_attention(mode, b, t, c, heads):
+    """The primitive and its backward against float64 arithmetic (large scores: inputs of scale 2)."""
     ms.set_context(mode=mode)
-    fused, plain = _pair(16, 2)
-    fused.set_train(False)
-    plain.set_train(False)
-    x = Tensor(np.random.default_rng(2).standard_normal((2, 9, 16)).astype(np.float32))
+    rng = np.random.default_rng(t + c)
+    qkv = (2 * rng.standard_normal((b, t, 3 * c))).astype(np.float32)
+    dout = rng.standard_normal((b, t, c)).astype(np.float32)
+    heads_marker = Tensor(np.zeros(heads, np.float32))
+    kernel = attention_kernel()
+    weights = Tensor(dout)
+
+    def weighted_sum(x):
+        return (kernel(x, heads_marker) * weights).sum()
+
+    out = kernel(Tensor(qkv), heads_marker).asnumpy()
+    dqkv = ms.grad(weighted_sum)(Tensor(qkv)).asnumpy()
+    want_out, want_dqkv = _attention64(qkv.astype(np.float64), dout.astype(np.float64), heads)
+    np.testing.assert_allclose(out, want_out, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(dqkv, want_dqkv, rtol=0, atol=5e-5 * max(1.0, np.abs(want_dqkv).max()))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+@pytest.mark.parametrize("b,t,c,heads", [(2, 9, 16, 2), (2, 67, 96, 3)])
+def test_gradients_equal_the_differentiable_path(training, mode, b, t, c, heads):
+    """Training (and a network differentiated in eval mode) runs the kernels: input and parameter gradients equal
+    autodiff of the differentiable path."""
+    ms.set_context(mode=mode)
+    fused, plain = _pair(c, heads)
+    fused.set_train(training)
+    plain.set_train(training)
+    x = Tensor(np.random.default_rng(2).standard_normal((b, t, c)).astype(np.float32))
     got = ms.grad(_sum_of_squares(fused), grad_position=0, weights=fused.trainable_params())(x)
     want = ms.grad(_sum_of_squares(plain), grad_position=0, weights=plain.trainable_params())(x)
     np.testing.assert_allclose(got[0].asnumpy(), want[0].asnumpy(), rtol=1e-4, atol=1e-5)

@@ -72,8 +72,9 @@ class LeanAttention(nn.Cell):
 
     Input x [B, T, C] -> output [B, T, C].
 
-    In eval mode on CPU (float32) the attention between the two projections is one compiled kernel
-    (:mod:`mindcv_lseg.kernels.attention`); training uses :class:`AttentionCore`, which has a backward pass.
+    On CPU (float32) the attention between the two projections is one compiled kernel with a compiled gradient
+    (:mod:`mindcv_lseg.kernels.attention`); elsewhere (no kernel library, float16 under mixed precision)
+    :class:`AttentionCore`.
     """
 
     def __init__(self, qkv: nn.Dense, proj: nn.Dense, num_heads: int, proj_drop: nn.Cell = None):
@@ -94,7 +95,7 @@ class LeanAttention(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         b, t, c = x.shape
-        if self.use_fused and not self.training and x.dtype == ms.float32:
+        if self.use_fused and x.dtype == ms.float32:
             return self.proj_drop(self.proj(self.fused(self.qkv(x), self.heads_marker)))
         q, k, v = ops.split(self.qkv(x), c, axis=-1)
         out = self.core(self._heads(q * self.scale, b, t), self._heads(k, b, t), self._heads(v, b, t))

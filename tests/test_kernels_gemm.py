@@ -14,7 +14,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindcv_lseg.kernels import library, openblas
-from mindcv_lseg.kernels.gemm import BlasMatMul, gemm_backend
+from mindcv_lseg.kernels.gemm import BlasLinear, BlasMatMul, gemm_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +85,7 @@ def test_values_and_gradients_match_mindspore(backend, mode, transpose_a, transp
 
 @pytest.mark.parametrize("mode", ["graph", "pynative"])
 def test_dense_layer_gradients_with_the_blas_bias_sums_match_nn_dense(backend, mode):
-    """CpuGemmDense (BLAS product, bias gradient as ones @ dout through RowBiasAdd) against nn.Dense's autodiff."""
+    """CpuGemmDense (the bias inside the BLAS GEMM kernel, its gradient as ones @ dout) against nn.Dense's autodiff."""
     from mindcv_lseg.models.cpu_gemm import CpuGemmDense
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
@@ -106,6 +106,21 @@ def test_dense_layer_gradients_with_the_blas_bias_sums_match_nn_dense(backend, m
     for g, w in zip(got[1][1], want[1][1]):  # dweight, dbias
         assert g.shape == w.shape
         np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["graph", "pynative"])
+@pytest.mark.parametrize("k", [0, 1, 300])
+def test_product_with_bias_against_float64(backend, mode, k):
+    """``a @ b^T + bias`` in one kernel (the product accumulated onto the bias), also with an empty inner axis."""
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((33, k)).astype(np.float32)
+    b = rng.standard_normal((17, k)).astype(np.float32)
+    bias = rng.standard_normal(17).astype(np.float32)
+    out = BlasLinear()(Tensor(a), Tensor(b), Tensor(bias)).asnumpy()
+    ref = a.astype(np.float64) @ b.astype(np.float64).T + bias
+    assert out.shape == (33, 17)
+    assert np.abs(out - ref).max() < 2e-4
 
 
 def test_products_are_float32_exact_against_float64(backend):

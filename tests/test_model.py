@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 import mindcv_lseg
-from mindcv_lseg.kernels.gemm import BlasMatMul
+from mindcv_lseg.kernels.gemm import BlasLinear, BlasMatMul
 from mindcv_lseg.models.activations import ErfGELU
 from mindcv_lseg.models.cpu_gemm import CpuGemmConv2d, CpuGemmConvTranspose2d, CpuGemmDense, cpu_gemm_patchify, linear
 from mindcv_lseg.models.decoder import SpatialRegBlock
@@ -212,7 +212,7 @@ def test_cpu_gemm_patchify_matches_strided_conv():
     x = rng.normal(size=(1, 3, 32, 64)).astype(np.float32)
     w = rng.normal(size=(8, 3, 16, 16)).astype(np.float32)
     b = rng.normal(size=(8,)).astype(np.float32)
-    tokens = cpu_gemm_patchify(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b), BlasMatMul(transpose_b=True)).asnumpy()
+    tokens = cpu_gemm_patchify(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b), BlasLinear()).asnumpy()
     ref = _torch_like_conv(x, w, b, 16, 0)  # [1, 8, 2, 4]
     np.testing.assert_allclose(tokens, ref.reshape(1, 8, 8).transpose(0, 2, 1), atol=1e-4)
 
@@ -376,16 +376,20 @@ def test_erf_gelu_matches_mindspore_gelu_values_and_gradient(mode):
     np.testing.assert_allclose(grad, cdf + xd * np.exp(-xd * xd / 2) / math.sqrt(2 * math.pi), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("transpose_b", [False, True])
-def test_linear_flattens_leading_axes(transpose_b):
+@pytest.mark.parametrize("product", ["matmul", "matmul_nt", "blas_linear"])
+def test_linear_flattens_leading_axes(product):
     rng = np.random.default_rng(8)
     x = rng.normal(size=(3, 4, 5)).astype(np.float32)
     w = rng.normal(size=(5, 2)).astype(np.float32)
     b = rng.normal(size=(2,)).astype(np.float32)
-    weight = w.T.copy() if transpose_b else w  # [out, in] (nn.Dense layout) or [in, out]
-    out = linear(ms.Tensor(x), ms.Tensor(weight), ms.Tensor(b), BlasMatMul(transpose_b=transpose_b)).asnumpy()
+    weight = w if product == "matmul" else w.T.copy()  # [in, out] or [out, in] (nn.Dense layout)
+    matmul = BlasLinear() if product == "blas_linear" else BlasMatMul(transpose_b=product == "matmul_nt")
+    out = linear(ms.Tensor(x), ms.Tensor(weight), ms.Tensor(b), matmul).asnumpy()
     assert out.shape == (3, 4, 2)
     np.testing.assert_allclose(out, x @ w + b, rtol=1e-5, atol=1e-5)
+    if product != "blas_linear":
+        no_bias = linear(ms.Tensor(x), ms.Tensor(weight), None, matmul).asnumpy()
+        np.testing.assert_allclose(no_bias, x @ w, rtol=1e-5, atol=1e-5)
 
 
 def test_cpu_gemm_dense_matches_nn_dense():

@@ -20,7 +20,7 @@ from mindspore import Tensor, nn, ops
 from . import library
 from .openblas import load_sgemm
 
-__all__ = ["gemm_backend", "blas_enabled", "library_op", "BlasMatMul"]
+__all__ = ["gemm_backend", "blas_enabled", "library_op", "BlasMatMul", "BlasLinear"]
 
 LIBRARY = "_lseg_gemm"
 
@@ -64,7 +64,8 @@ def _sum_to(grad: Tensor, like: Tensor) -> Tensor:
 
 
 # the primitives, set by gemm_backend(); the backward functions below look them up at graph build time
-GEMM_NN = GEMM_NT = GEMM_TN = None
+GEMM_NN = GEMM_NT = GEMM_TN = GEMM_NT_BIAS = None
+_ONES = ops.Ones()  # a primitive: a custom backward function is compiled as a graph of its own
 
 
 def _bprop_nn(a, b, out, dout):  # out = a @ b
@@ -79,9 +80,16 @@ def _bprop_tn(a, b, out, dout):  # out = a^T @ b
     return _sum_to(GEMM_NT(b, dout), a), _sum_to(GEMM_NN(a, dout), b)
 
 
+def _bprop_nt_bias(a, b, bias, out, dout):  # out = a @ b^T + bias, a 2-D
+    """The bias gradient (the column sums of dout) is one product ``ones[1, M] @ dout``: MindSpore's BiasAddGrad
+    took 0.8 s of a ViT-L/16 training step at 480x480, about 10x longer per call."""
+    ones = _ONES((1, dout.shape[0]), dout.dtype)
+    return GEMM_NN(dout, b), GEMM_TN(dout, a), GEMM_NN(ones, dout).reshape(bias.shape)
+
+
 def gemm_backend() -> _Backend:
     """Load the kernels once per process (see the module docstring); ``backend.ok`` says whether they are usable."""
-    global _BACKEND, GEMM_NN, GEMM_NT, GEMM_TN
+    global _BACKEND, GEMM_NN, GEMM_NT, GEMM_TN, GEMM_NT_BIAS
     if _BACKEND is not None:
         return _BACKEND
     backend = _Backend()
@@ -107,6 +115,13 @@ def gemm_backend() -> _Backend:
                     bprop=bprop,
                 )
             GEMM_NN, GEMM_NT, GEMM_TN = prims["NN"], prims["NT"], prims["TN"]
+            GEMM_NT_BIAS = ops.Custom(
+                f"{path}:LsegGemmNTBias",
+                out_shape=lambda a, b, bias: [a[0], b[0]],
+                out_dtype=lambda a, b, bias: a,
+                func_type="aot",
+                bprop=_bprop_nt_bias,
+            )
             backend.nn, backend.nt, backend.tn = GEMM_NN, GEMM_NT, GEMM_TN
             backend.path = path
     if not backend.ok and not library.switched_off():
@@ -170,3 +185,24 @@ class BlasMatMul(nn.Cell):
         elif b.ndim == 2:
             b = ops.broadcast_to(b, (a.shape[0],) + b.shape)
         return self.batch_matmul(a, b)
+
+
+class BlasLinear(nn.Cell):
+    """``x @ weight^T + bias`` (a dense layer's product and bias) in one BLAS kernel where possible: the product
+    accumulates onto the bias, no separate pass over the output (MindSpore's BiasAdd: ~2.3 ms per [577, 4096] on
+    CPU). Otherwise :class:`BlasMatMul` and ``ops.bias_add``.
+
+    Args:
+        blas: as :class:`BlasMatMul` (its ``use_blas``, switched off by ``without_compiled_kernels``, decides).
+
+    Inputs: x [M, K], weight [N, K], bias [N]. Output [M, N].
+    """
+
+    def __init__(self, blas: bool = True):
+        super().__init__()
+        self.matmul = BlasMatMul(transpose_b=True, blas=blas)
+
+    def construct(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        if self.matmul.use_blas and x.dtype == ms.float32 and weight.dtype == ms.float32:
+            return GEMM_NT_BIAS(x, weight, bias)
+        return ops.bias_add(self.matmul(x, weight), bias)

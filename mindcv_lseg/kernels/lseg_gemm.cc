@@ -8,6 +8,8 @@
 //   NN: A [M, K],  B [K, N]  -> C [M, N]
 //   NT: A [M, K],  B [N, K]  -> C [M, N]
 //   TN: A [K, M],  B [K, N]  -> C [M, N]
+// and LsegGemmNTBias: A [M, K], B [N, K], bias [N] -> C = A B^T + bias (every row; C is filled with the bias, then
+// the product is accumulated onto it: no separate pass over C for the bias).
 // Either operand may carry a leading batch axis ([batch, rows, cols]); a 2-D operand is shared by every batch
 // entry and C is then [batch, M, N]. Inputs and output are contiguous float32. Return codes: 0 ok, 10 no sgemm
 // set, 11 wrong number of parameters, 12 not float32, 13 not 2-D/3-D, 14 inner or output sizes disagree,
@@ -52,39 +54,46 @@ bool AsOperand(int ndim, const int64_t *shape, Operand *out) {
   return false;
 }
 
-int Gemm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool trans_a, bool trans_b) {
+int Gemm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool trans_a, bool trans_b,
+         bool bias = false) {
   if (g_sgemm == nullptr) return 10;
-  if (nparam != 3) return 11;
-  for (int i = 0; i < 3; ++i) {
+  const int out = bias ? 3 : 2;
+  if (nparam != out + 1) return 11;
+  for (int i = 0; i < nparam; ++i) {
     if (std::strcmp(dtypes[i], "float32") != 0) return 12;
   }
   Operand a, b, c;
   if (!AsOperand(ndims[0], shapes[0], &a) || !AsOperand(ndims[1], shapes[1], &b) ||
-      !AsOperand(ndims[2], shapes[2], &c)) {
+      !AsOperand(ndims[out], shapes[out], &c) || (bias && ndims[2] != 1)) {
     return 13;
   }
   const int64_t m = trans_a ? a.cols : a.rows;
   const int64_t k = trans_a ? a.rows : a.cols;
   const int64_t k_b = trans_b ? b.cols : b.rows;
   const int64_t n = trans_b ? b.rows : b.cols;
-  if (k != k_b || c.rows != m || c.cols != n) return 14;
+  if (k != k_b || c.rows != m || c.cols != n || (bias && shapes[2][0] != n)) return 14;
   const int64_t batch = c.batch > 0 ? c.batch : 1;
   if ((a.batch != 0 && a.batch != batch) || (b.batch != 0 && b.batch != batch)) return 15;
 
   const float *pa = static_cast<const float *>(params[0]);
   const float *pb = static_cast<const float *>(params[1]);
-  float *pc = static_cast<float *>(params[2]);
+  float *pc = static_cast<float *>(params[out]);
   const int64_t step_a = a.batch != 0 ? a.rows * a.cols : 0;
   const int64_t step_b = b.batch != 0 ? b.rows * b.cols : 0;
   const int64_t step_c = m * n;
   if (step_c == 0) return 0;
-  if (k == 0) {
+  if (bias) {
+    const float *pbias = static_cast<const float *>(params[2]);
+    for (int64_t row = 0; row < batch * m; ++row) {
+      std::memcpy(pc + row * n, pbias, sizeof(float) * static_cast<size_t>(n));
+    }
+  } else if (k == 0) {
     std::memset(pc, 0, sizeof(float) * static_cast<size_t>(batch * step_c));
-    return 0;
   }
+  if (k == 0) return 0;
   for (int64_t i = 0; i < batch; ++i) {
     g_sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, m, n, k, 1.0f, pa + i * step_a,
-            a.cols, pb + i * step_b, b.cols, 0.0f, pc + i * step_c, n);
+            a.cols, pb + i * step_b, b.cols, bias ? 1.0f : 0.0f, pc + i * step_c, n);
   }
   return 0;
 }
@@ -103,6 +112,10 @@ int LsegGemmNN(int nparam, void **params, int *ndims, int64_t **shapes, const ch
 
 int LsegGemmNT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   return Gemm(nparam, params, ndims, shapes, dtypes, false, true);
+}
+
+int LsegGemmNTBias(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  return Gemm(nparam, params, ndims, shapes, dtypes, false, true, true);
 }
 
 int LsegGemmTN(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {

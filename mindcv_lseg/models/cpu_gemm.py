@@ -9,17 +9,17 @@ built with ``impl="lean"`` (see :mod:`mindcv_lseg.models.ops_impl`).
 """
 
 import math
+from typing import Union
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
-from ..kernels.gemm import BlasMatMul
+from ..kernels.gemm import BlasLinear, BlasMatMul
 from ..kernels.winograd import winograd_primitives
 
 __all__ = [
     "linear",
-    "RowBiasAdd",
     "conv1x1",
     "CpuGemmDense",
     "SameConvGEMM",
@@ -31,50 +31,30 @@ __all__ = [
 ]
 
 
-class RowBiasAdd(nn.Cell):
-    """``x + bias`` for x [N, C], bias [C], whose bias gradient (the column sums of dout) is one BLAS product
-    ``ones[1, N] @ dout`` instead of MindSpore's ``BiasAddGrad`` (0.8 s of a ViT-L/16 training step at 480x480,
-    about 10x slower per call on CPU).
-
-    Inputs: x [N, C], bias [C]. Output [N, C].
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.column_sums = BlasMatMul()
-
-    def construct(self, x: Tensor, bias: Tensor) -> Tensor:
-        return ops.bias_add(x, bias)
-
-    def bprop(self, x: Tensor, bias: Tensor, out: Tensor, dout: Tensor):
-        if not self.column_sums.use_blas:  # MindSpore's MatMul buys nothing here (and fails under recompute)
-            return dout, dout.sum(axis=0)
-        ones = ops.ones((1, dout.shape[0]), dout.dtype)
-        return dout, self.column_sums(ones, dout).reshape(bias.shape)
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor, matmul: BlasMatMul, bias_add: RowBiasAdd = None) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor, matmul: Union[BlasMatMul, BlasLinear]) -> Tensor:
     """``x @ op(weight) (+ bias)`` over the last axis: x [..., in] -> [..., out].
 
-    ``matmul`` is the caller's :class:`~mindcv_lseg.kernels.gemm.BlasMatMul`: with ``transpose_b=True`` the weight
-    is [out, in] (PyTorch/``nn.Dense`` layout), otherwise [in, out]. ``bias`` [out] or None.
+    ``matmul`` is the caller's :class:`~mindcv_lseg.kernels.gemm.BlasLinear` (weight [out, in], the
+    PyTorch/``nn.Dense`` layout, and a ``bias`` [out]) or :class:`~mindcv_lseg.kernels.gemm.BlasMatMul` (with
+    ``transpose_b=True`` the weight is [out, in], otherwise [in, out]; ``bias`` [out] or None).
 
     The leading axes are flattened into one GEMM. In GRAPH mode ``ops.matmul`` of an N-D tensor with a 2-D weight
     broadcasts the weight to every batch entry first (150 labels x CLIP's [512, 1536] qkv weight = 470 MB per
     layer, kept by the memory pool), so batched inputs must never reach it.
 
-    Biases are added with ``ops.bias_add``: on CPU in GRAPH mode an implicitly broadcasting binary op
-    (``out + bias``) holds ~3.7x its output for the whole graph, while BiasAdd (and an explicit
-    ``ops.broadcast_to`` followed by a same-shape op) does not. ``bias_add``: a :class:`RowBiasAdd` of the caller
-    (faster bias gradient), else ``ops.bias_add``.
+    A ``BlasLinear`` takes the bias into the GEMM kernel with the product; otherwise it is added with
+    ``ops.bias_add``: on CPU in GRAPH mode an implicitly broadcasting binary op ``out + bias`` holds ~3.7x its
+    output for the whole graph, while BiasAdd does not.
     """
     lead = x.shape[:-1]
-    out = matmul(x.reshape(-1, x.shape[-1]), weight.astype(x.dtype))  # float16 input under mixed precision
-    if bias is not None:
-        if bias_add is not None:
-            out = bias_add(out, bias.astype(x.dtype))
-        else:
-            out = ops.bias_add(out, bias.astype(x.dtype))
+    rows = x.reshape(-1, x.shape[-1])
+    weight = weight.astype(x.dtype)  # float16 input under mixed precision
+    if bias is None:
+        out = matmul(rows, weight)
+    elif isinstance(matmul, BlasLinear):
+        out = matmul(rows, weight, bias.astype(x.dtype))
+    else:
+        out = ops.bias_add(matmul(rows, weight), bias.astype(x.dtype))
     return out.reshape(lead + (out.shape[-1],))
 
 
@@ -91,11 +71,10 @@ class CpuGemmDense(nn.Cell):
         self.has_bias = has_bias
         self.weight = Parameter(initializer(HeUniform(math.sqrt(5)), (out_channels, in_channels), ms.float32), "weight")
         self.bias = _init_bias(in_channels, out_channels) if has_bias else None
-        self.matmul = BlasMatMul(transpose_b=True)
-        self.bias_add = RowBiasAdd() if has_bias else None
+        self.matmul = BlasLinear() if has_bias else BlasMatMul(transpose_b=True)
 
     def construct(self, x: Tensor) -> Tensor:
-        return linear(x, self.weight, self.bias, self.matmul, self.bias_add)
+        return linear(x, self.weight, self.bias, self.matmul)
 
 
 def conv1x1(x: Tensor, weight: Tensor, matmul: BlasMatMul) -> Tensor:
@@ -367,11 +346,11 @@ class CpuGemmConvTranspose2d(nn.Cell):
         return out
 
 
-def cpu_gemm_patchify(x: Tensor, weight: Tensor, bias: Tensor, matmul: BlasMatMul) -> Tensor:
+def cpu_gemm_patchify(x: Tensor, weight: Tensor, bias: Tensor, matmul: BlasLinear) -> Tensor:
     """A conv with kernel = stride = p and no padding (ViT patch embedding) as space-to-depth + matmul.
 
     x [B, C, H, W], weight [D, C, p, p], bias [D] -> tokens [B, (H/p)*(W/p), D] in row-major grid order.
-    ``matmul``: a :class:`~mindcv_lseg.kernels.gemm.BlasMatMul` with ``transpose_b=True``.
+    ``matmul``: a :class:`~mindcv_lseg.kernels.gemm.BlasLinear`.
     """
     b, c, h, w = x.shape
     d, _, p, _ = weight.shape

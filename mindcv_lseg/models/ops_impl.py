@@ -23,7 +23,7 @@ import mindspore as ms
 from mindcv.models.vit import Attention
 from mindspore import Tensor, nn, ops
 
-from ..kernels.gemm import BlasMatMul
+from ..kernels.gemm import BlasLinear, BlasMatMul
 from .activations import ErfGELU
 from .attention import LeanAttention
 from .cpu_gemm import (
@@ -298,7 +298,7 @@ class PatchEmbedding(nn.Cell):
         _check(impl)
         self.lean = impl == "lean"
         self.patch_size = patch_size
-        self.matmul = BlasMatMul(transpose_b=True) if self.lean else None
+        self.matmul = BlasLinear() if self.lean else None
 
     def construct(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         if self.lean:
@@ -320,7 +320,7 @@ class Linear(nn.Cell):
         super().__init__()
         _check(impl)
         self.lean = impl == "lean"
-        self.matmul = BlasMatMul(transpose_b=True) if self.lean else None
+        self.matmul = BlasLinear() if self.lean else None
 
     def construct(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         if self.lean:

@@ -19,8 +19,8 @@ CPU kernels have no float16 version. mindcv's ViT attention computes its softmax
 The compiled CPU kernels of the lean layers (OpenBLAS products, the one-pass GELU, the LayerNorm:
 :mod:`mindcv_lseg.kernels`) are float32 only, and MindSpore casts the inputs of every op inside a converted cell to
 float16: at levels O1-O3 those cells (``BlasMatMul``, ``ErfGELU``, ``LeanLayerNorm``, ...) of the image branch use
-MindSpore's own ops instead, as before the kernels existed; the float32 text tower and logits keep the kernels. (Mixed precision
-is for Ascend/GPU; on CPU float16 is slower than float32.)
+MindSpore's own ops instead, as before the kernels existed; the float32 text tower and logits keep the kernels.
+(Mixed precision is for Ascend/GPU; on CPU float16 is slower than float32.)
 """
 
 from mindcv.utils import amp as mindcv_amp

@@ -2,7 +2,7 @@
 
 MindSpore 2.10's CPU ``LayerNorm`` takes ~2.5 ms on a ViT-L/16 block's [577, 1024] tokens at 384x384 (48 calls per
 forward) and its ``LayerNormGrad`` ~0.8 s of a ViT-L/16 training step. :class:`LeanLayerNorm` computes the same
-values with the one-pass-per-row kernels of :mod:`mindcv_lseg.kernels.layernorm` and a hand-written backward pass
+values with the row-by-row kernels of :mod:`mindcv_lseg.kernels.layernorm` and a hand-written backward pass
 that keeps only the layer's input. It is an ``nn.LayerNorm`` (same ``gamma``/``beta`` parameters, same attributes),
 so checkpoints, mindcv's initialisation, the mixed-precision black list and the ONNX rewrite
 (:mod:`mindcv_lseg.deploy.onnx_compat`) treat it as one.

@@ -16,8 +16,10 @@ import mindcv_lseg  # noqa: F401  (registers the lseg_* entries)
 from mindcv_lseg.engine.config import ConfigError, parse_args
 from mindcv_lseg.engine.train_step import build_train_cells, resolve_loss_scale_type
 from mindcv_lseg.kernels.gemm import BlasMatMul
+from mindcv_lseg.kernels.layernorm import layernorm_kernels
 from mindcv_lseg.models.activations import ErfGELU
 from mindcv_lseg.models.amp import AMP_BLACK_LIST, auto_mixed_precision
+from mindcv_lseg.models.normalization import LeanLayerNorm
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +51,14 @@ def test_o2_converts_the_image_branch_only(impl):
     assert wrapped and all(isinstance(c, AMP_BLACK_LIST) for c in wrapped)
     assert any(isinstance(c, nn.BatchNorm2d) for c in wrapped) and any(isinstance(c, nn.LayerNorm) for c in wrapped)
     assert not any(isinstance(c, _OutputTo16) for _, c in net.clip_text.cells_and_names())
-    # the float32-only compiled kernels step aside (MindSpore casts every op's inputs in a converted cell)
-    assert not any(c.use_blas for _, c in net.cells_and_names() if isinstance(c, BlasMatMul))
-    assert not any(c.use_kernels for _, c in net.cells_and_names() if isinstance(c, ErfGELU))
+    # the float32-only compiled kernels step aside in the image branch (MindSpore casts every op's inputs in a
+    # converted cell); the float32 text tower keeps them
+    image_cells = [c for part in (net.encoder, net.scratch) for _, c in part.cells_and_names()]
+    assert not any(c.use_blas for c in image_cells if isinstance(c, BlasMatMul))
+    assert not any(c.use_kernels for c in image_cells if isinstance(c, (ErfGELU, LeanLayerNorm)))
+    text_norms = [c for _, c in net.clip_text.cells_and_names() if isinstance(c, nn.LayerNorm)]
+    expected = impl == "lean" and layernorm_kernels() is not None
+    assert text_norms and all(getattr(c, "use_kernels", False) == expected for c in text_norms)
 
     x = ms.Tensor(np.random.RandomState(0).randn(1, 3, 64, 64).astype(np.float32))
     labels = ["grass", "a dog", "sky"]

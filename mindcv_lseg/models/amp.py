@@ -16,10 +16,11 @@ Levels (mindcv's meanings, on the image branch):
 :data:`AMP_BLACK_LIST` = mindcv's (BatchNorm, LayerNorm) + :data:`CPU_FLOAT32_CELLS`, the cells whose MindSpore 2.10
 CPU kernels have no float16 version. mindcv's ViT attention computes its softmax in float32 in every level.
 
-The compiled CPU kernels of the lean layers (OpenBLAS products, the one-pass GELU: :mod:`mindcv_lseg.kernels`) are
-float32 only, and MindSpore casts the inputs of every op inside a converted cell to float16: at levels O1-O3 those
-cells (``BlasMatMul``, ``ErfGELU``) use MindSpore's own ops instead, as before the kernels existed. (Mixed precision
-is for Ascend/GPU; on CPU float16 is slower than float32.)
+The compiled CPU kernels of the lean layers (OpenBLAS products, the one-pass GELU, the LayerNorm:
+:mod:`mindcv_lseg.kernels`) are float32 only, and MindSpore casts the inputs of every op inside a converted cell to
+float16: at levels O1-O3 those cells (``BlasMatMul``, ``ErfGELU``, ``LeanLayerNorm``, ...) of the image branch use
+MindSpore's own ops instead, as before the kernels existed; the float32 text tower and logits keep the kernels.
+(Mixed precision is for Ascend/GPU; on CPU float16 is slower than float32.)
 """
 
 from mindcv.utils import amp as mindcv_amp
@@ -80,7 +81,8 @@ def auto_mixed_precision(net: nn.Cell, amp_level: str = "O0") -> nn.Cell:
             mindcv_amp._auto_black_list(part, AMP_BLACK_LIST)  # what mindcv's O2 does, with LSeg's black list
         else:
             mindcv_amp.auto_mixed_precision(part, amp_level)
-    if amp_level != "O0":
-        without_compiled_kernels(net)
+    if amp_level != "O0":  # the float32-only kernels; the text tower and the logits stay float32 and keep them
+        without_compiled_kernels(net.encoder)
+        without_compiled_kernels(net.scratch)
     net.amp_level = amp_level
     return net

@@ -11,7 +11,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from .ops_impl import Linear, current_impl, dense
+from .ops_impl import Linear, current_impl, dense, layer_norm_layer
 
 __all__ = ["QuickGELU", "MultiheadSelfAttention", "ResidualAttentionBlock", "CLIPTextEncoder"]
 
@@ -70,10 +70,12 @@ class ResidualAttentionBlock(nn.Cell):
 
     def __init__(self, width: int, num_heads: int, impl: str = "auto"):
         super().__init__()
-        self.ln_1 = nn.LayerNorm((width,), epsilon=1e-5)
+        impl = current_impl(impl)
+        layer_norm = layer_norm_layer(impl, epsilon=1e-5)
+        self.ln_1 = layer_norm((width,))
         self.attn = MultiheadSelfAttention(width, num_heads, impl)
-        self.ln_2 = nn.LayerNorm((width,), epsilon=1e-5)
-        self.mlp = _MLP(width, current_impl(impl))
+        self.ln_2 = layer_norm((width,))
+        self.mlp = _MLP(width, impl)
 
     def construct(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x), mask)
@@ -114,7 +116,7 @@ class CLIPTextEncoder(nn.Cell):
         self.token_embedding = nn.Embedding(vocab_size, width, embedding_table=Normal(0.02))
         self.positional_embedding = Parameter(initializer(Normal(0.01), (context_length, width), ms.float32))
         self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, impl) for _ in range(layers)])
-        self.ln_final = nn.LayerNorm((width,), epsilon=1e-5)
+        self.ln_final = layer_norm_layer(impl, epsilon=1e-5)((width,))
         self.text_projection = Parameter(initializer(Normal(width**-0.5), (width, embed_dim), ms.float32))
         mask = np.triu(np.full((context_length, context_length), -np.inf, dtype=np.float32), 1)
         self.attn_mask = Tensor(mask)

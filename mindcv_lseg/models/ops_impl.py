@@ -8,7 +8,8 @@ what exports to MINDIR/ONNX.
 ``lean``: the CPU workarounds. MindSpore 2.10's CPU kxk convolution runs at ~0.1 GFLOP/s (a 3x3 256->256 conv on
 96x96 takes ~55 s, its GEMM form well under a second), and automatic differentiation in GRAPH mode on CPU keeps many
 activation-sized intermediates until the backward pass. The lean cells compute the same values as GEMMs
-(:mod:`.cpu_gemm`) and with hand-written backward passes (:mod:`.attention`, :mod:`.activations`, the loss).
+(:mod:`.cpu_gemm`) and with hand-written backward passes (:mod:`.attention`, :mod:`.activations`,
+:mod:`.normalization`, the loss).
 
 ``auto`` resolves to ``lean`` on CPU and to ``native`` on Ascend/GPU (:func:`resolve_impl`).
 
@@ -35,6 +36,7 @@ from .cpu_gemm import (
     cpu_gemm_patchify,
 )
 from .cpu_gemm import linear as gemm_linear
+from .normalization import LeanLayerNorm
 
 __all__ = [
     "IMPLS",
@@ -49,6 +51,7 @@ __all__ = [
     "adapt_dense",
     "adapt_vit_block",
     "gelu_layer",
+    "layer_norm_layer",
     "vit_attention",
     "PatchEmbedding",
     "Linear",
@@ -162,7 +165,7 @@ def without_compiled_kernels(net: nn.Cell) -> nn.Cell:
     for _, cell in net.cells_and_names():
         if isinstance(cell, BlasMatMul):
             cell.use_blas = False
-        elif isinstance(cell, ErfGELU):
+        elif isinstance(cell, (ErfGELU, LeanLayerNorm)):
             cell.use_kernels = False
         elif isinstance(cell, SameConvGEMM):
             cell.use_winograd = False
@@ -233,6 +236,14 @@ def gelu_layer(impl: str):
     backward); native: ``nn.GELU(approximate=False)``."""
     _check(impl)
     return ErfGELU if impl == "lean" else partial(nn.GELU, approximate=False)
+
+
+def layer_norm_layer(impl: str, epsilon: float):
+    """LayerNorm over the last axis as a cell class taking ``normalized_shape`` (mindcv's ``norm_layer``), with
+    ``epsilon``. lean: :class:`LeanLayerNorm` (compiled forward and backward on CPU); native: ``nn.LayerNorm``.
+    Both hold ``gamma`` and ``beta`` [C]."""
+    _check(impl)
+    return partial(LeanLayerNorm if impl == "lean" else nn.LayerNorm, epsilon=epsilon)
 
 
 class NativeAttention(Attention):

@@ -6,13 +6,12 @@ position embeddings resampled to the input's token grid (bilinear, half-pixel ce
 so the whole network compiles in GRAPH mode.
 """
 
-from functools import partial
 from typing import Sequence, Tuple
 
 from mindcv.models.vit import VisionTransformer
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, ops
 
-from .ops_impl import BilinearResize, PatchEmbedding, adapt_vit_block, current_impl, gelu_layer
+from .ops_impl import BilinearResize, PatchEmbedding, adapt_vit_block, current_impl, gelu_layer, layer_norm_layer
 
 __all__ = ["ViTEncoder", "resize_pos_embed"]
 
@@ -44,7 +43,7 @@ class ViTEncoder(VisionTransformer):
     """mindcv ViT that returns the token sequences after the hooked blocks.
 
     Constructed as the reference's timm ViT: exact-erf GELU, LayerNorm epsilon 1e-6, qkv bias, class token.
-    The GELU, the attention and the patch embedding come from :mod:`.ops_impl` (``impl``).
+    The GELU, the LayerNorms, the attention and the patch embedding come from :mod:`.ops_impl` (``impl``).
     No classifier is built; the final LayerNorm (``norm``) is not applied (LSeg uses raw block outputs) but is
     kept so that checkpoints round-trip. Only ``construct`` differs from mindcv's ``VisionTransformer``.
 
@@ -95,7 +94,7 @@ class ViTEncoder(VisionTransformer):
             qkv_bias=True,
             weight_init=weight_init,
             act_layer=gelu_layer(impl),
-            norm_layer=partial(nn.LayerNorm, epsilon=1e-6),
+            norm_layer=layer_norm_layer(impl, epsilon=1e-6),
             num_classes=0,
             pos_drop_rate=drop_rate,
             proj_drop_rate=drop_rate,

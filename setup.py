@@ -6,11 +6,13 @@ from setuptools import Extension, find_packages, setup
 # Optional: without a C++ compiler the install succeeds and the layers use MindSpore's own ops (with a notice).
 # _lseg_gemm holds everything that calls OpenBLAS's sgemm (the matrix products, the Winograd 3x3 convolution, the
 # fused inference attention);
-# _lseg_pixel the per-pixel reductions over an [N, pixels] layout (the cross-entropy gradient, the channel L2 norms)
+# _lseg_pixel the per-pixel reductions over an [N, pixels] layout (the cross-entropy gradient, the channel L2 norms);
+# _lseg_resize the bilinear resize and its gradient
 KERNEL_SOURCES = {
     "gemm": ["lseg_gemm.cc", "lseg_winograd.cc", "lseg_attention.cc"],
     "gelu": ["lseg_gelu.cc"],
     "pixel": ["lseg_loss.cc", "lseg_norm.cc"],
+    "resize": ["lseg_resize.cc"],
 }
 KERNELS = [
     Extension(

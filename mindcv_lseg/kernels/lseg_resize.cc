@@ -14,7 +14,7 @@
 // gradient is the transpose, dx = A_h^T dy A_w: first each output row's gradient is added, weighted, into its two
 // input rows (contiguous), then every input column gathers its contributions from those rows (a padded list per input
 // column, so the loop is a gather over the input width with no write conflicts). Return codes: 0 ok, 11 wrong number
-// of parameters, 12 not float32, 13 wrong rank, 14 shapes disagree.
+// of parameters, 12 not float32, 13 wrong rank, 14 shapes disagree, 15 an empty input for a non-empty output.
 
 #include <algorithm>
 #include <cmath>
@@ -177,7 +177,8 @@ int Resize(int nparam, void **params, int *ndims, int64_t **shapes, const char *
   if (const int bad = CheckArgs(nparam, ndims, shapes, dtypes)) return bad;
   const int64_t planes = shapes[0][0] * shapes[0][1], h = shapes[0][2], w = shapes[0][3];
   const int64_t out_h = shapes[3][2], out_w = shapes[3][3];
-  if (planes * h * w * out_h * out_w == 0) return 0;
+  if (planes * out_h * out_w == 0) return 0;
+  if (h * w == 0) return 15;  // nothing to interpolate from
   Axis rows, cols;
   BuildAxis(h, out_h, align_corners, &rows);
   BuildAxis(w, out_w, align_corners, &cols);

@@ -130,8 +130,33 @@ def test_float16_and_exports_take_interpolate(kernels):
         def construct(self, x):
             return self.up(x, 8, 8)
 
+    ms.set_context(mode=ms.GRAPH_MODE)  # as an export compiles it
     net = without_compiled_kernels(Net())
     assert not net.up.use_kernels
+    x32 = Tensor(x.astype(np.float32))
+    want = ops.interpolate(x32, size=(8, 8), mode="bilinear", align_corners=True)
+    np.testing.assert_array_equal(net(x32).asnumpy(), want.asnumpy())  # MindSpore's own op, bit for bit
+
+
+def test_every_resize_of_the_lean_model_uses_the_kernel(kernels):
+    """The position-embedding resize, the four fusion blocks' and the logits' x2 upsamplings."""
+    import mindcv
+
+    import mindcv_lseg  # noqa: F401  (registers the models)
+
+    resizes = {
+        impl: [
+            (name, cell)
+            for name, cell in mindcv.create_model("lseg_tiny_test", impl=impl).cells_and_names()
+            if isinstance(cell, BilinearResize)
+        ]
+        for impl in ("lean", "native")
+    }
+    names = sorted(name for name, _ in resizes["lean"])
+    assert names == sorted(name for name, _ in resizes["native"])
+    assert len(names) == 6 and "upsample" in names and "encoder.vit.pos_resize" in names, names
+    assert all(cell.use_kernels for _, cell in resizes["lean"])
+    assert not any(cell.use_kernels for _, cell in resizes["native"])
 
 
 def test_native_never_loads_the_kernels():

@@ -140,9 +140,7 @@ def test_float16_and_exports_take_interpolate(kernels):
 
 def test_every_resize_of_the_lean_model_uses_the_kernel(kernels):
     """The position-embedding resize, the four fusion blocks' and the logits' x2 upsamplings."""
-    import mindcv
-
-    import mindcv_lseg  # noqa: F401  (registers the models)
+    import mindcv  # the package's models are registered: mindcv_lseg is imported above
 
     resizes = {
         impl: [

@@ -8,11 +8,13 @@ from setuptools import Extension, find_packages, setup
 # fused inference attention);
 # _lseg_pixel the per-pixel reductions over an [N, pixels] layout (the cross-entropy gradient, the channel L2 norms);
 # _lseg_layernorm the LayerNorm over the last axis and its gradient
+# _lseg_resize the bilinear resize and its gradient
 KERNEL_SOURCES = {
     "gemm": ["lseg_gemm.cc", "lseg_winograd.cc", "lseg_attention.cc"],
     "gelu": ["lseg_gelu.cc"],
     "pixel": ["lseg_loss.cc", "lseg_norm.cc"],
     "layernorm": ["lseg_layernorm.cc"],
+    "resize": ["lseg_resize.cc"],
 }
 KERNELS = [
     Extension(

@@ -32,7 +32,7 @@ def test_poly_gelu_matches_exact_gelu():
 @pytest.mark.parametrize("src, dst", [((6, 5), (12, 10)), ((12, 12), (15, 9)), ((7, 3), (7, 3)), ((1, 4), (3, 8))])
 def test_matmul_resize_matches_interpolate(align_corners, src, dst):
     x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3) + src).astype(np.float32))
-    ref = BilinearResize(align_corners)(x, *dst).asnumpy()
+    ref = BilinearResize(align_corners, "native")(x, *dst).asnumpy()
     got = MatmulBilinearResize(align_corners)(x, *dst).asnumpy()
     np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
 

@@ -20,14 +20,7 @@ __all__ = [
     "Reassemble",
     "ResidualConvUnit",
     "FeatureFusionBlock",
-    "upsample2x",
 ]
-
-
-def upsample2x(x: Tensor) -> Tensor:
-    """Bilinear x2 upsampling with ``align_corners=True`` (the decoder's and the head's resize)."""
-    h, w = x.shape[-2:]
-    return ops.interpolate(x, size=(2 * h, 2 * w), mode="bilinear", align_corners=True)
 
 
 class IgnoreReadout(nn.Cell):
@@ -172,7 +165,7 @@ class FeatureFusionBlock(nn.Cell):
             self.res_conf_unit1 = ResidualConvUnit(channels, impl)
         self.res_conf_unit2 = ResidualConvUnit(channels, impl)
         self.out_conv = conv2d(channels, channels, 1, has_bias=True, impl=current_impl(impl))
-        self.upsample = BilinearResize(align_corners=True)
+        self.upsample = BilinearResize(align_corners=True, impl=current_impl(impl))
 
     def fuse(self, x: Tensor, skip: Tensor = None) -> Tensor:
         """Everything but the final x2 upsampling: [B,C,h,w] (+ [B,C,h,w]) -> [B,C,h,w]."""
@@ -182,4 +175,4 @@ class FeatureFusionBlock(nn.Cell):
 
     def construct(self, x: Tensor, skip: Tensor = None) -> Tensor:
         x = self.fuse(x, skip)
-        return self.upsample(x, 2 * x.shape[2], 2 * x.shape[3])  # = upsample2x
+        return self.upsample(x, 2 * x.shape[2], 2 * x.shape[3])

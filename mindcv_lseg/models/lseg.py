@@ -16,8 +16,8 @@ from mindspore import Tensor, nn, ops
 from ..text.tokenizer import tokenize
 from .clip_text import CLIPTextEncoder
 from .decoder import LSegScratch
-from .dpt import Reassemble, upsample2x
-from .ops_impl import cosine_logits, current_impl
+from .dpt import Reassemble
+from .ops_impl import BilinearResize, cosine_logits, current_impl
 from .vit_encoder import ViTEncoder
 
 __all__ = ["LSeg", "LSegImageEncoder", "LOGIT_SCALE", "lseg_vitl16_384", "lseg_vitb32", "lseg_tiny_test"]
@@ -246,6 +246,7 @@ class LSeg(nn.Cell):
             vocab_size, context_length, text_width, text_layers, text_heads, embed_dim, self.impl
         )
         self.similarity = cosine_logits(self.logit_scale, self.impl)
+        self.upsample = BilinearResize(align_corners=True, impl=self.impl)  # the logits' x2, align_corners=True
         for param in self.clip_text.get_parameters():
             param.requires_grad = False  # frozen: never trained, never in an optimizer
 
@@ -275,7 +276,7 @@ class LSeg(nn.Cell):
         if text.ndim == 2:  # one label set for the whole batch
             text = ops.broadcast_to(text.expand_dims(0), (pixels.shape[0], -1, -1))  # [B, N, C]
         logits = self.scratch.regularize(self.similarity(pixels, text))  # [B, N, H/2, W/2]
-        return upsample2x(logits)
+        return self.upsample(logits, 2 * logits.shape[2], 2 * logits.shape[3])
 
     def tokenize(self, labels: Union[str, Iterable[str]], truncate: bool = False) -> np.ndarray:
         """CLIP BPE ids int32 [N, context_length] for a label or a list of labels."""

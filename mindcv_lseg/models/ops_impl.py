@@ -25,6 +25,7 @@ from mindcv.models.vit import Attention
 from mindspore import Tensor, nn, ops
 
 from ..kernels.gemm import BlasLinear, BlasMatMul
+from ..kernels.resize import KernelBilinearResize, resize_kernels
 from .activations import ErfGELU
 from .attention import LeanAttention
 from .cpu_gemm import (
@@ -173,6 +174,8 @@ def without_compiled_kernels(net: nn.Cell) -> nn.Cell:
             cell.use_kernels = False
         elif isinstance(cell, LeanAttention):
             cell.use_fused = False
+        elif isinstance(cell, BilinearResize):
+            cell.use_kernels = False
     return net
 
 
@@ -351,20 +354,29 @@ def seg_cross_entropy(ignore_index: int, impl: str) -> nn.Cell:
 class BilinearResize(nn.Cell):
     """Bilinear resize ``[B, C, h, w] -> [B, C, out_h, out_w]`` (PyTorch's ``F.interpolate(mode="bilinear")``).
 
-    The same ``ops.interpolate`` in both implementations; a cell rather than a function so that an exporter can swap
-    in a formulation its format supports (MindSpore 2.10's ONNX exporter has no ``ResizeBilinearV2``, see
-    :mod:`mindcv_lseg.deploy.onnx_compat`).
+    native: ``ops.interpolate``. lean: for float32 on CPU the compiled kernel with its hand-written backward
+    (:mod:`mindcv_lseg.kernels.resize`; MindSpore's ``ResizeBilinearGrad`` is slow on CPU), else ``ops.interpolate``
+    as well. A cell rather than a function so that an exporter can swap in a formulation its format supports
+    (MindSpore 2.10's ONNX exporter has no ``ResizeBilinearV2``, see :mod:`mindcv_lseg.deploy.onnx_compat`).
 
     Args:
-        align_corners: PyTorch's ``align_corners`` (True: the decoder's x2 upsampling; False: half-pixel centres, the
-            ViT position-embedding resize).
+        align_corners: PyTorch's ``align_corners`` (True: the decoder's and the head's x2 upsampling; False:
+            half-pixel centres, the ViT position-embedding resize).
+        impl: ``"native"`` or ``"lean"``.
     """
 
-    def __init__(self, align_corners: bool):
+    def __init__(self, align_corners: bool, impl: str):
         super().__init__()
+        _check(impl)
         self.align_corners = align_corners
+        kernels = resize_kernels(align_corners) if impl == "lean" else None
+        self.use_kernels = kernels is not None  # switched off by without_compiled_kernels
+        self.kernel = KernelBilinearResize(kernels) if kernels is not None else None
 
     def construct(self, x: Tensor, out_h: int, out_w: int) -> Tensor:
+        if self.use_kernels and x.dtype == ms.float32:
+            # the kernel reads the output size off the markers' lengths
+            return self.kernel(x, ops.zeros((out_h,), ms.float32), ops.zeros((out_w,), ms.float32))
         return ops.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=self.align_corners)
 
 

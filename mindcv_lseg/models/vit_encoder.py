@@ -107,7 +107,7 @@ class ViTEncoder(VisionTransformer):
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.grid_size = image_size // patch_size
-        self.pos_resize = BilinearResize(align_corners=False)
+        self.pos_resize = BilinearResize(align_corners=False, impl=impl)
         self.run_depth = hooks[-1] + 1  # blocks after the last hook are never run
         self.is_hook = tuple(i in hooks for i in range(self.run_depth))
 

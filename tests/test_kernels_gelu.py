@@ -2,13 +2,10 @@
 exact GELU in float64 and against MindSpore's ``ops.gelu`` autodiff, GRAPH and PYNATIVE; the fallbacks."""
 
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from _kernels import require_kernels
+from _kernels import require_kernels, run_script
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -17,7 +14,6 @@ from mindcv_lseg.kernels import library
 from mindcv_lseg.kernels.gelu import gelu_kernels
 from mindcv_lseg.models.activations import ErfGELU
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _erf = np.vectorize(math.erf)
 
 
@@ -94,12 +90,7 @@ print("use_kernels", acts[0].use_kernels, float(np.abs(acts[0](Tensor(x)).asnump
 
 
 def _run(patch, env_extra):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
-    proc = subprocess.run(
-        [sys.executable, "-c", _FALLBACK.format(patch=patch)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout, [line for line in proc.stderr.splitlines() if line.startswith("mindcv-lseg: GELU kernels")]
+    return run_script(_FALLBACK.format(patch=patch), "mindcv-lseg: GELU kernels", env_extra)
 
 
 def test_missing_library_falls_back_with_one_notice():

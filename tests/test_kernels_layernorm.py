@@ -3,13 +3,10 @@ gamma, beta) against float64 and against MindSpore's ``nn.LayerNorm`` autodiff, 
 that use it (ViT, CLIP text tower) with the same parameters as native; the switches and fallbacks."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from _kernels import require_kernels
+from _kernels import require_kernels, run_script
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -21,8 +18,6 @@ from mindcv_lseg.models.clip_text import CLIPTextEncoder
 from mindcv_lseg.models.normalization import LeanLayerNorm
 from mindcv_lseg.models.ops_impl import without_compiled_kernels
 from mindcv_lseg.models.vit_encoder import ViTEncoder
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -191,17 +186,13 @@ print(json.dumps(norms[0](Tensor(x)).asnumpy().tolist()))
 
 
 def _run(patch, env_extra):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
-    proc = subprocess.run(
-        [sys.executable, "-c", _FALLBACK.format(patch=patch)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.splitlines()
-    assert "use_kernels False" in lines, proc.stdout
+    stdout, notices = run_script(_FALLBACK.format(patch=patch), "mindcv-lseg: LayerNorm kernels", env_extra)
+    lines = stdout.splitlines()
+    assert "use_kernels False" in lines, stdout
     x = np.arange(10, dtype=np.float64).reshape(2, 5) ** 2
     want = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(json.loads(lines[lines.index("use_kernels False") + 1]), want, rtol=1e-5)
-    return [line for line in proc.stderr.splitlines() if line.startswith("mindcv-lseg: LayerNorm kernels")]
+    return notices
 
 
 def test_missing_library_falls_back_with_one_notice():

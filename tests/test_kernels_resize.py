@@ -3,13 +3,10 @@ against MindSpore's ``ops.interpolate`` and its autodiff (GRAPH and PYNATIVE, bo
 non-integer factors, B > 1), the raw primitives' argument checks, the switch to ``ops.interpolate`` for exports and
 float16, and the fallback when the library is missing or switched off."""
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from _kernels import require_kernels
+from _kernels import require_kernels, run_script
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -18,7 +15,6 @@ from mindcv_lseg.kernels import library
 from mindcv_lseg.kernels.resize import resize_kernels
 from mindcv_lseg.models.ops_impl import BilinearResize, without_compiled_kernels
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (input [B, C, h, w], output (H, W)): x2 (the decoder), the position-embedding 24 -> 30, non-integer up and down
 # factors, a different factor per axis, same size, one pixel to many and many to one
 SHAPES = [
@@ -181,12 +177,7 @@ def _expected_sum():
 
 
 def _run(patch, env_extra):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
-    proc = subprocess.run(
-        [sys.executable, "-c", _FALLBACK.format(patch=patch)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout, [line for line in proc.stderr.splitlines() if line.startswith("mindcv-lseg: bilinear resize")]
+    return run_script(_FALLBACK.format(patch=patch), "mindcv-lseg: bilinear resize", env_extra)
 
 
 def test_missing_library_falls_back_with_one_notice():

@@ -317,6 +317,20 @@ void ForEachHead(int64_t tasks, bool threaded, Fn run) {
   for (auto &thread : threads) thread.join();
 }
 
+// The `tasks` (batch, head) problems of head size d: avx(task, scratch) shared out between the threads where the
+// AVX-512 path applies, else blas(task, sgemm, scratch) on this thread. 0, or 10 when no sgemm was handed over.
+template <typename Avx, typename Blas>
+int RunHeads(int64_t tasks, int64_t d, Avx avx, Blas blas) {
+  if (UseAvx512(d)) {
+    ForEachHead(tasks, true, avx);
+    return 0;
+  }
+  const lseg::SgemmFn sgemm = lseg::GetSgemm();
+  if (sgemm == nullptr) return 10;
+  ForEachHead(tasks, false, [&](int64_t task, Scratch *w) { blas(task, sgemm, w); });
+  return 0;
+}
+
 // Checks the qkv [B, T, 3C] and heads [H] operands; sets the sizes. 0 or a return code.
 int ReadShapes(int *ndims, int64_t **shapes, const char **dtypes, int nparam, int64_t *b, Problem *p,
                int64_t *heads) {
@@ -356,14 +370,9 @@ int LsegAttention(int nparam, void **params, int *ndims, int64_t **shapes, const
     const float *base = qkv + n * p.t * p.ld + h * p.d;
     return Head{base, base + c, base + 2 * c, out + n * p.t * c + h * p.d};
   };
-  if (UseAvx512(p.d)) {
-    ForEachHead(b * heads, true, [&](int64_t task, Scratch *w) { ForwardHead(head(task), p, w); });
-    return 0;
-  }
-  const lseg::SgemmFn sgemm = lseg::GetSgemm();
-  if (sgemm == nullptr) return 10;
-  ForEachHead(b * heads, false, [&](int64_t task, Scratch *w) { ForwardHeadBlas(head(task), p, sgemm, w); });
-  return 0;
+  return RunHeads(
+      b * heads, p.d, [&](int64_t task, Scratch *w) { ForwardHead(head(task), p, w); },
+      [&](int64_t task, lseg::SgemmFn sgemm, Scratch *w) { ForwardHeadBlas(head(task), p, sgemm, w); });
 }
 
 int LsegAttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
@@ -383,14 +392,9 @@ int LsegAttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes, c
     float *grad = dqkv + n * p.t * p.ld + h * p.d;
     return HeadGrad{base, base + c, base + 2 * c, dout + n * p.t * c + h * p.d, grad, grad + c, grad + 2 * c};
   };
-  if (UseAvx512(p.d)) {
-    ForEachHead(b * heads, true, [&](int64_t task, Scratch *w) { BackwardHead(head(task), p, w); });
-    return 0;
-  }
-  const lseg::SgemmFn sgemm = lseg::GetSgemm();
-  if (sgemm == nullptr) return 10;
-  ForEachHead(b * heads, false, [&](int64_t task, Scratch *w) { BackwardHeadBlas(head(task), p, sgemm, w); });
-  return 0;
+  return RunHeads(
+      b * heads, p.d, [&](int64_t task, Scratch *w) { BackwardHead(head(task), p, w); },
+      [&](int64_t task, lseg::SgemmFn sgemm, Scratch *w) { BackwardHeadBlas(head(task), p, sgemm, w); });
 }
 
 }  // extern "C"

@@ -62,6 +62,33 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ExpRows(float 
   }
 }
 
+// softmax in place over the first `cols` entries of `rows` rows of s (row stride `stride`); inv_sum as ExpRows
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SoftmaxRows(float *s, int64_t stride, int64_t cols,
+                                                                               int64_t rows, float *inv_sum) {
+  ExpRows(s, stride, cols, rows, inv_sum);
+  for (int64_t r = 0; r < rows; ++r) {
+    float *row = s + r * stride;
+    const float k = inv_sum[r];
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) row[j] *= k;
+  }
+}
+
+// the softmax gradient in place: p[r, j] <- p[r, j] (dp[r, j] - sum_j p[r, j] dp[r, j]) for `rows` rows of `cols`
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SoftmaxGradRows(float *p, int64_t stride,
+                                                                                   const float *dp, int64_t dp_stride,
+                                                                                   int64_t cols, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float *pr = p + r * stride;
+    const float *dpr = dp + r * dp_stride;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < cols; ++j) dot += pr[j] * dpr[j];
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) pr[j] *= dpr[j] - dot;
+  }
+}
+
 // ---- the AVX-512 path ----
 
 constexpr int64_t kScoreRows = 8;   // scores register tile: 8 rows x 32 columns (16 accumulators)
@@ -224,28 +251,14 @@ __attribute__((target("avx512f"))) void BackwardHead(const HeadGrad &g, const Pr
   PackRows(g.q, p.ld, t, d, q);
   PackRows(g.dout, p.ld_out, t, d, dout);
   std::fill(scale, scale + t, p.scale);
-  Scores(q, d, t, kt, tp, d, p.scale, probs);  // P, then normalised
-  ExpRows(probs, tp, t, t, inv);
-  for (int64_t i = 0; i < t; ++i) {
-    float *row = probs + i * tp;
-    const float k_i = inv[i];
-#pragma omp simd
-    for (int64_t j = 0; j < t; ++j) row[j] *= k_i;
-  }
+  Scores(q, d, t, kt, tp, d, p.scale, probs);
+  SoftmaxRows(probs, tp, t, t, inv);  // P
   std::fill(inv, inv + t, 1.0f);
   Products(probs, 1, tp, t, dout, d, t, inv, g.dv, p.ld);  // dV = P^T dO
   for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {  // P becomes dS, a block of rows at a time
     const int64_t rows = std::min(kBlockRows, t - i0);
     Scores(dout + i0 * d, d, rows, vt, tp, d, 1.0f, dp);
-    for (int64_t r = 0; r < rows; ++r) {
-      float *pr = probs + (i0 + r) * tp;
-      const float *dpr = dp + r * tp;
-      float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j < t; ++j) dot += pr[j] * dpr[j];
-#pragma omp simd
-      for (int64_t j = 0; j < t; ++j) pr[j] *= dpr[j] - dot;
-    }
+    SoftmaxGradRows(probs + i0 * tp, tp, dp, tp, t, rows);
   }
   Products(probs, tp, 1, t, k, d, t, scale, g.dq, p.ld);  // dQ = s dS K
   Products(probs, 1, tp, t, q, d, t, scale, g.dk, p.ld);  // dK = s dS^T Q
@@ -272,24 +285,10 @@ void BackwardHeadBlas(const HeadGrad &g, const Problem &p, lseg::SgemmFn sgemm, 
   float *probs = Scratch::Get(&w->probs, t * t), *dp = Scratch::Get(&w->block, t * t);
   float *inv = Scratch::Get(&w->row_scale, t);
   sgemm(lseg::kRowMajor, lseg::kNoTrans, lseg::kTrans, t, t, d, p.scale, g.q, p.ld, g.k, p.ld, 0.0f, probs, t);
-  ExpRows(probs, t, t, t, inv);
-  for (int64_t i = 0; i < t; ++i) {
-    float *row = probs + i * t;
-    const float k_i = inv[i];
-#pragma omp simd
-    for (int64_t j = 0; j < t; ++j) row[j] *= k_i;
-  }
+  SoftmaxRows(probs, t, t, t, inv);
   sgemm(lseg::kRowMajor, lseg::kTrans, lseg::kNoTrans, t, d, t, 1.0f, probs, t, g.dout, p.ld_out, 0.0f, g.dv, p.ld);
   sgemm(lseg::kRowMajor, lseg::kNoTrans, lseg::kTrans, t, t, d, 1.0f, g.dout, p.ld_out, g.v, p.ld, 0.0f, dp, t);
-  for (int64_t i = 0; i < t; ++i) {
-    float *pr = probs + i * t;
-    const float *dpr = dp + i * t;
-    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t j = 0; j < t; ++j) dot += pr[j] * dpr[j];
-#pragma omp simd
-    for (int64_t j = 0; j < t; ++j) pr[j] *= dpr[j] - dot;
-  }
+  SoftmaxGradRows(probs, t, dp, t, t, t);
   sgemm(lseg::kRowMajor, lseg::kNoTrans, lseg::kNoTrans, t, d, t, p.scale, probs, t, g.k, p.ld, 0.0f, g.dq, p.ld);
   sgemm(lseg::kRowMajor, lseg::kTrans, lseg::kNoTrans, t, d, t, p.scale, probs, t, g.q, p.ld, 0.0f, g.dk, p.ld);
 }

@@ -24,6 +24,10 @@ from . import library
 __all__ = ["ResizeKernels", "resize_kernels", "KernelBilinearResize"]
 
 LIBRARY = "_lseg_resize"
+# primitives, not the functional forms: a hand-written bprop is compiled as a graph of its own, where the functional
+# forms' cached primitives can fail ("The func graph is empty")
+_ZEROS = ops.Zeros()
+_ZEROS_LIKE = ops.ZerosLike()
 
 
 def _shape(x, mark_h, mark_w):
@@ -87,5 +91,5 @@ class KernelBilinearResize(nn.Cell):
 
     def bprop(self, x: Tensor, mark_h: Tensor, mark_w: Tensor, out: Tensor, dout: Tensor):
         h, w = x.shape[2:]
-        dx = self.backward_kernel(dout, ops.zeros((h,), ms.float32), ops.zeros((w,), ms.float32))
-        return dx, ops.zeros_like(mark_h), ops.zeros_like(mark_w)
+        dx = self.backward_kernel(dout, _ZEROS((h,), ms.float32), _ZEROS((w,), ms.float32))
+        return dx, _ZEROS_LIKE(mark_h), _ZEROS_LIKE(mark_w)

@@ -55,3 +55,18 @@ def median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def alternate_medians(fns: Sequence[Callable[[], object]], warmup: int, runs: int) -> List[float]:
+    """Median seconds per call of each of ``fns``, timed alternately (one call of each per round, after ``warmup``
+    untimed calls of each): a change of load on the machine affects every side alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]

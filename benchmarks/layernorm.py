@@ -10,10 +10,9 @@ the ratio is what to read when other processes share the machine.
 """
 
 import argparse
-import statistics
 import sys
 
-from bench_settings import median_time
+from bench_settings import alternate_medians
 
 
 def build(lean: bool, channels: int, layers: int, eps: float):
@@ -70,14 +69,9 @@ def main(argv=None):
         x = ms.Tensor(np.random.default_rng(rows).standard_normal((1, rows, args.channels)).astype(np.float32))
         nets = {lean: build(lean, args.channels, args.layers, args.eps) for lean in (False, True)}
         for index, what in enumerate(("forward", "forward+backward")):
-            calls = {lean: (lambda fn=nets[lean][index]: _sync(fn(x))) for lean in (False, True)}
-            for call in calls.values():  # compilation and warm-up
-                median_time(call, warmup=2, runs=1)
-            times = {lean: [] for lean in calls}
-            for _ in range(args.runs):  # interleaved: a load change affects both sides alike
-                for lean, call in calls.items():
-                    times[lean].append(median_time(call, warmup=0, runs=1) / args.layers * 1e3)
-            ms_time, kernel_time = statistics.median(times[False]), statistics.median(times[True])
+            calls = [(lambda fn=nets[lean][index]: _sync(fn(x))) for lean in (False, True)]
+            medians = alternate_medians(calls, warmup=2, runs=args.runs)  # the first warm-up call compiles
+            ms_time, kernel_time = (seconds / args.layers * 1e3 for seconds in medians)
             print(f"{rows:>6} | {what:<16} | {ms_time:>9.3f} | {kernel_time:>9.3f} | {ms_time / kernel_time:>5.1f}x")
     sys.stdout.flush()
 

@@ -14,28 +14,14 @@ machine slow both alike, so read the ratio.
 """
 
 import argparse
-import statistics
-import time
+
+from bench_settings import alternate_medians
 
 CASES = (
     ("decoder x2", (1, 256, 96, 96), (192, 192), True),
     ("pos-embed 24->30", (1, 1024, 24, 24), (30, 30), False),
     ("logits x2", (1, 150, 240, 240), (480, 480), True),
 )
-
-
-def alternate_medians(fns, warmup: int, runs: int):
-    """Median seconds per call of each of ``fns``, timed alternately (one call of each per round)."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(runs):
-        for fn, spent in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - start)
-    return [statistics.median(spent) for spent in times]
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,7 @@ KERNELS = [
     Extension(
         f"mindcv_lseg.kernels._lseg_{name}",
         sources=[f"mindcv_lseg/kernels/{source}" for source in sources],
-        depends=["mindcv_lseg/kernels/lseg_sgemm.h"],
+        depends=["mindcv_lseg/kernels/lseg_sgemm.h", "mindcv_lseg/kernels/lseg_aot.h"],
         extra_compile_args=["-O3", "-std=c++17", "-fopenmp-simd", "-fno-math-errno"],
         optional=True,
     )

@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "lseg_aot.h"
 #include "lseg_sgemm.h"
 
 extern "C" __attribute__((__simd__("notinbranch"))) float expf(float) noexcept;
@@ -333,9 +334,7 @@ int RunHeads(int64_t tasks, int64_t d, Avx avx, Blas blas) {
 // Checks the qkv [B, T, 3C] and heads [H] operands; sets the sizes. 0 or a return code.
 int ReadShapes(int *ndims, int64_t **shapes, const char **dtypes, int nparam, int64_t *b, Problem *p,
                int64_t *heads) {
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return 12;
-  }
+  if (!lseg::AllFloat32(nparam, dtypes)) return 12;
   if (ndims[0] != 3 || ndims[1] != 1) return 13;
   const int64_t t = shapes[0][1], c3 = shapes[0][2];
   *b = shapes[0][0];

@@ -9,7 +9,8 @@
 // 11 wrong number of parameters, 12 not float32, 14 shapes disagree.
 
 #include <cstdint>
-#include <cstring>
+
+#include "lseg_aot.h"
 
 // the vector variants glibc declares for -ffast-math builds, declared here without fast-math's other effects
 extern "C" __attribute__((__simd__("notinbranch"))) float erff(float) noexcept;
@@ -45,32 +46,22 @@ int64_t Numel(int ndim, const int64_t *shape) {
   return n;
 }
 
-bool SameShape(int ndim_a, const int64_t *a, int ndim_b, const int64_t *b) {
-  if (ndim_a != ndim_b) return false;
-  for (int i = 0; i < ndim_a; ++i) {
-    if (a[i] != b[i]) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 extern "C" {
 
 int LsegGelu(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 2) return 11;
-  if (std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[1], "float32") != 0) return 12;
-  if (!SameShape(ndims[0], shapes[0], ndims[1], shapes[1])) return 14;
+  if (!lseg::AllFloat32(2, dtypes)) return 12;
+  if (!lseg::SameShape(ndims[0], shapes[0], ndims[1], shapes[1])) return 14;
   GeluForward(static_cast<const float *>(params[0]), static_cast<float *>(params[1]), Numel(ndims[0], shapes[0]));
   return 0;
 }
 
 int LsegGeluGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 3) return 11;
-  for (int i = 0; i < 3; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return 12;
-  }
-  if (!SameShape(ndims[0], shapes[0], ndims[1], shapes[1]) || !SameShape(ndims[0], shapes[0], ndims[2], shapes[2])) {
+  if (!lseg::AllFloat32(3, dtypes)) return 12;
+  if (!lseg::SameShape(ndims[0], shapes[0], ndims[1], shapes[1]) || !lseg::SameShape(ndims[0], shapes[0], ndims[2], shapes[2])) {
     return 14;
   }
   GeluBackward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "lseg_aot.h"
 #include "lseg_sgemm.h"
 
 namespace lseg {
@@ -59,9 +60,7 @@ int Gemm(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
   if (g_sgemm == nullptr) return 10;
   const int out = bias ? 3 : 2;
   if (nparam != out + 1) return 11;
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return 12;
-  }
+  if (!lseg::AllFloat32(nparam, dtypes)) return 12;
   Operand a, b, c;
   if (!AsOperand(ndims[0], shapes[0], &a) || !AsOperand(ndims[1], shapes[1], &b) ||
       !AsOperand(ndims[out], shapes[out], &c) || (bias && ndims[2] != 1)) {

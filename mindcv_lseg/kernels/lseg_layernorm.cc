@@ -22,6 +22,8 @@
 #include <cstring>
 #include <vector>
 
+#include "lseg_aot.h"
+
 namespace {
 
 constexpr int64_t kBlockRows = 32;  // rows summed in float into dgamma/dbeta before adding them to the double sums
@@ -103,21 +105,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void Backward(const
   }
 }
 
-bool AllFloat32(int nparam, const char **dtypes) {
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  }
-  return true;
-}
-
-bool SameShape(int ndim_a, const int64_t *a, int ndim_b, const int64_t *b) {
-  if (ndim_a != ndim_b) return false;
-  for (int i = 0; i < ndim_a; ++i) {
-    if (a[i] != b[i]) return false;
-  }
-  return true;
-}
-
 bool IsVector(int ndim, const int64_t *shape, int64_t length) { return ndim == 1 && shape[0] == length; }
 
 // rows and channels of x [..., C]
@@ -134,12 +121,12 @@ extern "C" {
 // params: x, gamma, beta, eps, y
 int LsegLayerNorm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 5) return 11;
-  if (!AllFloat32(5, dtypes)) return 12;
+  if (!lseg::AllFloat32(5, dtypes)) return 12;
   if (ndims[0] < 1) return 13;
   int64_t n, c;
   Rows(ndims[0], shapes[0], &n, &c);
   if (!IsVector(ndims[1], shapes[1], c) || !IsVector(ndims[2], shapes[2], c) || !IsVector(ndims[3], shapes[3], 1) ||
-      !SameShape(ndims[0], shapes[0], ndims[4], shapes[4])) {
+      !lseg::SameShape(ndims[0], shapes[0], ndims[4], shapes[4])) {
     return 14;
   }
   if (n == 0 || c == 0) return 0;
@@ -152,12 +139,12 @@ int LsegLayerNorm(int nparam, void **params, int *ndims, int64_t **shapes, const
 // params: x, dy, gamma, eps, dx, dgamma, dbeta
 int LsegLayerNormGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 7) return 11;
-  if (!AllFloat32(7, dtypes)) return 12;
+  if (!lseg::AllFloat32(7, dtypes)) return 12;
   if (ndims[0] < 1) return 13;
   int64_t n, c;
   Rows(ndims[0], shapes[0], &n, &c);
-  if (!SameShape(ndims[0], shapes[0], ndims[1], shapes[1]) || !IsVector(ndims[2], shapes[2], c) ||
-      !IsVector(ndims[3], shapes[3], 1) || !SameShape(ndims[0], shapes[0], ndims[4], shapes[4]) ||
+  if (!lseg::SameShape(ndims[0], shapes[0], ndims[1], shapes[1]) || !IsVector(ndims[2], shapes[2], c) ||
+      !IsVector(ndims[3], shapes[3], 1) || !lseg::SameShape(ndims[0], shapes[0], ndims[4], shapes[4]) ||
       !IsVector(ndims[5], shapes[5], c) || !IsVector(ndims[6], shapes[6], c)) {
     return 14;
   }

@@ -13,14 +13,9 @@
 #include <cstdint>
 #include <cstring>
 
-namespace {
+#include "lseg_aot.h"
 
-bool AllFloat32(int nparam, const char **dtypes) {
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  }
-  return true;
-}
+namespace {
 
 bool Is3d(int nparam, const int *ndims) {
   for (int i = 0; i < nparam; ++i) {
@@ -58,7 +53,7 @@ extern "C" {
 
 int LsegInvNorm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 2) return 11;
-  if (!AllFloat32(2, dtypes)) return 12;
+  if (!lseg::AllFloat32(2, dtypes)) return 12;
   if (!Is3d(2, ndims)) return 13;
   const int64_t b = shapes[0][0], c = shapes[0][1], p = shapes[0][2];
   if (shapes[1][0] != b || shapes[1][1] != 1 || shapes[1][2] != p) return 14;
@@ -70,7 +65,7 @@ int LsegInvNorm(int nparam, void **params, int *ndims, int64_t **shapes, const c
 
 int LsegAddScaled(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 4) return 11;
-  if (!AllFloat32(4, dtypes)) return 12;
+  if (!lseg::AllFloat32(4, dtypes)) return 12;
   if (!Is3d(4, ndims)) return 13;
   const int64_t b = shapes[0][0], c = shapes[0][1], p = shapes[0][2];
   for (int i = 1; i < 4; i += 2) {  // x and the output: as a

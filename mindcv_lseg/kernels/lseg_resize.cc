@@ -22,6 +22,8 @@
 #include <cstring>
 #include <vector>
 
+#include "lseg_aot.h"
+
 namespace {
 
 // The interpolation table of one axis: out[i] = in[lo[i]] + lam[i] * (in[hi[i]] - in[lo[i]]).
@@ -154,17 +156,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void WidthAdjoint(c
   }
 }
 
-bool AllFloat32(int nparam, const char **dtypes) {
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  }
-  return true;
-}
-
 // params: src [B, C, sh, sw], mark_h [dh], mark_w [dw], dst [B, C, dh, dw]; 0 or a return code
 int CheckArgs(int nparam, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 4) return 11;
-  if (!AllFloat32(4, dtypes)) return 12;
+  if (!lseg::AllFloat32(4, dtypes)) return 12;
   if (ndims[0] != 4 || ndims[1] != 1 || ndims[2] != 1 || ndims[3] != 4) return 13;
   if (shapes[3][0] != shapes[0][0] || shapes[3][1] != shapes[0][1] || shapes[3][2] != shapes[1][0] ||
       shapes[3][3] != shapes[2][0]) {

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <vector>
 
+#include "lseg_aot.h"
 #include "lseg_sgemm.h"
 
 namespace {
@@ -122,7 +123,7 @@ int Conv3x3(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   if (sgemm == nullptr) return 10;
   if (nparam != 3) return 11;
   for (int i = 0; i < 3; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return 12;
+    if (!lseg::AllFloat32(1, dtypes + i)) return 12;
     if (ndims[i] != 4) return 13;
   }
   const int64_t wo = shapes[1][0], wc = shapes[1][1];

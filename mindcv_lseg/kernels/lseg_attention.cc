@@ -209,7 +209,12 @@ struct Scratch {
 struct Problem {
   int64_t t, d, ld, ld_out;
   float scale;
+  int64_t batch, heads;  // the (batch, head) problems of the call, task = batch entry * heads + head
   int64_t padded() const { return (t + kScoreCols - 1) / kScoreCols * kScoreCols; }
+  int64_t tasks() const { return batch * heads; }
+  // where a task's head starts in qkv / dqkv (rows ld apart) and in out / dout (rows ld_out apart)
+  int64_t qkv_offset(int64_t task) const { return task / heads * t * ld + task % heads * d; }
+  int64_t out_offset(int64_t task) const { return task / heads * t * ld_out + task % heads * d; }
 };
 
 // One head: q, k, v [T, d] (rows p.ld apart), out [T, d] (rows p.ld_out apart)
@@ -332,16 +337,13 @@ int RunHeads(int64_t tasks, int64_t d, Avx avx, Blas blas) {
 }
 
 // Checks the qkv [B, T, 3C] and heads [H] operands; sets the sizes. 0 or a return code.
-int ReadShapes(int *ndims, int64_t **shapes, const char **dtypes, int nparam, int64_t *b, Problem *p,
-               int64_t *heads) {
+int ReadShapes(int *ndims, int64_t **shapes, const char **dtypes, int nparam, Problem *p) {
   if (!lseg::AllFloat32(nparam, dtypes)) return 12;
   if (ndims[0] != 3 || ndims[1] != 1) return 13;
-  const int64_t t = shapes[0][1], c3 = shapes[0][2];
-  *b = shapes[0][0];
-  *heads = shapes[1][0];
-  if (*heads <= 0 || c3 % (3 * *heads) != 0) return 16;
-  const int64_t c = c3 / 3, d = c / *heads;
-  *p = Problem{t, d, c3, c, 1.0f / std::sqrt(static_cast<float>(d))};
+  const int64_t b = shapes[0][0], t = shapes[0][1], c3 = shapes[0][2], heads = shapes[1][0];
+  if (heads <= 0 || c3 % (3 * heads) != 0) return 16;
+  const int64_t c = c3 / 3, d = c / heads;
+  *p = Problem{t, d, c3, c, 1.0f / std::sqrt(static_cast<float>(d)), b, heads};
   return 0;
 }
 
@@ -355,43 +357,41 @@ extern "C" {
 
 int LsegAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 3) return 11;
-  int64_t b, heads;
   Problem p;
-  if (int code = ReadShapes(ndims, shapes, dtypes, nparam, &b, &p, &heads)) return code;
+  if (int code = ReadShapes(ndims, shapes, dtypes, nparam, &p)) return code;
   const int64_t c = p.ld_out;
-  if (!SameShape(ndims[2], shapes[2], b, p.t, c)) return 14;
+  if (!SameShape(ndims[2], shapes[2], p.batch, p.t, c)) return 14;
   const float *qkv = static_cast<const float *>(params[0]);
   float *out = static_cast<float *>(params[2]);
-  if (b * p.t * c == 0) return 0;
+  if (p.batch * p.t * c == 0) return 0;
   auto head = [&](int64_t task) {
-    const int64_t n = task / heads, h = task % heads;
-    const float *base = qkv + n * p.t * p.ld + h * p.d;
-    return Head{base, base + c, base + 2 * c, out + n * p.t * c + h * p.d};
+    const float *base = qkv + p.qkv_offset(task);
+    return Head{base, base + c, base + 2 * c, out + p.out_offset(task)};
   };
   return RunHeads(
-      b * heads, p.d, [&](int64_t task, Scratch *w) { ForwardHead(head(task), p, w); },
+      p.tasks(), p.d, [&](int64_t task, Scratch *w) { ForwardHead(head(task), p, w); },
       [&](int64_t task, lseg::SgemmFn sgemm, Scratch *w) { ForwardHeadBlas(head(task), p, sgemm, w); });
 }
 
 int LsegAttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 4) return 11;
-  int64_t b, heads;
   Problem p;
-  if (int code = ReadShapes(ndims, shapes, dtypes, nparam, &b, &p, &heads)) return code;
+  if (int code = ReadShapes(ndims, shapes, dtypes, nparam, &p)) return code;
   const int64_t c = p.ld_out;
-  if (!SameShape(ndims[2], shapes[2], b, p.t, c) || !SameShape(ndims[3], shapes[3], b, p.t, p.ld)) return 14;
+  if (!SameShape(ndims[2], shapes[2], p.batch, p.t, c) || !SameShape(ndims[3], shapes[3], p.batch, p.t, p.ld)) {
+    return 14;
+  }
   const float *qkv = static_cast<const float *>(params[0]);
   const float *dout = static_cast<const float *>(params[2]);
   float *dqkv = static_cast<float *>(params[3]);
-  if (b * p.t * c == 0) return 0;
+  if (p.batch * p.t * c == 0) return 0;
   auto head = [&](int64_t task) {
-    const int64_t n = task / heads, h = task % heads;
-    const float *base = qkv + n * p.t * p.ld + h * p.d;
-    float *grad = dqkv + n * p.t * p.ld + h * p.d;
-    return HeadGrad{base, base + c, base + 2 * c, dout + n * p.t * c + h * p.d, grad, grad + c, grad + 2 * c};
+    const float *base = qkv + p.qkv_offset(task);
+    float *grad = dqkv + p.qkv_offset(task);
+    return HeadGrad{base, base + c, base + 2 * c, dout + p.out_offset(task), grad, grad + c, grad + 2 * c};
   };
   return RunHeads(
-      b * heads, p.d, [&](int64_t task, Scratch *w) { BackwardHead(head(task), p, w); },
+      p.tasks(), p.d, [&](int64_t task, Scratch *w) { BackwardHead(head(task), p, w); },
       [&](int64_t task, lseg::SgemmFn sgemm, Scratch *w) { BackwardHeadBlas(head(task), p, sgemm, w); });
 }
 

@@ -5,22 +5,23 @@ from setuptools import Extension, find_packages, setup
 # The compiled kernels of the CPU-lean layers (mindcv_lseg/kernels): MindSpore custom-op libraries, not Python modules.
 # Optional: without a C++ compiler the install succeeds and the layers use MindSpore's own ops (with a notice).
 # _lseg_gemm holds everything that calls OpenBLAS's sgemm (the matrix products, the Winograd 3x3 convolution, the
-# fused inference attention);
+# fused attention) and the kernels' thread pool (lseg_threads.cc);
 # _lseg_pixel the per-pixel reductions over an [N, pixels] layout (the cross-entropy gradient, the channel L2 norms);
 # _lseg_layernorm the LayerNorm over the last axis and its gradient
 # _lseg_resize the bilinear resize and its gradient
 KERNEL_SOURCES = {
-    "gemm": ["lseg_gemm.cc", "lseg_winograd.cc", "lseg_attention.cc"],
+    "gemm": ["lseg_gemm.cc", "lseg_winograd.cc", "lseg_attention.cc", "lseg_threads.cc"],
     "gelu": ["lseg_gelu.cc"],
     "pixel": ["lseg_loss.cc", "lseg_norm.cc"],
     "layernorm": ["lseg_layernorm.cc"],
     "resize": ["lseg_resize.cc"],
 }
+KERNEL_HEADERS = ["lseg_sgemm.h", "lseg_aot.h", "lseg_attention_tiles.h", "lseg_threads.h"]
 KERNELS = [
     Extension(
         f"mindcv_lseg.kernels._lseg_{name}",
         sources=[f"mindcv_lseg/kernels/{source}" for source in sources],
-        depends=["mindcv_lseg/kernels/lseg_sgemm.h", "mindcv_lseg/kernels/lseg_aot.h"],
+        depends=[f"mindcv_lseg/kernels/{header}" for header in KERNEL_HEADERS],
         extra_compile_args=["-O3", "-std=c++17", "-fopenmp-simd", "-fno-math-errno"],
         optional=True,
     )

@@ -2,12 +2,13 @@
 outputs and gradients equal the differentiable path's (AttentionCore) in GRAPH and PYNATIVE mode, in training and
 eval mode, and float64 attention; exports switch them off.
 
-Shapes: a head size that is a multiple of 16 takes the kernels' own register-tiled loops on a CPU with AVX-512
-(token counts across their 8/32/48-row blocks), any other head size the OpenBLAS path."""
+Shapes: a head size that is a multiple of 16 takes the kernels' own register-tiled loops on a CPU with AVX-512 or
+AVX2 + FMA (token counts across their 6/8/16/32/48-row blocks), any other head size the OpenBLAS path. The heads are
+shared out by the kernels' thread pool, which a forked child must restart."""
 
 import numpy as np
 import pytest
-from _kernels import require_kernels
+from _kernels import require_kernels, run_script
 
 import mindspore as ms
 from mindspore import Tensor
@@ -20,7 +21,7 @@ from mindcv_lseg.models.ops_impl import without_compiled_kernels
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel():
-    require_kernels(attention_kernel(), "_lseg_gemm", "attention kernel")
+    return require_kernels(attention_kernel(), "_lseg_gemm", "attention kernel")
 
 
 def _sum_of_squares(cell):
@@ -37,8 +38,8 @@ def _pair(c, heads):
     return fused, plain
 
 
-# (batch, tokens, channels, heads): head sizes 8 and 20 (OpenBLAS path), 64 and 32 (AVX-512 path where available;
-# 67 and 145 tokens are no multiple of the 8/32/48-row tiles, 1 token is a single row)
+# (batch, tokens, channels, heads): head sizes 8 and 20 (OpenBLAS path), 64 and 32 (tiled path where available;
+# 67 and 145 tokens are no multiple of the 6/8/16/32/48-row tiles, 1 token is a single row)
 SHAPES = [(2, 7, 16, 2), (1, 100, 60, 3), (1, 50, 64, 1), (2, 67, 96, 3), (1, 145, 128, 2), (3, 1, 64, 1)]
 
 
@@ -114,3 +115,40 @@ def test_exports_do_not_hold_the_kernel():
     fused, _ = _pair(16, 2)
     without_compiled_kernels(fused)
     assert not fused.use_fused
+
+
+_FORK_SCRIPT = """
+import ctypes, os
+import numpy as np
+from mindcv_lseg.kernels import library, openblas
+
+lib = ctypes.CDLL(library.library_path("_lseg_gemm"))
+lib.LsegGemmSetSgemm(ctypes.c_void_p(openblas.load_sgemm()[0]))
+
+def attention(qkv, heads):
+    # the AOT calling convention MindSpore uses: parameters, their ranks, shapes and dtypes
+    out = np.zeros(qkv.shape[:2] + (qkv.shape[2] // 3,), np.float32)
+    arrays = [qkv, np.zeros(heads, np.float32), out]
+    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+    code = lib.LsegAttention(
+        3, (ctypes.c_void_p * 3)(*[a.ctypes.data for a in arrays]), (ctypes.c_int * 3)(*[a.ndim for a in arrays]),
+        (ctypes.POINTER(ctypes.c_int64) * 3)(*[ctypes.cast(s, ctypes.POINTER(ctypes.c_int64)) for s in shapes]),
+        (ctypes.c_char_p * 3)(*[b"float32"] * 3), None, None)
+    assert code == 0, code
+    return out
+
+qkv = np.random.default_rng(0).standard_normal((2, 67, 3 * 128)).astype(np.float32)
+want = attention(qkv, 4)  # 8 (batch, head) tasks: the parent's pool threads are running now
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if np.array_equal(attention(qkv, 4), want) else 3)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_runs_the_kernel_on_a_pool_of_its_own(kernel):
+    """Data loaders fork: in the child, which has none of the parent's pool threads, the kernel still returns the
+    parent's result (called through ctypes: MindSpore's own runtime does not survive a fork)."""
+    out, _ = run_script(_FORK_SCRIPT, "mindcv-lseg:", {})
+    assert "child exit 0" in out, out

@@ -213,6 +213,56 @@ def test_choose_core_keeps_a_good_pick_and_the_users_choice(monkeypatch):
     assert lib.calls == []
 
 
+class _FakeThreadServer:
+    """Stands in for OpenBLAS's thread server: records the restart and the timeout it read from the environment."""
+
+    def __init__(self):
+        self.calls = []
+        self.env_timeout = 0
+
+    def openblas_read_env(self):
+        self.env_timeout = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "0"))
+        self.calls.append(("read_env", self.env_timeout))
+
+    def openblas_thread_timeout(self):
+        return self.env_timeout
+
+    def blas_thread_shutdown_(self):
+        self.calls.append("shutdown")
+
+    def blas_thread_init(self):
+        self.calls.append(("init", self.env_timeout))
+
+
+def test_settle_workers_restarts_the_thread_server_with_the_shortest_timeout(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    lib = _FakeThreadServer()
+    assert openblas.settle_workers(lib) == openblas.WORKER_TIMEOUT == 4
+    # the server restarts with the timeout in the environment; then the environment and its reading are restored
+    assert lib.calls == [("read_env", 4), "shutdown", ("init", 4), ("read_env", 0)]
+    assert "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+
+
+def test_settle_workers_keeps_the_users_timeout_and_needs_the_exports(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "20")
+    lib = _FakeThreadServer()
+    lib.env_timeout = 20
+    assert openblas.settle_workers(lib) == 20
+    assert lib.calls == []
+
+    class _Old:  # an OpenBLAS that exports no thread server entry points
+        pass
+
+    assert openblas.settle_workers(_Old()) is None
+
+
+def test_the_loaded_openblas_workers_sleep_at_once(backend):
+    """When the kernels load, NumPy's OpenBLAS gets the shortest worker timeout (the user's own setting wins)."""
+    if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
+        pytest.skip("OPENBLAS_THREAD_TIMEOUT is set: the user's timeout is kept")
+    assert backend.description.endswith(f"worker timeout 2^{openblas.WORKER_TIMEOUT} ticks"), backend.description
+
+
 def test_numpy_products_stay_right_after_the_kernel_choice(backend):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((129, 257)).astype(np.float32)

@@ -14,6 +14,14 @@ with AVX2 + FMA). A user's own ``OPENBLAS_CORETYPE`` is always respected. The sw
 ``gotoblas_dynamic_quit``/``gotoblas_dynamic_init`` (the start-up selection, rerun with ``OPENBLAS_CORETYPE``
 set) and affects NumPy's products in the same process too (they get faster; results stay float32-exact to
 within BLAS summation order).
+
+Why its worker threads are told to sleep at once (:func:`settle_workers`): after each threaded product OpenBLAS's
+workers keep polling for the next one (``sched_yield`` in a loop) for 2^28 clock ticks, ~0.1 s. The kernels that
+run between two products on all cores (the attention, ``lseg_attention.cc``) then share a core with a poller and
+ran at half speed (11 ms -> 23 ms per ViT-L/16 attention here). OpenBLAS's own setting for this,
+``OPENBLAS_THREAD_TIMEOUT``, is read when the library loads, i.e. when NumPy is imported; :func:`settle_workers`
+applies the shortest timeout (2^4 ticks) afterwards by restarting OpenBLAS's thread server with it. The products
+themselves did not get slower (their workers are woken per product, microseconds against milliseconds).
 """
 
 import ctypes
@@ -21,9 +29,11 @@ import glob
 import os
 from typing import Optional, Tuple
 
-__all__ = ["find_numpy_openblas", "cpu_flags", "best_core", "choose_core", "load_sgemm"]
+__all__ = ["find_numpy_openblas", "cpu_flags", "best_core", "choose_core", "settle_workers", "load_sgemm"]
 
 SGEMM_SYMBOL = "cblas_sgemm64_"  # ILP64 cblas_sgemm: the integer sizes are int64
+WORKER_TIMEOUT = 4  # OPENBLAS_THREAD_TIMEOUT: workers poll 2^4 clock ticks after a product, then sleep (its minimum)
+_SERVER_SYMBOLS = ("openblas_read_env", "openblas_thread_timeout", "blas_thread_shutdown_", "blas_thread_init")
 
 # OpenBLAS kernel families for x86-64, worst to best for float32 GEMM, and the CPU flags each one needs
 _CORE_RANK = {"Haswell": 1, "Zen": 1, "SkylakeX": 2, "Cooperlake": 3, "SapphireRapids": 3}
@@ -91,6 +101,28 @@ def choose_core(lib: ctypes.CDLL, flags: Optional[set] = None) -> Tuple[str, str
     return before, _corename(lib)
 
 
+def settle_workers(lib: ctypes.CDLL) -> Optional[int]:
+    """Make OpenBLAS's worker threads sleep right after each product instead of polling for ~0.1 s; returns the
+    timeout now in force (log2 of clock ticks), or None where this OpenBLAS does not export what it takes.
+
+    A user's own ``OPENBLAS_THREAD_TIMEOUT`` is left alone. Otherwise the thread server is restarted with
+    :data:`WORKER_TIMEOUT` (``blas_thread_shutdown_`` + ``blas_thread_init``, what OpenBLAS itself does around a
+    fork), the environment is restored. Called once, when the kernels load, before they run any product."""
+    if not all(hasattr(lib, name) for name in _SERVER_SYMBOLS):
+        return None
+    if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
+        return lib.openblas_thread_timeout()
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(WORKER_TIMEOUT)
+    try:
+        lib.openblas_read_env()
+        lib.blas_thread_shutdown_()
+        lib.blas_thread_init()
+    finally:
+        del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+        lib.openblas_read_env()  # its other settings as they were (the timeout is kept by the thread server)
+    return WORKER_TIMEOUT
+
+
 def load_sgemm() -> Tuple[int, str]:
     """(address of NumPy's OpenBLAS ``cblas_sgemm64_``, description) after choosing its kernel.
 
@@ -105,5 +137,7 @@ def load_sgemm() -> Tuple[int, str]:
         raise OSError(f"{os.path.basename(path)} has no {SGEMM_SYMBOL} (not an ILP64 OpenBLAS)")
     before, after = choose_core(lib)
     core = after if before == after else f"{after} (OpenBLAS had picked {before})"
+    timeout = settle_workers(lib)
+    workers = "" if timeout is None else f", worker timeout 2^{timeout} ticks"
     address = ctypes.cast(getattr(lib, SGEMM_SYMBOL), ctypes.c_void_p).value
-    return address, f"OpenBLAS {os.path.basename(path)}, kernel {core}"
+    return address, f"OpenBLAS {os.path.basename(path)}, kernel {core}{workers}"

@@ -39,7 +39,10 @@ void RunTasks(Job *job) {
 class Pool {
  public:
   explicit Pool(int workers) {
-    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { Work(); });
+    for (int w = 0; w < workers; ++w) {
+      threads_.emplace_back([this] { Work(); });
+      pthread_setname_np(threads_.back().native_handle(), "lseg_pool");
+    }
   }
 
   // Never destroyed (a static pool's destructor would join workers during the process's exit, after the runtime
@@ -120,8 +123,8 @@ int PoolThreads() {
     int count = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0) count = std::max(1, CPU_COUNT(&set));
-    if (const char *omp = std::getenv("OMP_NUM_THREADS")) {
-      const int cap = std::atoi(omp);
+    if (const char *limit = std::getenv("MINDCV_LSEG_NUM_THREADS")) {
+      const int cap = std::atoi(limit);
       if (cap > 0) count = std::min(count, cap);
     }
     return count;

@@ -14,7 +14,8 @@
 namespace lseg {
 
 // The threads ParallelFor uses, the caller's included: the CPUs the process may run on (its affinity mask), at
-// most OMP_NUM_THREADS when that is set to a positive number (launchers that start one process per core set it).
+// most MINDCV_LSEG_NUM_THREADS when that is set to a positive number (e.g. several processes on one machine).
+// Not OMP_NUM_THREADS: MindSpore sets it to 1 in its own process when it is imported.
 int PoolThreads();
 
 // Runs task(i) for every i in [0, tasks) and returns when all have run. The caller's thread and the pool's

@@ -255,6 +255,26 @@ def test_text_encoder_runs_only_up_to_the_end_token(tiny):
     np.testing.assert_allclose(tiny.encode_text(["sky"]).asnumpy(), full[:1], atol=1e-5, rtol=1e-5)
 
 
+def test_used_text_length_rounds_up_to_a_power_of_two():
+    """The columns up to the last end token (the largest id of a row), as a power of two >= the shortest length
+    and <= the context length: few compiled shapes, 4 columns for one-word labels."""
+    from mindcv_lseg.models.lseg import used_text_length
+
+    def tokens(*ends):  # rows with the end token (49407) at these columns, zeros after it
+        out = np.zeros((len(ends), 77), np.int32)
+        for row, end in enumerate(ends):
+            out[row, 0], out[row, 1:end], out[row, end] = 49406, 100, 49407
+        return out
+
+    assert used_text_length(tokens(2), 4) == 4  # "sky": start, word, end
+    assert used_text_length(tokens(2, 4), 4) == 8  # 5 columns used
+    assert used_text_length(tokens(7), 4) == 8
+    assert used_text_length(tokens(8), 4) == 16
+    assert used_text_length(tokens(2), 16) == 16
+    assert used_text_length(tokens(40, 3), 4) == 64
+    assert used_text_length(tokens(70), 4) == 77  # never beyond the context
+
+
 def test_encode_text_batches_labels(tiny):
     """More labels than one text batch (32 + 8 rows here, the 8 padded from 5): same features as one at a time."""
     labels = [f"thing number {i}" for i in range(37)]

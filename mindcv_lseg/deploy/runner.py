@@ -147,7 +147,7 @@ class DeployedLSeg:
             raise ValueError("encode_text needs at least one label")
         tokens = tokenize(labels, context_length=self.context_length, truncate=truncate).astype(np.int32)
         if self.text_length == -1:  # dynamic columns: stop after the last end token, as LSeg.encode_text
-            tokens = tokens[:, : used_text_length(tokens, LSeg.TEXT_LENGTH_BUCKET)]
+            tokens = tokens[:, : used_text_length(tokens, LSeg.TEXT_MIN_LENGTH)]
         n, parts = (self.num_labels if self.num_labels > 0 else LSeg.TEXT_BATCH), []
         for start in range(0, len(tokens), n):
             chunk = tokens[start : start + n]

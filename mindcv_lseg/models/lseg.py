@@ -137,12 +137,13 @@ class LSegImageEncoder(nn.Cell):
         return self.reassemble(self.vit(x), grid_h, grid_w)
 
 
-def used_text_length(tokens: np.ndarray, bucket: int) -> int:
+def used_text_length(tokens: np.ndarray, shortest: int) -> int:
     """Columns of CLIP tokens ``[N, context_length]`` that hold every end token (the largest id of each row),
-    rounded up to a multiple of ``bucket`` and at most ``context_length``: the causal text tower gives the same
-    features over these columns as over all of them."""
-    used = int(tokens.argmax(axis=1).max()) + 1
-    return min(tokens.shape[1], -(-used // bucket) * bucket)
+    rounded up to a power of two, at least ``shortest`` and at most ``context_length``: the causal text tower gives
+    the same features over these columns as over all of them. Powers of two keep the shapes GRAPH mode compiles
+    few (4, 8, 16, 32, 64, 77) while short labels (one or two words: 3-4 tokens) run over 4 columns, not 77."""
+    used = max(int(tokens.argmax(axis=1).max()) + 1, shortest)
+    return min(tokens.shape[1], 1 << (used - 1).bit_length())
 
 
 class LSeg(nn.Cell):
@@ -177,7 +178,7 @@ class LSeg(nn.Cell):
     Output: float32 logits [B, N, H, W] = cosine(pixel, label) / 0.07 (channel order = label order).
     """
 
-    TEXT_LENGTH_BUCKET = 16
+    TEXT_MIN_LENGTH = 4
     TEXT_BATCH = 32
 
     def __init__(
@@ -286,9 +287,9 @@ class LSeg(nn.Cell):
     def encode_text(self, labels: Union[str, Iterable[str]], truncate: bool = False) -> Tensor:
         """Raw CLIP text features (before L2 normalisation): float32 Tensor [N, embed_dim].
 
-        The causal text transformer runs only over the columns up to the last end token, rounded up to a
-        multiple of :attr:`TEXT_LENGTH_BUCKET`: the result is the same as over all 77 positions, several times
-        faster for short labels. Labels are embedded in batches of at most :attr:`TEXT_BATCH` rows, each padded to
+        The causal text transformer runs only over the columns up to the last end token, rounded up to a power
+        of two (at least :attr:`TEXT_MIN_LENGTH`): the result is the same as over all 77 positions, several
+        times faster for short labels. Labels are embedded in batches of at most :attr:`TEXT_BATCH` rows, each padded to
         a power of two, so GRAPH mode compiles a handful of shapes whatever the number of labels, and the memory
         the compiled graph holds stays small (150 labels in one graph would hold ~1.8 GB).
         """
@@ -296,7 +297,7 @@ class LSeg(nn.Cell):
         count = tokens.shape[0]
         if count == 0:
             raise ValueError("encode_text needs at least one label")
-        tokens = tokens[:, : used_text_length(tokens, self.TEXT_LENGTH_BUCKET)]
+        tokens = tokens[:, : used_text_length(tokens, self.TEXT_MIN_LENGTH)]
         parts = []
         for start in range(0, count, self.TEXT_BATCH):
             chunk = tokens[start : start + self.TEXT_BATCH]

@@ -207,13 +207,15 @@ def test_patch_conv_transpose_matches_mindspore():
     np.testing.assert_allclose(layer(x).asnumpy(), ref(x).asnumpy(), atol=1e-5)
 
 
-def test_cpu_gemm_patchify_matches_strided_conv():
+@pytest.mark.parametrize("h, w", [(32, 64), (35, 70)])
+def test_cpu_gemm_patchify_matches_strided_conv(h, w):
+    """Whole patches, and a size that is no multiple of the patch (the conv drops the pixels beyond the last patch)."""
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(1, 3, 32, 64)).astype(np.float32)
-    w = rng.normal(size=(8, 3, 16, 16)).astype(np.float32)
+    x = rng.normal(size=(1, 3, h, w)).astype(np.float32)
+    weight = rng.normal(size=(8, 3, 16, 16)).astype(np.float32)
     b = rng.normal(size=(8,)).astype(np.float32)
-    tokens = cpu_gemm_patchify(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b), BlasLinear()).asnumpy()
-    ref = _torch_like_conv(x, w, b, 16, 0)  # [1, 8, 2, 4]
+    tokens = cpu_gemm_patchify(ms.Tensor(x), ms.Tensor(weight), ms.Tensor(b), BlasLinear()).asnumpy()
+    ref = _torch_like_conv(x, weight, b, 16, 0)  # [1, 8, 2, 4]
     np.testing.assert_allclose(tokens, ref.reshape(1, 8, 8).transpose(0, 2, 1), atol=1e-4)
 
 

@@ -11,9 +11,9 @@ from setuptools import Extension, find_packages, setup
 # _lseg_resize the bilinear resize and its gradient
 KERNEL_SOURCES = {
     "gemm": ["lseg_gemm.cc", "lseg_winograd.cc", "lseg_attention.cc", "lseg_threads.cc"],
-    "gelu": ["lseg_gelu.cc"],
+    "gelu": ["lseg_gelu.cc", "lseg_threads.cc"],
     "pixel": ["lseg_loss.cc", "lseg_norm.cc"],
-    "layernorm": ["lseg_layernorm.cc"],
+    "layernorm": ["lseg_layernorm.cc", "lseg_threads.cc"],
     "resize": ["lseg_resize.cc"],
 }
 KERNEL_HEADERS = ["lseg_sgemm.h", "lseg_aot.h", "lseg_attention_tiles.h", "lseg_threads.h"]

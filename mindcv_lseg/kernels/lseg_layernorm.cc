@@ -14,15 +14,18 @@
 // the layer then keeps only its input for the backward pass. dgamma and dbeta are summed in float over blocks of 32
 // rows, the blocks in double. MindSpore 2.10's CPU LayerNorm takes ~2.5 ms on [577, 1024], this ~0.3 ms
 // (docs/cpu_kernels.md). eps is an input tensor rather than an attribute (AOT kernels get no attributes without
-// MindSpore's headers). Single-threaded.
+// MindSpore's headers). Rows (forward) and blocks of rows (backward) are taken by the threads of the library's pool
+// (lseg_threads.h); the gradient's sums do not depend on how many.
 // Return codes: 0 ok, 11 wrong number of parameters, 12 not float32, 13 wrong rank, 14 shapes disagree.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "lseg_aot.h"
+#include "lseg_threads.h"
 
 namespace {
 
@@ -63,44 +66,36 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void Forward(const 
   }
 }
 
-// dgamma, dbeta: double accumulators [C], zeroed by the caller; part: float scratch [2 C]
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Backward(const float *x, const float *dy,
-                                                                            const float *gamma, float *dx,
-                                                                            double *dgamma, double *dbeta,
-                                                                            float *part, int64_t n, int64_t c,
-                                                                            double eps) {
+// dx for rows [r0, r1) (at most kBlockRows of them) and that block's float sums of dy * xhat and dy into
+// part [2 C] (overwritten)
+__attribute__((target_clones("avx512f", "avx2", "default"))) void BackwardBlock(const float *x, const float *dy,
+                                                                                 const float *gamma, float *dx,
+                                                                                 float *part, int64_t r0, int64_t r1,
+                                                                                 int64_t c, double eps) {
   const double inv_c = 1.0 / static_cast<double>(c);
   float *part_g = part, *part_b = part + c;
-  for (int64_t r0 = 0; r0 < n; r0 += kBlockRows) {
-    const int64_t r1 = r0 + kBlockRows < n ? r0 + kBlockRows : n;
-    std::memset(part, 0, sizeof(float) * static_cast<size_t>(2 * c));
-    for (int64_t r = r0; r < r1; ++r) {
-      const float *xr = x + r * c;
-      const float *dyr = dy + r * c;
-      float *dxr = dx + r * c;
-      const RowStats s = Stats(xr, c, eps);
-      double sum_g = 0.0, sum_gx = 0.0;
+  std::memset(part, 0, sizeof(float) * static_cast<size_t>(2 * c));
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *xr = x + r * c;
+    const float *dyr = dy + r * c;
+    float *dxr = dx + r * c;
+    const RowStats s = Stats(xr, c, eps);
+    double sum_g = 0.0, sum_gx = 0.0;
 #pragma omp simd reduction(+ : sum_g, sum_gx)
-      for (int64_t i = 0; i < c; ++i) {
-        const float xhat = ((xr[i] - s.mean) - s.mean_lo) * s.rstd;
-        const float g = dyr[i] * gamma[i];
-        sum_g += static_cast<double>(g);
-        sum_gx += static_cast<double>(g * xhat);
-        part_g[i] += dyr[i] * xhat;
-        part_b[i] += dyr[i];
-      }
-      const float mean_g = static_cast<float>(sum_g * inv_c);
-      const float mean_gx = static_cast<float>(sum_gx * inv_c);
-#pragma omp simd
-      for (int64_t i = 0; i < c; ++i) {
-        const float xhat = ((xr[i] - s.mean) - s.mean_lo) * s.rstd;
-        dxr[i] = s.rstd * (dyr[i] * gamma[i] - mean_g - xhat * mean_gx);
-      }
+    for (int64_t i = 0; i < c; ++i) {
+      const float xhat = ((xr[i] - s.mean) - s.mean_lo) * s.rstd;
+      const float g = dyr[i] * gamma[i];
+      sum_g += static_cast<double>(g);
+      sum_gx += static_cast<double>(g * xhat);
+      part_g[i] += dyr[i] * xhat;
+      part_b[i] += dyr[i];
     }
+    const float mean_g = static_cast<float>(sum_g * inv_c);
+    const float mean_gx = static_cast<float>(sum_gx * inv_c);
 #pragma omp simd
     for (int64_t i = 0; i < c; ++i) {
-      dgamma[i] += static_cast<double>(part_g[i]);
-      dbeta[i] += static_cast<double>(part_b[i]);
+      const float xhat = ((xr[i] - s.mean) - s.mean_lo) * s.rstd;
+      dxr[i] = s.rstd * (dyr[i] * gamma[i] - mean_g - xhat * mean_gx);
     }
   }
 }
@@ -131,8 +126,12 @@ int LsegLayerNorm(int nparam, void **params, int *ndims, int64_t **shapes, const
   }
   if (n == 0 || c == 0) return 0;
   const double eps = static_cast<const float *>(params[3])[0];
-  Forward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-          static_cast<const float *>(params[2]), static_cast<float *>(params[4]), n, c, eps);
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[4]);
+  lseg::ParallelRanges(n, kBlockRows, [&](int64_t r0, int64_t r1) {
+    Forward(x + r0 * c, static_cast<const float *>(params[1]), static_cast<const float *>(params[2]), y + r0 * c,
+            r1 - r0, c, eps);
+  });
   return 0;
 }
 
@@ -150,17 +149,28 @@ int LsegLayerNormGrad(int nparam, void **params, int *ndims, int64_t **shapes, c
   }
   float *dgamma = static_cast<float *>(params[5]);
   float *dbeta = static_cast<float *>(params[6]);
-  std::vector<double> acc(static_cast<size_t>(2 * c), 0.0);
-  std::vector<float> part(static_cast<size_t>(2 * c));
-  if (n > 0 && c > 0) {
+  // the blocks of rows in parallel, each with its own float partial sums; the partials then added in block order
+  // in double, so the sums do not depend on the threads
+  const int64_t blocks = (n + kBlockRows - 1) / kBlockRows;
+  std::vector<float> part(static_cast<size_t>(blocks * 2 * c));
+  if (c > 0) {
     const double eps = static_cast<const float *>(params[3])[0];
-    Backward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-             static_cast<const float *>(params[2]), static_cast<float *>(params[4]), acc.data(), acc.data() + c,
-             part.data(), n, c, eps);
+    const float *x = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
+    const float *gamma = static_cast<const float *>(params[2]);
+    float *dx = static_cast<float *>(params[4]);
+    lseg::ParallelFor(blocks, [&](int64_t b) {
+      BackwardBlock(x, dy, gamma, dx, part.data() + b * 2 * c, b * kBlockRows, std::min(n, (b + 1) * kBlockRows), c,
+                    eps);
+    });
   }
   for (int64_t i = 0; i < c; ++i) {
-    dgamma[i] = static_cast<float>(acc[i]);
-    dbeta[i] = static_cast<float>(acc[c + i]);
+    double sum_g = 0.0, sum_b = 0.0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      sum_g += static_cast<double>(part[b * 2 * c + i]);
+      sum_b += static_cast<double>(part[b * 2 * c + c + i]);
+    }
+    dgamma[i] = static_cast<float>(sum_g);
+    dbeta[i] = static_cast<float>(sum_b);
   }
   return 0;
 }

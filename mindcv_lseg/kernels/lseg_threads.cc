@@ -139,4 +139,14 @@ void ParallelFor(int64_t tasks, const std::function<void(int64_t)> &task) {
   }
 }
 
+void ParallelRanges(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)> &range) {
+  if (n <= 0) return;
+  const int64_t ranges = std::max<int64_t>(1, std::min<int64_t>(n / std::max<int64_t>(grain, 1), 8 * PoolThreads()));
+  if (ranges == 1) {
+    range(0, n);
+    return;
+  }
+  ParallelFor(ranges, [&](int64_t i) { range(n * i / ranges, n * (i + 1) / ranges); });
+}
+
 }  // namespace lseg

@@ -24,6 +24,11 @@ int PoolThreads();
 // the caller runs the tasks itself, in order.
 void ParallelFor(int64_t tasks, const std::function<void(int64_t)> &task);
 
+// Runs range(begin, end) over consecutive ranges that cover [0, n) once, each of at least `grain` items (except
+// when n is smaller): ParallelFor over up to 8 ranges per thread, so that a thread slowed by another process
+// takes fewer of them. n <= grain runs on the caller's thread alone.
+void ParallelRanges(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)> &range);
+
 }  // namespace lseg
 
 #endif  // MINDCV_LSEG_KERNELS_LSEG_THREADS_H_

@@ -14,7 +14,7 @@ KERNEL_SOURCES = {
     "gelu": ["lseg_gelu.cc", "lseg_threads.cc"],
     "pixel": ["lseg_loss.cc", "lseg_norm.cc"],
     "layernorm": ["lseg_layernorm.cc", "lseg_threads.cc"],
-    "resize": ["lseg_resize.cc"],
+    "resize": ["lseg_resize.cc", "lseg_threads.cc"],
 }
 KERNEL_HEADERS = ["lseg_sgemm.h", "lseg_aot.h", "lseg_attention_tiles.h", "lseg_threads.h"]
 KERNELS = [

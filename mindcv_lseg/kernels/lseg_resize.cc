@@ -13,7 +13,8 @@
 // vectorised over the output width), then lerps the two rows each output row needs (contiguous, vectorised). The
 // gradient is the transpose, dx = A_h^T dy A_w: first each output row's gradient is added, weighted, into its two
 // input rows (contiguous), then every input column gathers its contributions from those rows (a padded list per input
-// column, so the loop is a gather over the input width with no write conflicts). Return codes: 0 ok, 11 wrong number
+// column, so the loop is a gather over the input width with no write conflicts). The planes are shared out in ranges
+// between the threads of the library's pool (lseg_threads.h). Return codes: 0 ok, 11 wrong number
 // of parameters, 12 not float32, 13 wrong rank, 14 shapes disagree, 15 an empty input for a non-empty output.
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "lseg_aot.h"
+#include "lseg_threads.h"
 
 namespace {
 
@@ -168,6 +170,9 @@ int CheckArgs(int nparam, int *ndims, int64_t **shapes, const char **dtypes) {
   return 0;
 }
 
+// planes per range handed to a thread: at least ~64K output values (one plane where planes are larger)
+int64_t PlanesPerRange(int64_t plane_size) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(plane_size, 1)); }
+
 int Resize(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool align_corners) {
   if (const int bad = CheckArgs(nparam, ndims, shapes, dtypes)) return bad;
   const int64_t planes = shapes[0][0] * shapes[0][1], h = shapes[0][2], w = shapes[0][3];
@@ -177,14 +182,16 @@ int Resize(int nparam, void **params, int *ndims, int64_t **shapes, const char *
   Axis rows, cols;
   BuildAxis(h, out_h, align_corners, &rows);
   BuildAxis(w, out_w, align_corners, &cols);
-  static thread_local std::vector<float> wide;  // one plane interpolated along the width: [h, out_w]
-  if (static_cast<int64_t>(wide.size()) < h * out_w) wide.resize(static_cast<size_t>(h * out_w));
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[3]);
-  for (int64_t p = 0; p < planes; ++p) {
-    WidthPass(x + p * h * w, wide.data(), h, w, out_w, cols.lo.data(), cols.hi.data(), cols.lam.data());
-    HeightPass(wide.data(), y + p * out_h * out_w, out_h, out_w, rows);
-  }
+  lseg::ParallelRanges(planes, PlanesPerRange(out_h * out_w), [&](int64_t begin, int64_t end) {
+    static thread_local std::vector<float> wide;  // one plane interpolated along the width: [h, out_w]
+    if (static_cast<int64_t>(wide.size()) < h * out_w) wide.resize(static_cast<size_t>(h * out_w));
+    for (int64_t p = begin; p < end; ++p) {
+      WidthPass(x + p * h * w, wide.data(), h, w, out_w, cols.lo.data(), cols.hi.data(), cols.lam.data());
+      HeightPass(wide.data(), y + p * out_h * out_w, out_h, out_w, rows);
+    }
+  });
   return 0;
 }
 
@@ -203,13 +210,15 @@ int ResizeGrad(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   BuildAxis(w, out_w, align_corners, &cols);
   Gather gather;
   BuildGather(cols, w, &gather);
-  static thread_local std::vector<float> acc;  // one plane's gradient summed over the height: [h, out_w]
-  if (static_cast<int64_t>(acc.size()) < h * out_w) acc.resize(static_cast<size_t>(h * out_w));
   const float *dy = static_cast<const float *>(params[0]);
-  for (int64_t p = 0; p < planes; ++p) {
-    HeightAdjoint(dy + p * out_h * out_w, acc.data(), h, out_h, out_w, rows);
-    WidthAdjoint(acc.data(), dx + p * h * w, h, w, out_w, gather);
-  }
+  lseg::ParallelRanges(planes, PlanesPerRange(out_h * out_w), [&](int64_t begin, int64_t end) {
+    static thread_local std::vector<float> acc;  // one plane's gradient summed over the height: [h, out_w]
+    if (static_cast<int64_t>(acc.size()) < h * out_w) acc.resize(static_cast<size_t>(h * out_w));
+    for (int64_t p = begin; p < end; ++p) {
+      HeightAdjoint(dy + p * out_h * out_w, acc.data(), h, out_h, out_w, rows);
+      WidthAdjoint(acc.data(), dx + p * h * w, h, w, out_w, gather);
+    }
+  });
   return 0;
 }
 

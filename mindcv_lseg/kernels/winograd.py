@@ -1,8 +1,8 @@
-"""3x3 "same" convolutions by Winograd's F(2x2, 3x3) as MindSpore custom operators (``ops.Custom``, ``aot``, CPU).
+"""3x3 "same" convolutions by Winograd's F(4x4, 3x3) as MindSpore custom operators (``ops.Custom``, ``aot``, CPU).
 
 The kernel is ``lseg_winograd.cc``, compiled into the same library as the BLAS products (:mod:`.gemm`) because its
-16 products per image go through the same OpenBLAS sgemm. It does 2.25x fewer multiply-adds than the direct
-product, with no tap matrix in memory. Two primitives:
+36 products per image go through the same OpenBLAS sgemm. It does 4x fewer multiply-adds than the direct product,
+with no tap matrix in memory. Two primitives:
 
 - ``conv3x3(x, w)``: x [B, C, H, W], w [O, C, 3, 3] -> [B, O, H, W], stride 1, zero padding 1 (cross-correlation,
   as ``nn.Conv2d``);
@@ -10,8 +10,9 @@ product, with no tap matrix in memory. Two primitives:
   flipped in space and transposed inside the kernel: no ``ReverseV2``/``Transpose`` in the graph).
 
 Neither has a backward of its own: the layers that use them (:class:`~mindcv_lseg.models.cpu_gemm.SameConvGEMM`)
-write their backward pass from these two and a BLAS product for the weight gradient. Rounding differs from the
-direct product by a few float32 ulps of the transform sums (the tests bound it against ``ops.Conv2D``).
+write their backward pass from these two and a BLAS product for the weight gradient. Rounding: a few 1e-6 of the
+output's size, ~6x a direct float32 product's (docs/cpu_kernels.md; the tests bound it against a float64
+convolution and ``ops.Conv2D``).
 """
 
 from typing import Optional, Tuple

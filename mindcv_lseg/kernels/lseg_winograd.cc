@@ -27,17 +27,18 @@
 // contraction: every variant rounds alike). Return codes as lseg_gemm.cc's, plus 16: the weight is
 // not [O, C, 3, 3] with C matching x.
 //
-// Threading: none here. The filter transform is independent per filter block (FilterTransform's [f0, f1)), the
-// input transform per input channel and the output transform per output channel (InputTransform /
-// OutputTransform take a channel range and their own small scratch), and the 36 products are independent: each
-// stage can be split over ranges as it stands.
+// Threading: the transforms are shared out in ranges between the threads of the library's pool (lseg_threads.h):
+// the filter transform by filters, the input transform by input channels and the output transform by output
+// channels (each thread with its own small scratch); the 36 products are OpenBLAS's, threaded by it.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "lseg_aot.h"
 #include "lseg_sgemm.h"
+#include "lseg_threads.h"
 
 // the widest vector variant the CPU has, picked when the library is loaded; without contraction into FMAs (which the
 // avx512f variant would otherwise get) every variant rounds alike
@@ -47,6 +48,7 @@ namespace {
 
 constexpr int kXi = 36;          // transformed values per tile (6x6)
 constexpr int64_t kBlock = 64;   // filters per filter-transform block
+constexpr int64_t kChannelGrain = 16384;  // pixels of channel planes per range of the input/output transforms
 
 // Scratch buffers reused between calls (grown, never shrunk; one set per calling thread): fresh multi-megabyte
 // allocations would cost a page fault per 4 KiB on every call. The transformed filters are one of them: 151 MB for
@@ -282,18 +284,21 @@ int Conv3x3(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   }
   const Grid grid(h, w);
   const int64_t tiles = grid.tiles, filters = wo * wc;
-  static thread_local std::vector<float> u_buffer, v_buffer, m_buffer, small_buffer;
+  static thread_local std::vector<float> u_buffer, v_buffer, m_buffer;
   // u [36, wo, wc] in the weight's own (o, c) order for both directions: the adjoint's product reads it transposed
   float *u = Scratch(&u_buffer, kXi * filters);
-  FilterTransform(g, filters, adjoint, 0, filters, u);
+  lseg::ParallelRanges(filters, 4 * kBlock, [&](int64_t f0, int64_t f1) { FilterTransform(g, filters, adjoint, f0, f1, u); });
   // transformed input [cin, 36, tiles] and products [cout, 36, tiles]: each channel's 36 rows lie together (the
   // transforms stream through them); the xi-th product reads/writes every 36th row (leading dimension 36 * tiles)
   float *v = Scratch(&v_buffer, kXi * cin * tiles);
   float *m = Scratch(&m_buffer, kXi * cout * tiles);
   const int64_t in_scratch = InputScratch(grid), out_scratch = OutputScratch(grid);
-  float *small = Scratch(&small_buffer, in_scratch > out_scratch ? in_scratch : out_scratch);
+  const int64_t grain = std::max<int64_t>(1, kChannelGrain / std::max<int64_t>(h * w, 1));  // channels per range
   for (int64_t n = 0; n < b; ++n) {
-    InputTransform(x + n * cin * h * w, grid, 0, cin, v, small);
+    lseg::ParallelRanges(cin, grain, [&](int64_t c0, int64_t c1) {
+      static thread_local std::vector<float> small;
+      InputTransform(x + n * cin * h * w, grid, c0, c1, v, Scratch(&small, in_scratch));
+    });
     for (int xi = 0; xi < kXi; ++xi) {
       const float *uxi = u + xi * filters;
       if (adjoint) {  // [cout, cin] = (u[xi] as [cin = wo, cout = wc])^T
@@ -304,7 +309,10 @@ int Conv3x3(int nparam, void **params, int *ndims, int64_t **shapes, const char 
               kXi * tiles, 0.0f, m + xi * tiles, kXi * tiles);
       }
     }
-    OutputTransform(m, grid, 0, cout, y + n * cout * h * w, small);
+    lseg::ParallelRanges(cout, grain, [&](int64_t c0, int64_t c1) {
+      static thread_local std::vector<float> small;
+      OutputTransform(m, grid, c0, c1, y + n * cout * h * w, Scratch(&small, out_scratch));
+    });
   }
   return 0;
 }

@@ -107,7 +107,8 @@ def settle_workers(lib: ctypes.CDLL) -> Optional[int]:
 
     A user's own ``OPENBLAS_THREAD_TIMEOUT`` is left alone. Otherwise the thread server is restarted with
     :data:`WORKER_TIMEOUT` (``blas_thread_shutdown_`` + ``blas_thread_init``, what OpenBLAS itself does around a
-    fork), the environment is restored. Called once, when the kernels load, before they run any product."""
+    fork), the environment is restored. Called once, when the kernels load (the first lean layer built), before
+    they run any product; no NumPy product may run in another thread at that moment (its workers are restarted)."""
     if not all(hasattr(lib, name) for name in _SERVER_SYMBOLS):
         return None
     if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):

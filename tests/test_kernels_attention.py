@@ -6,6 +6,8 @@ Shapes: a head size that is a multiple of 16 takes the kernels' own register-til
 AVX2 + FMA (token counts across their 6/8/16/32/48-row blocks), any other head size the OpenBLAS path. The heads are
 shared out by the kernels' thread pool, which a forked child must restart."""
 
+import os
+
 import numpy as np
 import pytest
 from _kernels import require_kernels, run_script
@@ -152,3 +154,20 @@ def test_a_forked_child_runs_the_kernel_on_a_pool_of_its_own(kernel):
     parent's result (called through ctypes: MindSpore's own runtime does not survive a fork)."""
     out, _ = run_script(_FORK_SCRIPT, "mindcv-lseg:", {})
     assert "child exit 0" in out, out
+
+
+_THREADS_SCRIPT = """
+import ctypes
+from mindcv_lseg.kernels import library
+print("pool threads", ctypes.CDLL(library.library_path("_lseg_gemm")).LsegPoolThreads())
+"""
+
+
+@pytest.mark.parametrize("limit", ["", "1", "64"])
+def test_the_pool_uses_the_allowed_cpus_at_most_mindcv_lseg_num_threads(kernel, limit):
+    """One thread per CPU of the affinity mask, capped by MINDCV_LSEG_NUM_THREADS; OMP_NUM_THREADS (which MindSpore
+    sets to 1 in its process) does not apply."""
+    env = {"OMP_NUM_THREADS": "1"} if not limit else {"MINDCV_LSEG_NUM_THREADS": limit}
+    out, _ = run_script(_THREADS_SCRIPT, "mindcv-lseg:", env)
+    cpus = len(os.sched_getaffinity(0))
+    assert f"pool threads {min(cpus, int(limit or cpus))}" in out, out

@@ -150,3 +150,6 @@ void ParallelRanges(int64_t n, int64_t grain, const std::function<void(int64_t, 
 }
 
 }  // namespace lseg
+
+// The thread count, for tests and diagnostics (every library with the pool exports it).
+extern "C" int LsegPoolThreads() { return lseg::PoolThreads(); }

@@ -7,9 +7,9 @@ input layout: the graph keeps no split, no head transposes and no [B, heads, T, 
 the transposes, softmax and split took 0.28 s of 4.0 s). The gradient recomputes the attention of each head from
 qkv and returns the gradient in qkv in the same layout, so a training graph keeps nothing but qkv per block and
 has no [B, heads, T, T] tensors at all (before: the scores, the softmax and the softmax gradient's products,
-reductions and broadcasts per block). On a CPU with AVX-512 both share the heads out between the CPU's threads and
-compute the products with their own register-tiled loops (head sizes that are a multiple of 16); elsewhere they
-call the OpenBLAS sgemm per head. :class:`~mindcv_lseg.models.attention.LeanAttention` uses them in training and
+reductions and broadcasts per block). On a CPU with AVX-512 or AVX2 + FMA both share the heads out between the
+threads of the kernels' pool and compute the products with their own register-tiled loops (head sizes that are a
+multiple of 16); elsewhere they call the OpenBLAS sgemm per head. :class:`~mindcv_lseg.models.attention.LeanAttention` uses them in training and
 inference; without the library it uses :class:`~mindcv_lseg.models.attention.AttentionCore`.
 """
 

@@ -237,20 +237,22 @@ void ForEachHead(int64_t tasks, bool threaded, Fn run) {
   }
 }
 
-// The `tasks` (batch, head) problems of head size d: tiled(task, fn, scratch) shared out between the threads with
-// fn the tiled loops for this CPU, where they apply (fn = ForwardHead or BackwardHead of avx512 or avx2), else
-// blas(task, sgemm, scratch) on this thread. 0, or 10 when no sgemm was handed over.
-template <typename HeadFn, typename Tiled, typename Blas>
-int RunHeads(int64_t tasks, int64_t d, HeadFn avx512_fn, HeadFn avx2_fn, Tiled tiled, Blas blas) {
-  const Tiles tiles = TilesFor(d);
+// Every (batch, head) problem of p: tiled(head(task), p, scratch) shared out between the threads, with `tiled` the
+// loops for this CPU (avx512_fn or avx2_fn), where they apply; else blas(head(task), p, sgemm, scratch) on this
+// thread. 0, or 10 when no sgemm was handed over.
+template <typename HeadOf, typename Arg>
+int RunHeads(const Problem &p, HeadOf head, void (*avx512_fn)(const Arg &, const Problem &, Scratch *),
+             void (*avx2_fn)(const Arg &, const Problem &, Scratch *),
+             void (*blas)(const Arg &, const Problem &, lseg::SgemmFn, Scratch *)) {
+  const Tiles tiles = TilesFor(p.d);
   if (tiles != Tiles::kNone) {
-    const HeadFn fn = tiles == Tiles::kAvx512 ? avx512_fn : avx2_fn;
-    ForEachHead(tasks, true, [&](int64_t task, Scratch *w) { tiled(task, fn, w); });
+    const auto tiled = tiles == Tiles::kAvx512 ? avx512_fn : avx2_fn;
+    ForEachHead(p.tasks(), true, [&](int64_t task, Scratch *w) { tiled(head(task), p, w); });
     return 0;
   }
   const lseg::SgemmFn sgemm = lseg::GetSgemm();
   if (sgemm == nullptr) return 10;
-  ForEachHead(tasks, false, [&](int64_t task, Scratch *w) { blas(task, sgemm, w); });
+  ForEachHead(p.tasks(), false, [&](int64_t task, Scratch *w) { blas(head(task), p, sgemm, w); });
   return 0;
 }
 
@@ -286,11 +288,7 @@ int LsegAttention(int nparam, void **params, int *ndims, int64_t **shapes, const
     const float *base = qkv + p.qkv_offset(task);
     return Head{base, base + c, base + 2 * c, out + p.out_offset(task)};
   };
-  using Fn = void (*)(const Head &, const Problem &, Scratch *);
-  return RunHeads<Fn>(
-      p.tasks(), p.d, avx512::ForwardHead, avx2::ForwardHead,
-      [&](int64_t task, Fn fn, Scratch *w) { fn(head(task), p, w); },
-      [&](int64_t task, lseg::SgemmFn sgemm, Scratch *w) { ForwardHeadBlas(head(task), p, sgemm, w); });
+  return RunHeads(p, head, avx512::ForwardHead, avx2::ForwardHead, ForwardHeadBlas);
 }
 
 int LsegAttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
@@ -310,11 +308,7 @@ int LsegAttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes, c
     float *grad = dqkv + p.qkv_offset(task);
     return HeadGrad{base, base + c, base + 2 * c, dout + p.out_offset(task), grad, grad + c, grad + 2 * c};
   };
-  using Fn = void (*)(const HeadGrad &, const Problem &, Scratch *);
-  return RunHeads<Fn>(
-      p.tasks(), p.d, avx512::BackwardHead, avx2::BackwardHead,
-      [&](int64_t task, Fn fn, Scratch *w) { fn(head(task), p, w); },
-      [&](int64_t task, lseg::SgemmFn sgemm, Scratch *w) { BackwardHeadBlas(head(task), p, sgemm, w); });
+  return RunHeads(p, head, avx512::BackwardHead, avx2::BackwardHead, BackwardHeadBlas);
 }
 
 }  // extern "C"

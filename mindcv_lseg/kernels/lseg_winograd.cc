@@ -58,6 +58,12 @@ float *Scratch(std::vector<float> *buffer, int64_t size) {
   return buffer->data();
 }
 
+// the running thread's small scratch of the input and output transforms (one buffer serves both: they never overlap)
+float *TransformScratch(int64_t size) {
+  static thread_local std::vector<float> small;
+  return Scratch(&small, size);
+}
+
 // The tile grid of an H x W plane: th x tw tiles of 4x4 outputs; each padded image row (one zero column left,
 // zeros right) is kept as 4 column phases of tw + 1 values: phase q, entry j = padded column 4j + q.
 struct Grid {
@@ -296,8 +302,7 @@ int Conv3x3(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   const int64_t grain = std::max<int64_t>(1, kChannelGrain / std::max<int64_t>(h * w, 1));  // channels per range
   for (int64_t n = 0; n < b; ++n) {
     lseg::ParallelRanges(cin, grain, [&](int64_t c0, int64_t c1) {
-      static thread_local std::vector<float> small;
-      InputTransform(x + n * cin * h * w, grid, c0, c1, v, Scratch(&small, in_scratch));
+      InputTransform(x + n * cin * h * w, grid, c0, c1, v, TransformScratch(in_scratch));
     });
     for (int xi = 0; xi < kXi; ++xi) {
       const float *uxi = u + xi * filters;
@@ -310,8 +315,7 @@ int Conv3x3(int nparam, void **params, int *ndims, int64_t **shapes, const char 
       }
     }
     lseg::ParallelRanges(cout, grain, [&](int64_t c0, int64_t c1) {
-      static thread_local std::vector<float> small;
-      OutputTransform(m, grid, c0, c1, y + n * cout * h * w, Scratch(&small, out_scratch));
+      OutputTransform(m, grid, c0, c1, y + n * cout * h * w, TransformScratch(out_scratch));
     });
   }
   return 0;
